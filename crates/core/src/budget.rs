@@ -1,0 +1,1 @@
+//! budget (to be written).

@@ -1,0 +1,1 @@
+//! handles (to be written).

@@ -1,0 +1,21 @@
+//! Warden's guest-free primitives.
+//!
+//! These are the parts of Warden that do not need a guest, so the embedding application can use
+//! them for its own native work too: a database written in Rust gates its query memory with the
+//! same [`budget`] its guests are charged against, and registers its own exit hooks with the
+//! same [`shutdown`] coordinator. Each module is one concept with one owner type:
+//!
+//! - [`budget`]: the process memory budget, per-domain accounts, the memory gate
+//!   (reservations) and pressure water marks.
+//! - [`handles`]: generation-checked, reference-counted handle tables (the SafeHandle model).
+//! - [`locks`]: named host locks owned by calls, FIFO, poisoning, and deadlock detection over
+//!   a wait-for graph.
+//! - [`abort`]: the per-call abort state machine (requested, deferred, delivered).
+//! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
+#![warn(missing_docs)]
+
+pub mod abort;
+pub mod budget;
+pub mod handles;
+pub mod locks;
+pub mod shutdown;

@@ -1,0 +1,1 @@
+//! locks (to be written).
