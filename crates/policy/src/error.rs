@@ -133,3 +133,22 @@ impl PolicyError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_moves_a_duration_error_to_its_key_and_leaves_others() {
+        let e = crate::parse_duration("soon")
+            .unwrap_err()
+            .at("[timeouts] abort.after");
+        assert_eq!(e.key(), Some("[timeouts] abort.after"));
+        let illegal = PolicyError::Illegal {
+            key: "[failures] deadline".into(),
+            value: Action::None,
+            allowed: vec![Action::Throw],
+        };
+        assert_eq!(illegal.at("elsewhere").key(), Some("[failures] deadline"));
+    }
+}

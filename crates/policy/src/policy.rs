@@ -346,3 +346,44 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
         line(&mut r.iter().map(String::as_str));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_reports_the_first_illegal_value_in_file_order() {
+        // Only code inside the crate can build an illegal policy; validate() is the net
+        // that the file parser relies on.
+        let mut p = Policy::default();
+        assert!(p.validate().is_ok());
+        p.failures[Failure::FatalRuntime.index()] = Action::Throw;
+        p.operations[Operation::FinalizerRun.index()].on_timeout = Action::Throw;
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.key(), Some("[timeouts] finalizer-run.action"));
+        p.operations[Operation::ProcessExit.index()].default = Action::UnloadDomain;
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.key(), Some("[defaults] process-exit"));
+    }
+
+    #[test]
+    fn every_preset_is_legal() {
+        for &preset in Preset::ALL {
+            assert!(Policy::preset(preset).validate().is_ok(), "{preset}");
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_and_trims_line_ends() {
+        let mut out = String::new();
+        table(
+            &mut out,
+            &["a", "bb"],
+            &[
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), String::new()],
+            ],
+        );
+        assert_eq!(out, "a    bb\nxxx  y\nz\n");
+    }
+}

@@ -313,3 +313,40 @@ pub(crate) fn join(actions: &[Action]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_operation_actions_resolve_through_an_operation() {
+        for &a in Action::ALL {
+            for critical in [false, true] {
+                let op = Operation::resolving(a, critical);
+                let expected = match a {
+                    Action::None
+                    | Action::Throw
+                    | Action::RudeExitProcess
+                    | Action::DisableRuntime => None,
+                    Action::RudeAbort if critical => Some(Operation::RudeAbortCritical),
+                    // As in the CLR, both orderly exits go through process-exit...
+                    Action::ExitProcess | Action::FastExitProcess => Some(Operation::ProcessExit),
+                    // ...and every other operation action is named after its operation.
+                    other => other.name().parse().ok(),
+                };
+                assert_eq!(op, expected, "{a} critical={critical}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_operation_always_allows_its_own_action_as_default() {
+        // A default only ever adds severity, so "mean yourself" is always allowed
+        // (finalizer-run names no action and is covered by the legality tests).
+        for &op in Operation::ALL {
+            if let Ok(a) = op.name().parse::<Action>() {
+                assert!(op.allows_default(a), "{op}");
+            }
+        }
+    }
+}

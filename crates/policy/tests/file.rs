@@ -372,7 +372,10 @@ fn shipped_example_is_legal_and_sqlserver_like() {
     let abort = p.operation(Operation::Abort);
     assert_eq!(abort.timeout, Some(Duration::from_secs(30)));
     assert_eq!(p.resolve(abort.on_timeout), Action::UnloadDomain);
-    // Every wait the example touches is bounded; process-exit keeps the CLR's 40 s.
+    // Every wait is bounded; process-exit keeps the CLR's 40 s.
+    for &op in Operation::ALL {
+        assert!(p.operation(op).timeout.is_some(), "{op}");
+    }
     assert_eq!(
         p.operation(Operation::ProcessExit).timeout,
         Some(Duration::from_secs(40))
