@@ -437,6 +437,10 @@ impl MemoryBudget {
 
     /// Adds `bytes` to `committed` if the limit allows it. On refusal, returns what was free.
     fn commit(&self, bytes: u64) -> Result<Option<Edge>, u64> {
+        // Nothing changes, so nothing can cross a mark (a limit-0 budget stays calm).
+        if bytes == 0 {
+            return Ok(None);
+        }
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let committed = cur & !PRESSURE_BIT;
@@ -463,6 +467,9 @@ impl MemoryBudget {
 
     /// Takes `bytes` off `committed`. Callers only return what they were given.
     fn uncommit(&self, bytes: u64) -> Option<Edge> {
+        if bytes == 0 {
+            return None;
+        }
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let committed = (cur & !PRESSURE_BIT).saturating_sub(bytes);
