@@ -799,6 +799,11 @@ impl MemoryAccount {
         self.inner.denials.load(Ordering::Relaxed)
     }
 
+    /// How many reservations through [`MemoryAccount::reserve`] were refused.
+    pub fn refusals(&self) -> u64 {
+        self.inner.refusals.load(Ordering::Relaxed)
+    }
+
     /// A snapshot of the account's figures.
     pub fn stats(&self) -> AccountStats {
         AccountStats {
@@ -806,7 +811,7 @@ impl MemoryAccount {
             reserved: self.reserved(),
             peak: self.peak(),
             denials: self.denials(),
-            refusals: self.inner.refusals.load(Ordering::Relaxed),
+            refusals: self.refusals(),
         }
     }
 
