@@ -721,7 +721,10 @@ mod tests {
         assert_eq!(layout.unpack(layout.pack(5, 9)), Some((5, 9)));
         assert_eq!(layout.unpack(1 << 7), None);
         let full = Layout::for_quota(100);
-        assert_eq!(full.unpack(full.pack(99, full.max_gen())), Some((99, full.max_gen())));
+        assert_eq!(
+            full.unpack(full.pack(99, full.max_gen())),
+            Some((99, full.max_gen()))
+        );
     }
 
     #[test]
