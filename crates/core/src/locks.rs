@@ -97,11 +97,11 @@ use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-// Under `--cfg loom` the table's mutex is loom's, so the model checker explores every
-// interleaving of hand-off, cancellation and release (tests/locks_loom.rs).
-#[cfg(loom)]
+// In loom test builds the table's mutex is loom's, so the model checker explores every
+// interleaving of hand-off, cancellation and release (`loom_tests` below).
+#[cfg(all(test, loom))]
 use loom::sync::{Arc as InnerArc, Mutex, MutexGuard};
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 use std::sync::{Arc as InnerArc, Mutex, MutexGuard};
 
 /// Who owns a lock or waits: a call id.
@@ -978,5 +978,183 @@ mod tests {
         );
         drop(w);
         assert_eq!(t.holder("a"), Some(1));
+    }
+}
+
+/// Model checks (loom) of the races that matter: a waiter cancelled while the lock is handed to
+/// it, a timeout settling while the holder releases, an orphan release racing a cancellation, and
+/// two calls closing a cycle at the same time. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p warden-core --lib --release locks::loom_tests`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+    use std::pin::pin;
+
+    /// Wakes a parked loom thread (loom's own `block_on` needs its `futures` feature).
+    struct Unpark(thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// Drives `f` on this loom thread, parking between polls; a lost wake-up shows up as a
+    /// deadlock that loom reports.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let mut f = pin!(f);
+        let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            thread::park();
+        }
+    }
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn take(t: &LockTable, owner: OwnerId, name: &str) {
+        let f = pin!(t.acquire(owner, name, None));
+        assert!(matches!(poll_once(f), Poll::Ready(Ok(_))));
+    }
+
+    /// Waiter 2 is queued and then cancelled (dropped) while 1 releases; waiter 3 blocks. In every
+    /// interleaving 3 is woken and gets the lock, and the table ends empty.
+    #[test]
+    fn cancel_races_hand_off_and_the_next_waiter_is_woken() {
+        loom::model(|| {
+            let t = LockTable::new();
+            take(&t, 1, "L");
+            let tb = t.clone();
+            let cancelled = thread::spawn(move || {
+                let mut f = pin!(tb.acquire(2, "L", None));
+                if let Poll::Ready(r) = poll_once(f.as_mut()) {
+                    // 1 had already released and 3 had not queued: 2 took the free lock.
+                    r.unwrap();
+                    tb.release(2, "L").unwrap();
+                }
+                // Dropped here: queued, or handed the lock, or done.
+            });
+            let tc = t.clone();
+            let patient = thread::spawn(move || {
+                let r = block_on(tc.acquire(3, "L", None));
+                assert_eq!(r, Ok(Acquired::Clean));
+                tc.release(3, "L").unwrap();
+            });
+            t.release(1, "L").unwrap();
+            cancelled.join().unwrap();
+            patient.join().unwrap();
+            assert_eq!(t.lock_count(), 0);
+            assert_eq!(t.held_count(2), 0);
+        });
+    }
+
+    /// The same race after an orphan release: the first owner to get the lock afterwards is told
+    /// it is poisoned, even when the hand-off went to the cancelled waiter first.
+    #[test]
+    fn orphan_release_races_cancellation_and_the_poison_is_not_lost() {
+        use loom::sync::atomic::{AtomicUsize, Ordering};
+        loom::model(|| {
+            let t = LockTable::new();
+            // Counts acquisitions after the orphan; bumped while holding, so it is exact.
+            let taken = InnerArc::new(AtomicUsize::new(0));
+            take(&t, 1, "L");
+            let (tb, taken_b) = (t.clone(), taken.clone());
+            let cancelled = thread::spawn(move || {
+                let mut f = pin!(tb.acquire(2, "L", None));
+                if let Poll::Ready(r) = poll_once(f.as_mut()) {
+                    let first = taken_b.fetch_add(1, Ordering::SeqCst) == 0;
+                    assert_eq!(r.unwrap() == Acquired::Poisoned, first);
+                    tb.release(2, "L").unwrap();
+                }
+            });
+            let (tc, taken_c) = (t.clone(), taken.clone());
+            let patient = thread::spawn(move || {
+                let r = block_on(tc.acquire(3, "L", None)).unwrap();
+                let first = taken_c.fetch_add(1, Ordering::SeqCst) == 0;
+                assert_eq!(r == Acquired::Poisoned, first);
+                tc.release(3, "L").unwrap();
+            });
+            assert_eq!(t.release_orphaned(1), vec!["L".to_string()]);
+            cancelled.join().unwrap();
+            patient.join().unwrap();
+            assert_eq!(t.lock_count(), 0);
+        });
+    }
+
+    /// A timeout settles while 1 releases: the timed waiter either gets the lock or leaves the
+    /// queue, and in both cases the waiter behind it gets the lock.
+    #[test]
+    fn timeout_races_release() {
+        loom::model(|| {
+            let t = LockTable::new();
+            take(&t, 1, "L");
+            let ticket = match t.with(|inner, _| inner.begin_acquire(2, "L", false)) {
+                Ok(Begin::Wait(ticket)) => ticket,
+                _ => panic!("2 should have to wait"),
+            };
+            let tb = t.clone();
+            let timed = thread::spawn(move || {
+                let mut wait = LockWait {
+                    table: &tb,
+                    owner: 2,
+                    name: "L",
+                    ticket,
+                    finished: false,
+                };
+                match wait.settle_on_timeout() {
+                    Ok(Acquired::Clean) => tb.release(2, "L").unwrap(),
+                    Err(LockError::Timeout) => assert_eq!(tb.held_count(2), 0),
+                    other => panic!("unexpected {other:?}"),
+                }
+            });
+            let tc = t.clone();
+            let patient = thread::spawn(move || {
+                assert_eq!(block_on(tc.acquire(3, "L", None)), Ok(Acquired::Clean));
+                tc.release(3, "L").unwrap();
+            });
+            t.release(1, "L").unwrap();
+            timed.join().unwrap();
+            patient.join().unwrap();
+            assert_eq!(t.lock_count(), 0);
+        });
+    }
+
+    /// Two calls close the same cycle concurrently: exactly one is the victim, and after it
+    /// backs out the other completes.
+    #[test]
+    fn concurrent_cycle_has_exactly_one_victim() {
+        loom::model(|| {
+            let t = LockTable::new();
+            take(&t, 1, "a");
+            take(&t, 2, "b");
+            let spawn = |owner: OwnerId, mine: &'static str, want: &'static str| {
+                let t = t.clone();
+                thread::spawn(move || match block_on(t.acquire(owner, want, None)) {
+                    Ok(_) => {
+                        t.release(owner, want).unwrap();
+                        t.release(owner, mine).unwrap();
+                        false
+                    }
+                    Err(LockError::Deadlock(cycle)) => {
+                        assert_eq!(cycle.victim(), Some(owner));
+                        assert_eq!(cycle.edges.len(), 2);
+                        t.release(owner, mine).unwrap();
+                        true
+                    }
+                    Err(other) => panic!("unexpected {other:?}"),
+                })
+            };
+            let x = spawn(1, "a", "b");
+            let y = spawn(2, "b", "a");
+            let victims = [x.join().unwrap(), y.join().unwrap()];
+            assert_eq!(victims.iter().filter(|v| **v).count(), 1);
+            assert_eq!(t.lock_count(), 0);
+        });
     }
 }
