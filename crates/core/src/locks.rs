@@ -576,7 +576,6 @@ fn report_cycle(cycle: &DeadlockCycle) {
 
 impl LockTable {
     /// An empty table.
-    #[allow(clippy::new_ret_no_self)]
     pub fn new() -> std::sync::Arc<Self> {
         std::sync::Arc::new(LockTable {
             inner: InnerArc::new(Mutex::new(Inner::default())),
