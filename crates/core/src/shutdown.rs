@@ -118,6 +118,9 @@ use self::gate::{Ender, Gate};
 /// A boxed, sendable future, as returned by exit hooks and [`Participant::run_finalizers`].
 pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// The function that ends the process, given the exit code (see [`Shutdown::new`]).
+pub type ExitFn = Arc<dyn Fn(i32) + Send + Sync>;
+
 /// How the process exits: the three exit actions of the escalation policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExitMode {
@@ -357,7 +360,7 @@ enum Msg {
 
 struct Inner {
     config: ShutdownConfig,
-    exit_fn: Arc<dyn Fn(i32) + Send + Sync>,
+    exit_fn: ExitFn,
     gate: Gate,
     /// `Phase::index` of the current phase; only ever raised (`fetch_max`).
     phase: AtomicU8,
@@ -367,7 +370,7 @@ struct Inner {
     participant: Mutex<Option<Weak<dyn Participant>>>,
     hooks: Mutex<Hooks>,
     /// Wakes the watchdog; set by the winner before the watchdog starts.
-    watchdog_tx: OnceLock<Mutex<Sender<Msg>>>,
+    watchdog_tx: OnceLock<Sender<Msg>>,
     report: OnceLock<ExitReport>,
     notify: Notify,
     done: Mutex<bool>,
@@ -391,7 +394,7 @@ impl Shutdown {
     /// (its last phase, the watchdog, or a rude exit). The runtime passes
     /// `Arc::new(|code| std::process::exit(code))`; tests pass a recorder. If it returns (a
     /// recorder does), the coordinator simply stops.
-    pub fn new(config: ShutdownConfig, exit_fn: Arc<dyn Fn(i32) + Send + Sync>) -> Arc<Self> {
+    pub fn new(config: ShutdownConfig, exit_fn: ExitFn) -> Arc<Self> {
         Arc::new(Shutdown {
             inner: Arc::new(Inner {
                 config,
@@ -502,11 +505,7 @@ impl Shutdown {
         if let ExitStart::AlreadyStarted { .. } = start
             && mode != ExitMode::Orderly
         {
-            self.inner.gate.escalate(mode);
-            // If the watchdog is not listening yet, it reads the gate when it starts.
-            if let Some(tx) = self.inner.watchdog_tx.get() {
-                let _ = lock(tx).send(Msg::Wake);
-            }
+            self.inner.wake_watchdog(mode);
         }
         start
     }
@@ -636,7 +635,7 @@ impl Inner {
     fn launch(self: &Arc<Self>, ctx: Ctx) {
         let (tx, rx) = mpsc::channel();
         let seq_tx = tx.clone();
-        let _ = self.watchdog_tx.set(Mutex::new(tx));
+        let _ = self.watchdog_tx.set(tx);
         let inner = self.clone();
         let wctx = ctx.clone();
         let watchdog = thread::Builder::new()
@@ -651,13 +650,28 @@ impl Inner {
         let sctx = ctx.clone();
         let sequence = thread::Builder::new()
             .name("warden-shutdown".into())
-            .spawn(move || inner.sequence(sctx, seq_tx));
+            .spawn(move || {
+                let escalate = inner.clone();
+                // Every callout is guarded, so this is for the coordinator's own bugs: if the
+                // sequence dies, the watchdog finishes the job now (fast) instead of at the
+                // deadline, or never.
+                if catch_unwind(AssertUnwindSafe(|| inner.sequence(sctx, seq_tx))).is_err() {
+                    tracing::error!("the shutdown sequence panicked; escalating to a fast exit");
+                    escalate.wake_watchdog(ExitMode::Fast);
+                }
+            });
         if let Err(err) = sequence {
             tracing::error!(%err, "cannot start the shutdown sequence; exiting rudely");
-            self.gate.escalate(ExitMode::Rude);
-            if let Some(tx) = self.watchdog_tx.get() {
-                let _ = lock(tx).send(Msg::Wake);
-            }
+            self.wake_watchdog(ExitMode::Rude);
+        }
+    }
+
+    /// Ask the watchdog to end the sequence now with `mode`. If it is not listening yet, it
+    /// reads the gate when it starts.
+    fn wake_watchdog(&self, mode: ExitMode) {
+        self.gate.escalate(mode);
+        if let Some(tx) = self.watchdog_tx.get() {
+            let _ = tx.send(Msg::Wake);
         }
     }
 
@@ -671,13 +685,21 @@ impl Inner {
         self.complete(Phase::StopAdmitting);
 
         if mode == ExitMode::Orderly {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
+            // Building may fail (or, in odd builds of tokio, panic): then hooks and
+            // finalizers are skipped, and the rest of the sequence still runs.
+            let rt = catch_unwind(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            });
             let rt = match rt {
-                Ok(rt) => Some(rt),
-                Err(err) => {
+                Ok(Ok(rt)) => Some(rt),
+                Ok(Err(err)) => {
                     tracing::error!(%err, "no runtime for exit hooks and finalizers; skipping them");
+                    None
+                }
+                Err(_) => {
+                    tracing::error!("no runtime for exit hooks and finalizers; skipping them");
                     None
                 }
             };
@@ -891,9 +913,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// election, who ends the sequence, who runs critical release, and escalation. Lock-free, so
 /// no party can block another here; model-checked with loom (`RUSTFLAGS="--cfg loom"`).
 mod gate {
-    #[cfg(loom)]
+    // loom is a dev-dependency: its atomics replace std's only in the model-checking tests.
+    #[cfg(all(test, loom))]
     use loom::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
     use super::ExitMode;
@@ -1004,5 +1027,170 @@ mod gate {
         pub(super) fn escalation(&self) -> Option<ExitMode> {
             ExitMode::from_bits(self.escalation.load(Ordering::Acquire))
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::gate::{Ender, Gate};
+    use super::*;
+
+    #[test]
+    fn the_election_word_round_trips_every_code_and_mode() {
+        for code in [i32::MIN, -1, 0, 1, i32::MAX] {
+            for mode in [ExitMode::Orderly, ExitMode::Fast, ExitMode::Rude] {
+                let gate = Gate::new();
+                assert_eq!(gate.started(), None);
+                assert_eq!(gate.start(code, mode), Ok(()));
+                assert_eq!(gate.started(), Some((code, mode)));
+                assert_eq!(gate.start(7, ExitMode::Rude), Err((code, mode)));
+            }
+        }
+    }
+
+    #[test]
+    fn end_release_and_escalation_are_claimed_once_and_only_rise() {
+        let gate = Gate::new();
+        assert_eq!(gate.ended(), None);
+        assert!(gate.end(Ender::Watchdog));
+        assert!(!gate.end(Ender::Sequence));
+        assert_eq!(gate.ended(), Some(Ender::Watchdog));
+
+        assert!(!gate.is_release_done());
+        assert!(gate.claim_release());
+        assert!(!gate.claim_release());
+        gate.release_done();
+        assert!(gate.is_release_done());
+        assert!(!gate.claim_release());
+
+        assert_eq!(gate.escalation(), None);
+        gate.escalate(ExitMode::Rude);
+        gate.escalate(ExitMode::Fast);
+        assert_eq!(gate.escalation(), Some(ExitMode::Rude));
+    }
+
+    #[test]
+    fn phases_are_ordered_and_indexed_consistently() {
+        for (i, phase) in PHASES.iter().enumerate() {
+            assert_eq!(usize::from(phase.index()), i);
+        }
+        assert!(PHASES.windows(2).all(|w| w[0] < w[1]));
+        for mode in [ExitMode::Orderly, ExitMode::Fast, ExitMode::Rude] {
+            assert_eq!(ExitMode::from_bits(mode.to_bits()), Some(mode));
+        }
+        assert_eq!(ExitMode::from_bits(0), None);
+    }
+}
+
+/// Model checks of the lock-free core. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p warden-core --release --lib shutdown::loom`.
+#[cfg(all(test, loom))]
+mod loom {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    use super::ExitMode;
+    use super::gate::{Ender, Gate};
+
+    /// Racing `exit`s plus an observer: one winner; losers and the observer only ever see the
+    /// winner's code and mode (never a torn or a loser's value).
+    #[test]
+    fn one_winner_and_everyone_sees_its_code() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new());
+            let racers: Vec<_> = [(1, ExitMode::Orderly), (2, ExitMode::Rude)]
+                .into_iter()
+                .map(|(code, mode)| {
+                    let gate = gate.clone();
+                    thread::spawn(move || (code, mode, gate.start(code, mode)))
+                })
+                .collect();
+            let observer = {
+                let gate = gate.clone();
+                thread::spawn(move || gate.started())
+            };
+            let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+            let winners: Vec<_> = results.iter().filter(|r| r.2.is_ok()).collect();
+            assert_eq!(winners.len(), 1);
+            let winner = (winners[0].0, winners[0].1);
+            for r in &results {
+                if let Err(seen) = r.2 {
+                    assert_eq!(seen, winner);
+                }
+            }
+            if let Some(seen) = observer.join().unwrap() {
+                assert_eq!(seen, winner);
+            }
+            assert_eq!(gate.started(), Some(winner));
+        });
+    }
+
+    /// The sequence's tail (critical release, then end) against the watchdog taking over with
+    /// a fast action: the exit function runs exactly once, critical release at most once, and
+    /// an exit by the sequence always comes after its release.
+    #[test]
+    fn exit_fn_once_and_release_at_most_once() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new());
+            gate.start(5, ExitMode::Orderly).unwrap();
+            let exits = Arc::new(AtomicUsize::new(0));
+            let releases = Arc::new(AtomicUsize::new(0));
+
+            let sequence = {
+                let (gate, exits, releases) = (gate.clone(), exits.clone(), releases.clone());
+                thread::spawn(move || {
+                    if gate.ended().is_some() || !gate.claim_release() {
+                        return;
+                    }
+                    releases.fetch_add(1, Ordering::SeqCst);
+                    gate.release_done();
+                    if gate.end(Ender::Sequence) {
+                        assert_eq!(releases.load(Ordering::SeqCst), 1);
+                        exits.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            let watchdog = {
+                let (gate, exits, releases) = (gate.clone(), exits.clone(), releases.clone());
+                thread::spawn(move || {
+                    if !gate.end(Ender::Watchdog) {
+                        return;
+                    }
+                    if gate.claim_release() {
+                        releases.fetch_add(1, Ordering::SeqCst);
+                        gate.release_done();
+                    }
+                    exits.fetch_add(1, Ordering::SeqCst);
+                })
+            };
+            sequence.join().unwrap();
+            watchdog.join().unwrap();
+            assert_eq!(exits.load(Ordering::SeqCst), 1);
+            assert_eq!(releases.load(Ordering::SeqCst), 1);
+            assert!(gate.is_release_done());
+        });
+    }
+
+    /// An escalation racing the end of the sequence is either seen by the watchdog or the
+    /// sequence had already ended; the most severe escalation wins.
+    #[test]
+    fn escalations_only_rise() {
+        loom::model(|| {
+            let gate = Arc::new(Gate::new());
+            let threads: Vec<_> = [ExitMode::Rude, ExitMode::Fast]
+                .into_iter()
+                .map(|mode| {
+                    let gate = gate.clone();
+                    thread::spawn(move || gate.escalate(mode))
+                })
+                .collect();
+            let seen = gate.escalation();
+            assert!(matches!(seen, None | Some(ExitMode::Fast | ExitMode::Rude)));
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(gate.escalation(), Some(ExitMode::Rude));
+        });
     }
 }

@@ -467,8 +467,8 @@ fn a_hung_critical_release_costs_at_most_the_grace() {
 fn a_release_in_progress_when_the_watchdog_fires_runs_once_and_is_awaited() {
     let log = Arc::new(Log::default());
     let mut participant = TestParticipant::new(&log);
-    participant.release = Behaviour::Block(Duration::from_millis(400));
-    let mut config = config(Some(100), ExitMode::Fast);
+    participant.release = Behaviour::Block(Duration::from_millis(600));
+    let mut config = config(Some(250), ExitMode::Fast);
     config.grace = Duration::from_secs(5);
     let (shutdown, p) = setup(config, participant);
 
@@ -476,7 +476,7 @@ fn a_release_in_progress_when_the_watchdog_fires_runs_once_and_is_awaited() {
     shutdown.exit(9, ExitMode::Fast);
     assert!(log.wait_exit(SOON));
     // The watchdog waited for the sequence's release rather than starting another.
-    assert!(start.elapsed() >= Duration::from_millis(400));
+    assert!(start.elapsed() >= Duration::from_millis(600));
     let report = report(&shutdown);
     assert!(report.watchdog_fired);
     assert_eq!(report.interrupted_phase, Some(Phase::CriticalRelease));
