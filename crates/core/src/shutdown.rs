@@ -29,12 +29,18 @@
 //!   already running go on; they are neither unwound nor waited for.
 //! - **Exit hooks** run one at a time, in **reverse registration order** (like `atexit`: what was
 //!   set up last is torn down first, so a hook can still rely on what was registered before it).
-//!   A hook that panics is logged and the next one runs.
+//!   A hook that panics is logged and the next one runs. The hooks share the one bound of the
+//!   watchdog: a hook that never returns uses it up, and the hooks after it do not run.
 //! - **Finalizers**: the participant runs the guest finalizers of its live domains (bounded by
 //!   its own `finalizer-run` policy). No domain is unloaded.
 //! - **Critical release**: the participant releases every domain's handles, locks and
 //!   reservations. It runs at most once, whoever (sequence or watchdog) gets to it.
-//! - **Exit**: the exit function passed to [`Shutdown::new`] is called with the winner's code.
+//! - **Exit**: the exit function passed to [`Shutdown::new`] is called with the winner's code,
+//!   on whichever thread ended the sequence (the sequence's, the watchdog's, or a rude caller's).
+//!
+//! The participant is held weakly (the runtime may own the `Arc<Shutdown>` without a cycle) and
+//! captured, strongly, when a winner is elected. Call admission can read
+//! [`Shutdown::is_exiting`] directly: it is true before the first phase is entered.
 //!
 //! The sequence runs on its own thread (`warden-shutdown`) with its own current-thread tokio
 //! runtime for the async parts, so `exit` works from inside or outside a tokio runtime, and from
@@ -55,7 +61,10 @@
 //! The watchdog shares no lock with the phases: the sequence and the watchdog meet only on
 //! atomics and a channel the watchdog alone receives from, so a hook that blocks its thread, a
 //! finalizer that never completes, or a participant that deadlocks cannot stop the watchdog. Once
-//! the watchdog has taken over, the sequence starts no further phase.
+//! the watchdog has taken over, the sequence starts no further phase. One deadline covers the
+//! whole sequence, so every phase is bounded by what is left of it. Should the sequence's own
+//! thread die (a coordinator bug; every callout is already guarded), the watchdog applies a
+//! fast exit at once rather than at the deadline.
 //!
 //! [`Shutdown::escalate`] cuts a running sequence short the same way, without waiting for the
 //! timeout (a second SIGINT, or a `fatal-runtime` failure during an orderly exit).
@@ -66,9 +75,11 @@
 //!   the sequence's last phase, by the watchdog, or by a rude exit.
 //! - With a timeout configured, the exit function is called within `timeout` (plus `grace` for a
 //!   [`Fast`](ExitMode::Fast) action) of the winning `exit`, plus scheduling delay, whatever
-//!   hooks, finalizers and the participant do. With `timeout: None` (the `clr` preset's
-//!   infinite timeouts are *not* this: its `process-exit` is 40 s) there is no bound: a hook that
-//!   never returns keeps the process alive.
+//!   hooks, finalizers and the participant do. With `timeout: None` there is no bound, and a
+//!   hook that never returns keeps the process alive (no preset does this: even `clr` bounds
+//!   `process-exit`, at 40 s).
+//! - Critical release runs at most once. It is skipped by a rude exit, and by the watchdog's
+//!   rude action; the operating system reclaims what is left.
 //! - Nothing is promised about code that is still running when the exit function ends the
 //!   process: running calls, an abandoned hook, a hung finalizer. A hook or finalizer the
 //!   watchdog gave up on keeps its thread; in a real process the exit ends it.
@@ -77,6 +88,16 @@
 //! - Calling [`Shutdown::wait`] or [`Shutdown::wait_blocking`] from inside a hook or finalizer
 //!   waits for the sequence that is running that very hook: it returns only when the watchdog
 //!   ends the sequence. Do not do that.
+//! - The process is not ended by dropping the last `Arc<Shutdown>`; an exit that was never
+//!   requested never happens.
+//!
+//! # Testing
+//!
+//! The lock-free core (the election, who ends the sequence, who runs critical release,
+//! escalation) is model-checked with loom:
+//! `RUSTFLAGS="--cfg loom" cargo test -p warden-core --release --lib shutdown::loom`.
+//! The integration tests (`tests/shutdown*.rs`) drive the whole coordinator with a recording
+//! exit function, including schedule-fuzzing rounds with real threads.
 //!
 //! # Example
 //!
@@ -554,7 +575,8 @@ impl Shutdown {
     /// Block the thread until the sequence has ended, or `timeout` (None: forever) passes.
     /// `None` when it timed out.
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Option<ExitReport> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut done = lock(&self.inner.done);
         while !*done {
             done = match deadline {
@@ -765,7 +787,8 @@ impl Inner {
     }
 
     fn watchdog(self: Arc<Self>, ctx: Ctx, rx: Receiver<Msg>) {
-        let deadline = self.config.timeout.map(|t| ctx.started + t);
+        // A timeout too large to represent is as good as none.
+        let deadline = self.config.timeout.and_then(|t| ctx.started.checked_add(t));
         loop {
             if self.gate.ended().is_some() {
                 return;
@@ -842,8 +865,9 @@ impl Inner {
                     inner.gate.release_done();
                 } else {
                     // The sequence is releasing: wait for it, within the same grace.
-                    let until = Instant::now() + grace;
-                    while !inner.gate.is_release_done() && Instant::now() < until {
+                    let until = Instant::now().checked_add(grace);
+                    while !inner.gate.is_release_done() && until.is_none_or(|u| Instant::now() < u)
+                    {
                         thread::sleep(Duration::from_millis(1));
                     }
                 }

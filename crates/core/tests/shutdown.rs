@@ -787,3 +787,22 @@ fn an_orderly_timeout_action_is_applied_as_fast() {
             .contains(&"phase exit fast-exit-process".to_string())
     );
 }
+
+#[test]
+fn unrepresentably_long_bounds_mean_no_bound_and_do_not_panic() {
+    let log = Arc::new(Log::default());
+    let config = ShutdownConfig {
+        timeout: Some(Duration::MAX),
+        on_timeout: ExitMode::Fast,
+        grace: Duration::MAX,
+    };
+    let (shutdown, _p) = setup(config, TestParticipant::new(&log));
+    assert_eq!(shutdown.wait_blocking(Some(Duration::from_millis(1))), None);
+    shutdown.exit(21, ExitMode::Orderly);
+    let report = shutdown
+        .wait_blocking(Some(Duration::MAX))
+        .expect("waits until the end");
+    assert!(!report.watchdog_fired);
+    assert_eq!(report.phases_completed.len(), 4);
+    assert_exited_once(&log, 21);
+}
