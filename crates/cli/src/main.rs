@@ -1,1 +1,81 @@
-fn main() {}
+//! `warden`: run WebAssembly guests under Warden's hosting model, and check policies.
+
+mod run;
+mod size;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use warden::exit_code;
+use warden_policy::{Policy, Preset};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "A reliability-first host for WebAssembly guests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WASI command (`_start`) or exported functions, each in a fresh domain.
+    #[command(after_help = run::EXIT_CODES_HELP)]
+    Run(run::RunArgs),
+    /// Check, show and explain escalation policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file: exit 0 when legal, 3 and the offending key otherwise.
+    Check {
+        /// The policy file (TOML).
+        file: String,
+    },
+    /// Print a preset as a policy file (server, clr, sqlserver, fail-fast).
+    Show {
+        /// The preset's name.
+        preset: String,
+    },
+    /// Print every failure and operation with its final action and timeout.
+    Explain {
+        /// A preset name or a policy file.
+        policy: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Policy(cmd) => policy(cmd),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn policy(cmd: PolicyCommand) -> i32 {
+    let result = match cmd {
+        PolicyCommand::Check { file } => {
+            Policy::from_file(std::path::Path::new(&file))
+                .map(|_| format!("{file}: ok"))
+                .map_err(|e| e.to_string())
+        }
+        PolicyCommand::Show { preset } => preset
+            .parse::<Preset>()
+            .map(|p| Policy::preset(p).to_toml())
+            .map_err(|e| e.to_string()),
+        PolicyCommand::Explain { policy } => Policy::load(&policy)
+            .map(|p| p.explain())
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            exit_code::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("warden: {e}");
+            exit_code::BAD_INPUT
+        }
+    }
+}

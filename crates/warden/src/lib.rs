@@ -1,1 +1,47 @@
-//! placeholder
+//! Warden: a reliability-first host for WebAssembly guests.
+//!
+//! Guest code runs in isolated **domains** ([`Domain`]): one wasmtime store, one instance of
+//! one module, one call at a time. Whatever a guest does — loop forever, exhaust memory,
+//! overflow its stack, trap — comes back to the host as a typed [`Outcome`] of its **call**
+//! ([`CallHandle`]), in bounded time, with the process and every other domain untouched. What a
+//! failure costs beyond its call (nothing, the domain, the process) is decided by the
+//! escalation [`Policy`], and every decision is an [`Event`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warden::Error> {
+//! use warden::{CallOptions, DomainConfig, Runtime, RuntimeConfig};
+//! let rt = Runtime::new(RuntimeConfig::default())?;
+//! let module = rt.load_module(br#"(module (func (export "answer") (result i32) i32.const 42))"#)?;
+//! let domain = rt.create_domain(&module, DomainConfig::default()).await?;
+//! let out = domain.invoke("answer", &[], CallOptions::default()).await?;
+//! assert_eq!(out.values[0].unwrap_i32(), 42);
+//! domain.unload().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The guest-free primitives (memory budget, handle tables, host locks, shutdown) live in
+//! [`warden_core`] and the policy model in [`warden_policy`]; both are re-exported.
+#![warn(missing_docs)]
+
+pub mod call;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod exit_code;
+pub mod host;
+pub mod ids;
+mod memory;
+pub mod runtime;
+
+pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
+pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};
+pub use engine::{Allocator, EngineConfig, Module};
+pub use error::Error;
+pub use events::{Event, EventKind};
+pub use ids::{CallId, DomainId};
+pub use runtime::{ExitFn, Runtime, RuntimeConfig};
+pub use warden_core;
+pub use warden_policy;
+pub use warden_policy::{Action, Failure, Operation, Policy, Preset};
+pub use wasmtime::Val;

@@ -1,0 +1,367 @@
+//! `warden run`: each call in a fresh domain, one outcome each, a stable exit code.
+
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use warden::{
+    CallError, CallOptions, DomainConfig, Module, Runtime, RuntimeConfig, Val, WasiConfig,
+    exit_code,
+};
+use warden_policy::Policy;
+
+use crate::size::parse_size;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+    0    every call succeeded
+    N    a WASI command's own proc_exit code, passed through
+    2    bad command line
+    3    bad input: unreadable or invalid module, missing or unfit export, unknown import,
+         invalid policy, nonsense size or duration
+  103    trap                     104  stack overflow
+  105    out of memory            106  timeout (deadline)
+  107    aborted                  108  rudely aborted
+  109    deadlock victim          110  domain unloaded
+  111    insufficient memory      112  process exiting
+  113    runtime disabled         114  policy chose exit-process
+  115    policy chose fast-exit-process
+  116    policy chose rude-exit-process (or the shutdown watchdog fired)
+  117    first SIGTERM/SIGINT     118  second signal (rude exit)
+  119    Warden's own invariant broke (fail-fast)
+When several calls fail, the code is that of the first failing --invoke in command-line order.";
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The guest: a .wasm binary or .wat text.
+    module: PathBuf,
+    /// Call this export (no parameters) instead of `_start`; repeat to run several
+    /// concurrently, each in its own domain.
+    #[arg(long = "invoke", value_name = "NAME")]
+    invoke: Vec<String>,
+    /// Bound each call: passing it is a `deadline` failure (e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION")]
+    deadline: Option<String>,
+    /// Linear memory each domain may hold (e.g. 8MiB).
+    #[arg(long = "max-memory", value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Escalation policy: a preset (server, clr, sqlserver, fail-fast) or a TOML file.
+    #[arg(long, value_name = "PRESET|FILE", default_value = "server")]
+    policy: String,
+    /// Write events to stderr, one JSON object per line.
+    #[arg(long, value_name = "FORMAT", value_parser = ["json"])]
+    events: Option<String>,
+    /// Run N sequential cycles of create domain → call → unload (a soak for leak hunting).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: u64,
+    /// With --repeat: make the N calls in one domain instead.
+    #[arg(long = "reuse-domain")]
+    reuse_domain: bool,
+    /// Give the guest an environment variable (repeatable). The host environment is not
+    /// passed otherwise.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Arguments for a WASI command (after `--`).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// What the run does, after the command line was checked.
+struct Plan {
+    runtime: Runtime,
+    module: Module,
+    /// Exports to call; empty for a WASI command (`_start`).
+    invokes: Vec<String>,
+    config: DomainConfig,
+    options: CallOptions,
+    repeat: u64,
+    reuse_domain: bool,
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(exit_code::FATAL, format!("cannot start the async runtime: {e}")),
+    };
+    let code = rt.block_on(async move {
+        let plan = match plan(args) {
+            Ok(p) => p,
+            Err(msg) => return fail(exit_code::BAD_INPUT, msg),
+        };
+        execute(plan).await
+    });
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn fail(code: i32, msg: String) -> i32 {
+    eprintln!("warden: {msg}");
+    code
+}
+
+fn plan(args: RunArgs) -> Result<Plan, String> {
+    let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+    let deadline = match &args.deadline {
+        None => None,
+        Some(d) => warden_policy::parse_duration(d)
+            .map_err(|e| format!("--deadline: {e}"))?,
+    };
+    let mut config = DomainConfig::default();
+    if let Some(m) = &args.max_memory {
+        config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
+    }
+    if args.repeat == 0 {
+        return Err("--repeat: must be at least 1".into());
+    }
+    if args.reuse_domain && args.repeat == 1 {
+        return Err("--reuse-domain needs --repeat N with N > 1".into());
+    }
+    let mut env = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env: `{kv}` is not KEY=VALUE"))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let bytes = std::fs::read(&args.module)
+        .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
+    let mut rc = RuntimeConfig::default();
+    rc.policy = policy;
+    let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
+    if let Some(format) = &args.events {
+        debug_assert_eq!(format, "json");
+        runtime.subscribe(|event| {
+            let line = event.to_json();
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{line}");
+        });
+    }
+    let module = runtime
+        .load_module(&bytes)
+        .map_err(|e| format!("{}: {e}", args.module.display()))?;
+    let exports: Vec<&str> = if args.invoke.is_empty() {
+        vec!["_start"]
+    } else {
+        args.invoke.iter().map(String::as_str).collect()
+    };
+    for name in &exports {
+        check_export(&module, name)?;
+    }
+    let program = args
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "guest".into());
+    config.wasi = WasiConfig {
+        args: std::iter::once(program).chain(args.args.iter().cloned()).collect(),
+        env,
+        inherit_stdio: true,
+        inherit_stdin: args.invoke.is_empty(),
+    };
+    Ok(Plan {
+        runtime,
+        module,
+        invokes: args.invoke,
+        config,
+        options: CallOptions {
+            deadline,
+            ..CallOptions::default()
+        },
+        repeat: args.repeat,
+        reuse_domain: args.reuse_domain,
+    })
+}
+
+fn check_export(module: &Module, name: &str) -> Result<(), String> {
+    match module.wasmtime().get_export(name) {
+        None if name == "_start" => Err(
+            "module has no `_start` export (not a WASI command); use --invoke NAME".into(),
+        ),
+        None => Err(format!("module has no export `{name}`")),
+        Some(wasmtime::ExternType::Func(ty)) => {
+            if ty.params().len() > 0 {
+                let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+                Err(format!(
+                    "export `{name}` takes parameters ({}); --invoke needs one that takes none",
+                    params.join(", ")
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(_) => Err(format!("export `{name}` is not a function")),
+    }
+}
+
+/// One call's name and result, in command-line order.
+type Finished = Vec<(String, Result<warden::CallOutput, warden::Error>)>;
+
+async fn execute(plan: Plan) -> i32 {
+    let plan = Arc::new(plan);
+    let rss_before = proc_status();
+    let started = Instant::now();
+    let mut last: Finished = Vec::new();
+    if plan.reuse_domain {
+        last = run_reused(&plan).await;
+    } else {
+        for _ in 0..plan.repeat {
+            last = run_cycle(&plan).await;
+            if last.iter().any(|(_, r)| r.is_err()) {
+                break;
+            }
+        }
+    }
+    if plan.repeat > 1 {
+        let rss_after = proc_status();
+        eprintln!(
+            "warden: {} cycles in {:.2}s; rss {} KiB -> {} KiB; fds {} -> {}; domains left {}",
+            plan.repeat,
+            started.elapsed().as_secs_f64(),
+            rss_before.0,
+            rss_after.0,
+            rss_before.1,
+            rss_after.1,
+            plan.runtime.domain_count()
+        );
+    }
+    report(&last)
+}
+
+/// Every export of the plan, concurrently, each in a fresh domain that is unloaded after.
+async fn run_cycle(plan: &Arc<Plan>) -> Finished {
+    let names: Vec<String> = if plan.invokes.is_empty() {
+        vec!["_start".into()]
+    } else {
+        plan.invokes.clone()
+    };
+    let tasks: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let plan = plan.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let domain = plan
+                        .runtime
+                        .create_domain(&plan.module, plan.config.clone())
+                        .await?;
+                    let out = domain.invoke(&name, &[], plan.options.clone()).await;
+                    domain.unload().await;
+                    out
+                }
+                .await;
+                (name, result)
+            })
+        })
+        .collect();
+    let mut finished = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => finished.push(r),
+            Err(e) => finished.push((
+                "?".into(),
+                Err(warden::Error::Config(format!("task failed: {e}"))),
+            )),
+        }
+    }
+    finished
+}
+
+/// `--reuse-domain`: N rounds of calls in one domain per export.
+async fn run_reused(plan: &Arc<Plan>) -> Finished {
+    let mut finished = Vec::new();
+    let names: Vec<String> = if plan.invokes.is_empty() {
+        vec!["_start".into()]
+    } else {
+        plan.invokes.clone()
+    };
+    for name in names {
+        let result = async {
+            let domain = plan
+                .runtime
+                .create_domain(&plan.module, plan.config.clone())
+                .await?;
+            let mut out = None;
+            for _ in 0..plan.repeat {
+                match domain.invoke(&name, &[], plan.options.clone()).await {
+                    Ok(o) => out = Some(o),
+                    Err(e) => {
+                        domain.unload().await;
+                        return Err(e);
+                    }
+                }
+            }
+            domain.unload().await;
+            Ok(out.expect("repeat is at least 1"))
+        }
+        .await;
+        finished.push((name, result));
+    }
+    finished
+}
+
+/// Prints results (`NAME: VALUES`) and failures; returns the process exit code.
+fn report(finished: &Finished) -> i32 {
+    let mut code = None;
+    for (name, result) in finished {
+        match result {
+            Ok(out) => {
+                if let Some(c) = out.exit_code {
+                    code.get_or_insert(c);
+                } else if name != "_start" {
+                    let values: Vec<String> = out.values.iter().map(format_val).collect();
+                    println!("{name}: {}", values.join(" ").trim_end());
+                }
+            }
+            Err(e) => {
+                eprintln!("warden: {name}: {e}");
+                let c = match e {
+                    warden::Error::Call(err) => {
+                        if let CallError::Trap { backtrace, .. }
+                        | CallError::StackOverflow { backtrace } = err
+                        {
+                            if !backtrace.is_empty() {
+                                eprintln!("{}", backtrace.trim_end());
+                            }
+                        }
+                        exit_code::for_outcome(err.outcome())
+                    }
+                    warden::Error::Instantiate(_) => exit_code::TRAP,
+                    _ => exit_code::BAD_INPUT,
+                };
+                code.get_or_insert(c);
+            }
+        }
+    }
+    code.unwrap_or(exit_code::SUCCESS)
+}
+
+fn format_val(v: &Val) -> String {
+    match v {
+        Val::I32(x) => x.to_string(),
+        Val::I64(x) => x.to_string(),
+        Val::F32(x) => f32::from_bits(*x).to_string(),
+        Val::F64(x) => f64::from_bits(*x).to_string(),
+        Val::V128(x) => format!("{:#034x}", x.as_u128()),
+        _ => "ref".into(),
+    }
+}
+
+/// (resident set in KiB, open file descriptors) of this process, where /proc has them.
+fn proc_status() -> (u64, usize) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
+}

@@ -1,0 +1,192 @@
+//! `warden run` through the binary: outcomes, exit codes, events, bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn warden() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn write_guest(name: &str, wat: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warden-cli-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, wat).unwrap();
+    p
+}
+
+fn run(args: &[&str]) -> Output {
+    warden().args(args).output().expect("run warden")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn hostile() -> String {
+    repo("guests/hostile.wat").display().to_string()
+}
+
+#[test]
+fn bundled_example_runs_as_a_wasi_command_with_args() {
+    let o = run(&["run", repo("guests/hello.wat").to_str().unwrap(), "--", "a", "b"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 2\n");
+}
+
+#[test]
+fn invoke_prints_name_and_values() {
+    let o = run(&["run", &hostile(), "--invoke", "answer"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "answer: 42\n");
+}
+
+#[test]
+fn each_outcome_has_its_exit_code() {
+    let cases = [
+        ("trap", 103, "divide by zero"),
+        ("recurse", 104, "stack"),
+        ("hog", 105, "out of memory"),
+        ("spin", 106, "deadline"),
+    ];
+    for (export, code, text) in cases {
+        let o = run(&[
+            "run", &hostile(), "--invoke", export, "--deadline", "200ms", "--max-memory", "4MiB",
+        ]);
+        assert_eq!(o.status.code(), Some(code), "{export}: {}", stderr(&o));
+        assert!(stderr(&o).contains(text), "{export}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn several_invokes_run_concurrently_and_friendly_ones_still_succeed() {
+    let o = run(&[
+        "run", &hostile(), "--invoke", "answer", "--invoke", "spin", "--invoke", "recurse",
+        "--invoke", "hog", "--deadline", "300ms", "--max-memory", "4MiB",
+    ]);
+    // The first failing invoke in command-line order decides the code: spin -> timeout.
+    assert_eq!(o.status.code(), Some(106), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "answer: 42\n");
+}
+
+#[test]
+fn proc_exit_code_passes_through() {
+    let g = write_guest(
+        "exit7.wat",
+        r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") (call $exit (i32.const 7))))"#,
+    );
+    let o = run(&["run", g.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+}
+
+#[test]
+fn events_json_are_one_object_per_line_with_contract_names() {
+    let o = run(&[
+        "run", &hostile(), "--invoke", "spin", "--deadline", "100ms", "--events", "json",
+    ]);
+    assert_eq!(o.status.code(), Some(106));
+    let events: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for want in [
+        "domain_loaded",
+        "call_started",
+        "escalation",
+        "abort_requested",
+        "abort_delivered",
+        "call_finished",
+        "domain_unloading",
+        "domain_unloaded",
+    ] {
+        assert!(names.contains(&want), "missing {want} in {names:?}");
+    }
+    let finished = events.iter().find(|e| e["event"] == "call_finished").unwrap();
+    assert_eq!(finished["outcome"], "timeout");
+    assert!(finished["call"].is_u64() && finished["domain"].is_u64());
+    assert!(events.iter().all(|e| e["ts"].is_f64()));
+}
+
+#[test]
+fn repeat_cycles_report_memory_and_leave_no_domain() {
+    let o = run(&["run", &hostile(), "--invoke", "answer", "--repeat", "200"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("200 cycles"), "{err}");
+    assert!(err.contains("domains left 0"), "{err}");
+    let o = run(&[
+        "run", &hostile(), "--invoke", "answer", "--repeat", "50", "--reuse-domain",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "answer: 42\n");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_exit_3() {
+    let bad = write_guest("bad.wasm", "\0asm garbage");
+    let unknown = write_guest("imp.wat", r#"(module (import "env" "f" (func)) (func (export "g")))"#);
+    let params = write_guest("params.wat", r#"(module (func (export "f") (param i32)))"#);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["run".into(), "/nonexistent/x.wasm".into()], "cannot read /nonexistent/x.wasm"),
+        (vec!["run".into(), bad.display().to_string()], "invalid module"),
+        (vec!["run".into(), hostile()], "no `_start` export"),
+        (
+            vec!["run".into(), hostile(), "--invoke".into(), "nope".into()],
+            "no export `nope`",
+        ),
+        (
+            vec!["run".into(), hostile(), "--invoke".into(), "memory".into()],
+            "`memory` is not a function",
+        ),
+        (
+            vec!["run".into(), params.display().to_string(), "--invoke".into(), "f".into()],
+            "takes parameters (i32)",
+        ),
+        (
+            vec!["run".into(), unknown.display().to_string(), "--invoke".into(), "g".into()],
+            "`env`.`f`",
+        ),
+        (
+            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--max-memory".into(), "lots".into()],
+            "--max-memory",
+        ),
+        (
+            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--deadline".into(), "soon".into()],
+            "--deadline",
+        ),
+        (
+            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--policy".into(), "/nonexistent.toml".into()],
+            "nonexistent.toml",
+        ),
+    ];
+    for (args, text) in cases {
+        let o = warden().args(&args).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let o = run(&["run", "--help"]);
+    let out = stdout(&o);
+    for code in ["103", "106", "110", "116", "117"] {
+        assert!(out.contains(code), "{out}");
+    }
+}

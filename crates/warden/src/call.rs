@@ -1,0 +1,367 @@
+//! Calls: one invocation of a guest export, and the one outcome it ends in.
+//!
+//! A call is started with [`Domain::call`](crate::Domain::call), which returns a
+//! [`CallHandle`]. The handle can abort the call from any task ([`CallHandle::abort`] follows
+//! the policy's `abort` operation; [`CallHandle::rude_abort`] its `rude-abort`) and
+//! [`join`](CallHandle::join) it. Every call ends in exactly one [`Outcome`], reported by
+//! `join` and by one `call_finished` event.
+
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
+use warden_core::abort::{AbortKind, AbortState, RequestOutcome};
+
+use crate::domain::DomainShared;
+use crate::events::EventKind;
+use crate::ids::{CallId, DomainId};
+
+/// How a call ended. The serialized names are the `outcome` field of `call_finished`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The export returned (or a WASI command called `proc_exit`).
+    Ok,
+    /// The guest trapped.
+    Trap,
+    /// The guest exhausted its wasm stack.
+    StackOverflow,
+    /// A memory or table growth was denied and the call then failed.
+    OutOfMemory,
+    /// The call passed its deadline.
+    Timeout,
+    /// A polite abort unwound the call.
+    Aborted,
+    /// A rude abort unwound the call.
+    RudeAborted,
+    /// The call's lock wait was chosen as a deadlock victim and the call was ended for it.
+    DeadlockVictim,
+    /// The domain was unloaded before or while the call ran.
+    DomainUnloaded,
+    /// The memory gate refused the call's declared size.
+    InsufficientMemory,
+    /// The runtime is shutting down and admits no new calls.
+    ProcessExiting,
+    /// The runtime was disabled by policy (`disable-runtime`) and admits no guest work.
+    RuntimeDisabled,
+}
+
+impl Outcome {
+    /// The snake_case name used in events and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Trap => "trap",
+            Outcome::StackOverflow => "stack_overflow",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::Timeout => "timeout",
+            Outcome::Aborted => "aborted",
+            Outcome::RudeAborted => "rude_aborted",
+            Outcome::DeadlockVictim => "deadlock_victim",
+            Outcome::DomainUnloaded => "domain_unloaded",
+            Outcome::InsufficientMemory => "insufficient_memory",
+            Outcome::ProcessExiting => "process_exiting",
+            Outcome::RuntimeDisabled => "runtime_disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A call that did not end [`Outcome::Ok`].
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The guest trapped.
+    #[error("guest trapped: {message}")]
+    Trap {
+        /// The trap message (e.g. `wasm trap: integer divide by zero`).
+        message: String,
+        /// The guest backtrace, one frame a line.
+        backtrace: String,
+    },
+    /// The guest exhausted its wasm stack.
+    #[error("guest overflowed its stack")]
+    StackOverflow {
+        /// The guest backtrace (top frames).
+        backtrace: String,
+    },
+    /// A growth was denied and the call then failed.
+    #[error("out of memory: {detail}")]
+    OutOfMemory {
+        /// What was denied and how the call then failed.
+        detail: String,
+    },
+    /// The call passed its deadline.
+    #[error("call passed its deadline")]
+    Timeout,
+    /// A polite abort unwound the call.
+    #[error("call was aborted")]
+    Aborted,
+    /// A rude abort unwound the call.
+    #[error("call was rudely aborted")]
+    RudeAborted,
+    /// The call was ended as a deadlock victim.
+    #[error("call was chosen as a deadlock victim")]
+    DeadlockVictim,
+    /// The domain was unloaded.
+    #[error("domain was unloaded")]
+    DomainUnloaded,
+    /// The memory gate refused the call.
+    #[error("insufficient memory: {requested} bytes requested, {available} available")]
+    InsufficientMemory {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes the budget had left.
+        available: u64,
+    },
+    /// The runtime is shutting down.
+    #[error("process is exiting")]
+    ProcessExiting,
+    /// The runtime was disabled by policy.
+    #[error("runtime is disabled")]
+    RuntimeDisabled,
+}
+
+impl CallError {
+    /// The outcome this error reports.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            CallError::Trap { .. } => Outcome::Trap,
+            CallError::StackOverflow { .. } => Outcome::StackOverflow,
+            CallError::OutOfMemory { .. } => Outcome::OutOfMemory,
+            CallError::Timeout => Outcome::Timeout,
+            CallError::Aborted => Outcome::Aborted,
+            CallError::RudeAborted => Outcome::RudeAborted,
+            CallError::DeadlockVictim => Outcome::DeadlockVictim,
+            CallError::DomainUnloaded => Outcome::DomainUnloaded,
+            CallError::InsufficientMemory { .. } => Outcome::InsufficientMemory,
+            CallError::ProcessExiting => Outcome::ProcessExiting,
+            CallError::RuntimeDisabled => Outcome::RuntimeDisabled,
+        }
+    }
+
+    pub(crate) fn detail(&self) -> Option<String> {
+        match self {
+            CallError::Trap { message, backtrace } => Some(format!("{message}\n{backtrace}")),
+            CallError::StackOverflow { backtrace } => Some(backtrace.clone()),
+            CallError::OutOfMemory { detail } => Some(detail.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// What a successful call returned.
+#[derive(Clone, Debug)]
+pub struct CallOutput {
+    /// The export's results.
+    pub values: Vec<wasmtime::Val>,
+    /// For a WASI command that called `proc_exit`: its code.
+    pub exit_code: Option<i32>,
+}
+
+/// The result of a call.
+pub type CallResult = Result<CallOutput, CallError>;
+
+/// Options for one call.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Passing this is a `deadline` failure (default action: abort; outcome `timeout`).
+    pub deadline: Option<Duration>,
+    /// A background call does not keep `warden run` alive (DESIGN §2 "Shutdown").
+    pub background: bool,
+    /// Memory gate: reserve this many bytes against the process budget before the call is
+    /// admitted; the call fails `insufficient_memory` at once when they are not there. The
+    /// call's own growth spends the reservation first; what remains is returned at call end.
+    pub reserve: Option<u64>,
+}
+
+/// Why an abort was requested; decides the outcome of the unwound call.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum AbortReason {
+    Embedder = 1,
+    Deadline = 2,
+    Unload = 3,
+    Policy = 4,
+    Deadlock = 5,
+}
+
+impl AbortReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            AbortReason::Embedder => "embedder",
+            AbortReason::Deadline => "deadline",
+            AbortReason::Unload => "unload",
+            AbortReason::Policy => "policy",
+            AbortReason::Deadlock => "deadlock",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => AbortReason::Embedder,
+            2 => AbortReason::Deadline,
+            3 => AbortReason::Unload,
+            4 => AbortReason::Policy,
+            5 => AbortReason::Deadlock,
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) fn kind_str(kind: AbortKind) -> &'static str {
+    match kind {
+        AbortKind::Polite => "polite",
+        AbortKind::Rude => "rude",
+    }
+}
+
+/// The control block of one call, shared by its handle, its domain's worker and the host
+/// functions it calls.
+pub(crate) struct CallCtl {
+    pub(crate) id: CallId,
+    pub(crate) domain: DomainId,
+    pub(crate) abort: AbortState,
+    /// The first reason an abort was requested for; it names the outcome.
+    reason: AtomicU8,
+    /// A growth was denied during this call (hard OOM, if the call then fails).
+    pub(crate) memory_denied: AtomicBool,
+    /// Wakes the worker so it can start escalation timers for a new request.
+    pub(crate) kick: Notify,
+    pub(crate) background: bool,
+}
+
+impl CallCtl {
+    pub(crate) fn new(domain: DomainId, background: bool) -> Arc<Self> {
+        Arc::new(CallCtl {
+            id: CallId::next(),
+            domain,
+            abort: AbortState::new(),
+            reason: AtomicU8::new(0),
+            memory_denied: AtomicBool::new(false),
+            kick: Notify::new(),
+            background,
+        })
+    }
+
+    pub(crate) fn reason(&self) -> Option<AbortReason> {
+        AbortReason::from_u8(self.reason.load(Ordering::SeqCst))
+    }
+
+    /// Records why the call is being ended, unless a reason was recorded already.
+    pub(crate) fn set_reason(&self, reason: AbortReason) {
+        let _ = self
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Requests an abort, records why, emits the events, and makes delivery prompt.
+    pub(crate) fn request_abort(&self, dom: &DomainShared, kind: AbortKind, reason: AbortReason) {
+        self.set_reason(reason);
+        let outcome = self.abort.request(kind);
+        if matches!(
+            outcome,
+            RequestOutcome::AlreadyDelivered | RequestOutcome::AlreadyRequested
+        ) {
+            return;
+        }
+        let events = &dom.rt.events;
+        events.emit(Some(self.domain), Some(self.id), || {
+            EventKind::AbortRequested {
+                kind: kind_str(kind),
+                reason: reason.as_str(),
+            }
+        });
+        if let RequestOutcome::Deferred(why) = outcome {
+            events.emit(Some(self.domain), Some(self.id), || EventKind::AbortDeferred {
+                kind: kind_str(kind),
+                why: why.as_str(),
+            });
+        } else {
+            // Make every running store check its epoch deadline now, not at the next tick.
+            dom.rt.engine.poke();
+        }
+        self.kick.notify_one();
+    }
+
+    /// The error a call unwound by an abort reports.
+    pub(crate) fn abort_error(&self, kind: AbortKind) -> CallError {
+        match (self.reason(), kind) {
+            (Some(AbortReason::Deadline), _) => CallError::Timeout,
+            (Some(AbortReason::Deadlock), _) => CallError::DeadlockVictim,
+            (Some(AbortReason::Unload), _) => CallError::DomainUnloaded,
+            (_, AbortKind::Polite) => CallError::Aborted,
+            (_, AbortKind::Rude) => CallError::RudeAborted,
+        }
+    }
+}
+
+/// A started call: abort it, or wait for its outcome.
+pub struct CallHandle {
+    pub(crate) ctl: Arc<CallCtl>,
+    pub(crate) domain: Arc<DomainShared>,
+    pub(crate) rx: oneshot::Receiver<CallResult>,
+    pub(crate) started: Instant,
+}
+
+impl CallHandle {
+    /// The call's id (as in events).
+    pub fn id(&self) -> CallId {
+        self.ctl.id
+    }
+
+    /// The domain the call runs in.
+    pub fn domain_id(&self) -> DomainId {
+        self.ctl.domain
+    }
+
+    /// Requests an abort through the policy's `abort` operation (by default a polite abort,
+    /// deferred while the call is in a critical region or holds host locks, bounded by the
+    /// operation's timeout). Returns at once; [`join`](Self::join) to see the outcome.
+    pub fn abort(&self) {
+        self.domain
+            .apply_operation(&self.ctl, warden_policy::Operation::Abort, AbortReason::Embedder);
+    }
+
+    /// Requests a rude abort through the policy's `rude-abort` operation (ignores critical
+    /// regions and locks, waits only for constrained regions).
+    pub fn rude_abort(&self) {
+        self.domain.apply_operation(
+            &self.ctl,
+            warden_policy::Operation::RudeAbort,
+            AbortReason::Embedder,
+        );
+    }
+
+    /// Whether an abort has been requested for this call.
+    pub fn abort_requested(&self) -> bool {
+        self.ctl.abort.requested().is_some()
+    }
+
+    /// Waits for the call's outcome.
+    pub async fn join(self) -> CallResult {
+        // The worker always answers; a dropped sender means the domain went away with the
+        // request still queued.
+        self.rx.await.unwrap_or(Err(CallError::DomainUnloaded))
+    }
+
+    /// How long ago the call was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHandle")
+            .field("id", &self.ctl.id)
+            .field("domain", &self.ctl.domain)
+            .finish()
+    }
+}

@@ -1,0 +1,1030 @@
+//! Domains: one store, one instance of one module, one call at a time.
+//!
+//! Each domain is owned by a worker task that holds its wasmtime `Store`. Calls are queued to
+//! the worker and run one after another; concurrency comes from many domains. The worker is
+//! also where a domain ends: unload blocks entry, aborts the in-flight call (politely or
+//! rudely, per policy), fails queued calls with `domain_unloaded`, runs the guest's
+//! `warden_on_unload` finalizer (polite unload only), releases everything the domain held,
+//! and drops the store. A call that will not yield to a rude abort (it sits in a constrained
+//! region) is ended by dropping its future — the store goes with it — so no guest can hold
+//! its domain past the policy's bounds.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use warden_core::abort::AbortKind;
+use warden_policy::{Action, Failure, Operation};
+
+use crate::call::{
+    AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
+};
+use crate::engine::Module;
+use crate::error::Error;
+use crate::events::EventKind;
+use crate::ids::DomainId;
+use crate::memory::GuestMemory;
+use crate::runtime::RuntimeInner;
+
+/// Per-domain limits and environment.
+#[derive(Clone, Debug)]
+pub struct DomainConfig {
+    /// Linear memory the domain may hold, summed over its memories. Default 1 GiB.
+    pub max_memory: u64,
+    /// Elements any one table may hold. Default 1,000,000.
+    pub max_table_elements: usize,
+    /// Instances the domain may create. Default 1 (a domain is one instance of one module).
+    pub max_instances: usize,
+    /// Memories the domain may create. Default 1.
+    pub max_memories: usize,
+    /// Tables the domain may create. Default 4.
+    pub max_tables: usize,
+    /// Bound on instantiation (a start function is guest code too). Default 10 s.
+    pub start_deadline: Option<Duration>,
+    /// WASI settings, for modules that import `wasi_snapshot_preview1`.
+    pub wasi: WasiConfig,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            max_memory: 1 << 30,
+            max_table_elements: 1_000_000,
+            max_instances: 1,
+            max_memories: 1,
+            max_tables: 4,
+            start_deadline: Some(Duration::from_secs(10)),
+            wasi: WasiConfig::default(),
+        }
+    }
+}
+
+/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited.
+#[derive(Clone, Debug)]
+pub struct WasiConfig {
+    /// `argv`, program name first.
+    pub args: Vec<String>,
+    /// Environment variables the guest sees.
+    pub env: Vec<(String, String)>,
+    /// Inherit the host's stdout and stderr (default true).
+    pub inherit_stdio: bool,
+    /// Inherit the host's stdin (default false: a server's stdin is not the guest's).
+    pub inherit_stdin: bool,
+}
+
+impl Default for WasiConfig {
+    fn default() -> Self {
+        WasiConfig {
+            args: Vec::new(),
+            env: Vec::new(),
+            inherit_stdio: true,
+            inherit_stdin: false,
+        }
+    }
+}
+
+/// What an unload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnloadReport {
+    /// Whether the unload ended rude (requested rude, or escalated to it).
+    pub rude: bool,
+    /// Queued or in-flight calls that failed with `domain_unloaded`.
+    pub calls_failed: u64,
+    /// Whether the guest finalizer ran to completion.
+    pub finalizer_ran: bool,
+    /// Handles released.
+    pub handles_released: u64,
+    /// Host locks released (poisoned).
+    pub locks_released: u64,
+    /// Memory-gate bytes returned.
+    pub reservations_released: u64,
+    /// Linear memory and table bytes returned to the budget.
+    pub memory_released: u64,
+}
+
+const LOADED: u8 = 0;
+const UNLOADING: u8 = 1;
+const UNLOADED: u8 = 2;
+
+/// The store's data: everything a domain's guest code can reach through the host.
+pub(crate) struct DomainState {
+    pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
+    pub(crate) memory: GuestMemory,
+    /// The call running now (read by the epoch callback and host functions).
+    pub(crate) call: Option<Arc<CallCtl>>,
+    pub(crate) dom: Arc<DomainShared>,
+}
+
+pub(crate) struct CallRequest {
+    ctl: Arc<CallCtl>,
+    export: String,
+    args: Vec<wasmtime::Val>,
+    deadline: Option<Duration>,
+    reply: oneshot::Sender<CallResult>,
+}
+
+/// State shared by a domain's handles, its worker and its calls.
+pub(crate) struct DomainShared {
+    pub(crate) id: DomainId,
+    pub(crate) rt: Arc<RuntimeInner>,
+    module: Module,
+    state: watch::Sender<u8>,
+    rude: AtomicU8,
+    kill: watch::Sender<bool>,
+    tx: Mutex<Option<mpsc::UnboundedSender<CallRequest>>>,
+    current: Mutex<Option<Arc<CallCtl>>>,
+    done: watch::Sender<Option<UnloadReport>>,
+    calls_failed: AtomicU64,
+    /// Bytes of linear memory and tables the domain holds now (mirrors its account).
+    pub(crate) memory_used: AtomicU64,
+}
+
+/// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
+/// the domain is unloaded politely in the background.
+#[derive(Clone)]
+pub struct Domain {
+    shared: Arc<DomainShared>,
+    _owner: Arc<Owner>,
+}
+
+/// Unloads the domain when the last embedder handle goes.
+struct Owner(Arc<DomainShared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let shared = self.0.clone();
+        if shared.is_loaded() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    shared.unload(false).await;
+                });
+            } else {
+                // No runtime to run the protocol on: closing the queue makes the worker
+                // (if it still runs) unload by itself.
+                shared.block_entry();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain")
+            .field("id", &self.shared.id)
+            .field("module", &self.shared.module.digest())
+            .finish()
+    }
+}
+
+impl Domain {
+    pub(crate) async fn create(
+        rt: &Arc<RuntimeInner>,
+        module: &Module,
+        config: DomainConfig,
+    ) -> Result<Domain, Error> {
+        rt.admit().map_err(Error::Call)?;
+        rt.check_imports(module)?;
+        let id = DomainId::next();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(DomainShared {
+            id,
+            rt: rt.clone(),
+            module: module.clone(),
+            state: watch::Sender::new(LOADED),
+            rude: AtomicU8::new(0),
+            kill: watch::Sender::new(false),
+            tx: Mutex::new(Some(tx)),
+            current: Mutex::new(None),
+            done: watch::Sender::new(None),
+            calls_failed: AtomicU64::new(0),
+            memory_used: AtomicU64::new(0),
+        });
+        let wasi = module
+            .inner
+            .imports()
+            .any(|i| i.module() == "wasi_snapshot_preview1")
+            .then(|| build_wasi(&config.wasi));
+        let state = DomainState {
+            wasi,
+            memory: GuestMemory::new(shared.clone(), &config),
+            call: None,
+            dom: shared.clone(),
+        };
+        let mut store = wasmtime::Store::new(&rt.engine.engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_callback(epoch_check);
+        store.set_epoch_deadline(1);
+
+        // Instantiation runs the start function: guest code, so it runs as a call.
+        let ctl = CallCtl::new(id, false);
+        store.data_mut().call = Some(ctl.clone());
+        shared.set_current(Some(ctl.clone()));
+        let deadline = config.start_deadline.map(|d| Instant::now() + d);
+        let linker = &rt.linker;
+        let inner_module = &module.inner;
+        let ran = {
+            let fut = linker.instantiate_async(&mut store, inner_module);
+            shared.drive(&ctl, fut, deadline).await
+        };
+        shared.set_current(None);
+        store.data_mut().call = None;
+        let instance = match ran {
+            Driven::Finished(Ok(instance)) => instance,
+            Driven::Finished(Err(e)) => {
+                let err = classify(&ctl, e);
+                shared.mark_unloaded();
+                return Err(Error::Instantiate(match err {
+                    Ok(_) => "start function exited".into(),
+                    Err(CallError::Trap { message, .. }) => message,
+                    Err(other) => other.to_string(),
+                }));
+            }
+            Driven::Killed => {
+                shared.mark_unloaded();
+                return Err(Error::Instantiate("domain was unloaded during start".into()));
+            }
+        };
+        rt.register(&shared);
+        rt.events.emit(Some(id), None, || EventKind::DomainLoaded {
+            module: module.digest().to_string(),
+        });
+        let worker = shared.clone();
+        tokio::spawn(async move { worker.run(store, instance, rx).await });
+        Ok(Domain {
+            _owner: Arc::new(Owner(shared.clone())),
+            shared,
+        })
+    }
+
+    /// The domain's id (as in events).
+    pub fn id(&self) -> DomainId {
+        self.shared.id
+    }
+
+    /// The module this domain instantiates.
+    pub fn module(&self) -> &Module {
+        &self.shared.module
+    }
+
+    /// Whether the domain still admits calls.
+    pub fn is_loaded(&self) -> bool {
+        self.shared.is_loaded()
+    }
+
+    /// Bytes of linear memory and tables the domain holds now.
+    pub fn memory_used(&self) -> u64 {
+        self.shared.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call is running in the domain now.
+    pub fn is_busy(&self) -> bool {
+        self.shared.is_busy()
+    }
+
+    /// Starts a call of `export` with `args`. The call queues behind the domain's running call.
+    /// Errors here are about the request itself (no such export, wrong arguments); every
+    /// outcome of the call, including admission failures, comes from [`CallHandle::join`].
+    pub fn call(
+        &self,
+        export: &str,
+        args: &[wasmtime::Val],
+        options: CallOptions,
+    ) -> Result<CallHandle, Error> {
+        self.shared.call(export, args, options)
+    }
+
+    /// Runs a call to completion: [`call`](Self::call) then [`CallHandle::join`].
+    pub async fn invoke(
+        &self,
+        export: &str,
+        args: &[wasmtime::Val],
+        options: CallOptions,
+    ) -> Result<CallOutput, Error> {
+        Ok(self.call(export, args, options)?.join().await?)
+    }
+
+    /// Unloads the domain politely: block entry, abort the in-flight call (deferral
+    /// honoured), run `warden_on_unload`, release everything, drop the store. Bounded by the
+    /// policy's `unload-domain` operation. Concurrent and repeated unloads all get the one
+    /// result.
+    pub async fn unload(&self) -> UnloadReport {
+        self.shared.unload(false).await
+    }
+
+    /// Unloads the domain rudely: block entry, rude abort, no finalizer, release, drop.
+    pub async fn rude_unload(&self) -> UnloadReport {
+        self.shared.unload(true).await
+    }
+
+    /// Waits until the domain has been unloaded (by anyone) and returns the report.
+    pub async fn unloaded(&self) -> UnloadReport {
+        self.shared.wait_unloaded().await
+    }
+}
+
+impl DomainShared {
+    pub(crate) fn is_loaded(&self) -> bool {
+        *self.state.borrow() == LOADED
+    }
+
+    pub(crate) fn is_busy(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn set_current(&self, ctl: Option<Arc<CallCtl>>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = ctl;
+    }
+
+    fn current(&self) -> Option<Arc<CallCtl>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn block_entry(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn mark_unloaded(&self) {
+        self.block_entry();
+        self.state.send_replace(UNLOADED);
+        self.done.send_replace(Some(UnloadReport::default()));
+    }
+
+    fn call(
+        self: &Arc<Self>,
+        export: &str,
+        args: &[wasmtime::Val],
+        options: CallOptions,
+    ) -> Result<CallHandle, Error> {
+        check_signature(&self.module, export, args)?;
+        let ctl = CallCtl::new(self.id, options.background);
+        let (reply, rx) = oneshot::channel();
+        let handle = CallHandle {
+            ctl: ctl.clone(),
+            domain: self.clone(),
+            rx,
+            started: Instant::now(),
+        };
+        let refuse = |err: CallError, reply: oneshot::Sender<CallResult>| {
+            self.finish(&ctl, Err(err), Instant::now(), reply);
+        };
+        if let Err(e) = self.rt.admit() {
+            refuse(e, reply);
+            return Ok(handle);
+        }
+        let req = CallRequest {
+            ctl: ctl.clone(),
+            export: export.to_string(),
+            args: args.to_vec(),
+            deadline: options.deadline,
+            reply,
+        };
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(req)) = tx.send(req) {
+                    refuse(CallError::DomainUnloaded, req.reply);
+                }
+            }
+            None => refuse(CallError::DomainUnloaded, req.reply),
+        }
+        Ok(handle)
+    }
+
+    /// Reports a call's result exactly once: the `call_finished` event and the reply.
+    fn finish(
+        &self,
+        ctl: &CallCtl,
+        result: CallResult,
+        started: Instant,
+        reply: oneshot::Sender<CallResult>,
+    ) {
+        let outcome = match &result {
+            Ok(_) => crate::call::Outcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
+                outcome,
+                elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                detail: match &result {
+                    Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
+                    Err(e) => e.detail(),
+                },
+            });
+        let _ = reply.send(result);
+    }
+
+    /// The worker: runs queued calls until unload, then carries the unload out.
+    async fn run(
+        self: Arc<Self>,
+        mut store: wasmtime::Store<DomainState>,
+        instance: wasmtime::Instance,
+        mut rx: mpsc::UnboundedReceiver<CallRequest>,
+    ) {
+        let mut state = self.state.subscribe();
+        loop {
+            let req = tokio::select! {
+                biased;
+                _ = state.wait_for(|s| *s != LOADED) => None,
+                r = rx.recv() => r,
+            };
+            let Some(req) = req else { break };
+            self.run_call(&mut store, &instance, req).await;
+            if *self.kill.borrow() {
+                break;
+            }
+        }
+        // Whether the queue closed (last handle dropped) or unload began: unload now.
+        if self.state.send_if_modified(|s| {
+            let was_loaded = *s == LOADED;
+            if was_loaded {
+                *s = UNLOADING;
+            }
+            was_loaded
+        }) {
+            self.begin_unload(false);
+        }
+        self.finish_unload(store, instance, rx).await;
+    }
+
+    async fn run_call(
+        self: &Arc<Self>,
+        store: &mut wasmtime::Store<DomainState>,
+        instance: &wasmtime::Instance,
+        req: CallRequest,
+    ) {
+        let CallRequest {
+            ctl,
+            export,
+            args,
+            deadline,
+            reply,
+        } = req;
+        let started = Instant::now();
+        if let Some(kind) = ctl.abort.take_delivery(true) {
+            // Aborted while still queued: it never runs.
+            self.finish(&ctl, Err(ctl.abort_error(kind)), started, reply);
+            return;
+        }
+        if !self.is_loaded() {
+            self.calls_failed.fetch_add(1, Ordering::Relaxed);
+            self.finish(&ctl, Err(CallError::DomainUnloaded), started, reply);
+            return;
+        }
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::CallStarted {
+                export: export.clone(),
+            });
+        store.data_mut().call = Some(ctl.clone());
+        self.set_current(Some(ctl.clone()));
+        // An unload may have started between the check above and publishing `current`.
+        if !self.is_loaded() {
+            ctl.request_abort(self, AbortKind::Polite, AbortReason::Unload);
+        }
+        let _ = store.set_epoch_deadline(1);
+        let result = match instance.get_func(&mut *store, &export) {
+            None => Err(CallError::Trap {
+                message: format!("no exported function `{export}`"),
+                backtrace: String::new(),
+            }),
+            Some(func) => {
+                let n = func.ty(&*store).results().len();
+                let mut results = vec![wasmtime::Val::I32(0); n];
+                let deadline = deadline.map(|d| started + d);
+                let ran = {
+                    let fut = func.call_async(&mut *store, &args, &mut results);
+                    self.drive(&ctl, fut, deadline).await
+                };
+                match ran {
+                    Driven::Finished(Ok(())) => Ok(CallOutput {
+                        values: results,
+                        exit_code: None,
+                    }),
+                    Driven::Finished(Err(e)) => classify(&ctl, e),
+                    Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
+                }
+            }
+        };
+        self.set_current(None);
+        store.data_mut().call = None;
+        let killed = *self.kill.borrow();
+        if !killed {
+            self.end_of_call(&ctl, store);
+        }
+        if let Err(e) = &result {
+            if e.outcome() == crate::call::Outcome::DomainUnloaded {
+                self.calls_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.decide_failure(&ctl, e);
+        }
+        self.finish(&ctl, result, started, reply);
+    }
+
+    /// Clean-up owed at the end of every call, however it ended.
+    fn end_of_call(&self, ctl: &CallCtl, store: &mut wasmtime::Store<DomainState>) {
+        let _ = (ctl, store);
+    }
+
+    /// Decides the policy's action for a call that failed, and carries out what outlives
+    /// the call (unload, exit, disable).
+    fn decide_failure(self: &Arc<Self>, ctl: &Arc<CallCtl>, err: &CallError) {
+        let failure = match err {
+            CallError::Trap { .. } => Failure::GuestTrap,
+            CallError::StackOverflow { .. } => Failure::StackOverflow,
+            CallError::OutOfMemory { .. } => {
+                if ctl.abort.is_critical() {
+                    Failure::CriticalResource
+                } else {
+                    Failure::NoncriticalResource
+                }
+            }
+            // Aborts and unloads are operations already decided; admission failures are
+            // not failures of the guest.
+            _ => return,
+        };
+        let action = self.decide(ctl, failure);
+        if action >= Action::UnloadDomain {
+            self.apply_action(Some(ctl), action, AbortReason::Policy);
+        }
+    }
+
+    /// The policy's action for a failure of `ctl`, recorded as an `escalation` event.
+    pub(crate) fn decide(&self, ctl: &CallCtl, failure: Failure) -> Action {
+        let critical = ctl.abort.is_critical();
+        let action = self.rt.policy.decide(failure, critical);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                failure: Some(failure.to_string()),
+                operation: None,
+                action: action.to_string(),
+                critical,
+            });
+        action
+    }
+
+    /// Carries out an operation's default action (resolved by the policy) on a call.
+    pub(crate) fn apply_operation(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        op: Operation,
+        reason: AbortReason,
+    ) {
+        let action = self.rt.policy.resolve(self.rt.policy.operation(op).default);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                failure: None,
+                operation: Some(op.to_string()),
+                action: action.to_string(),
+                critical: ctl.abort.is_critical(),
+            });
+        self.apply_action(Some(ctl), action, reason);
+    }
+
+    /// Carries out an action on this domain (and its call, when one is named).
+    pub(crate) fn apply_action(
+        self: &Arc<Self>,
+        ctl: Option<&Arc<CallCtl>>,
+        action: Action,
+        reason: AbortReason,
+    ) {
+        match action {
+            Action::None => {}
+            // On a running call, failing it means unwinding it.
+            Action::Throw | Action::Abort => {
+                if let Some(ctl) = ctl {
+                    ctl.request_abort(self, AbortKind::Polite, reason);
+                }
+            }
+            Action::RudeAbort => {
+                if let Some(ctl) = ctl {
+                    ctl.request_abort(self, AbortKind::Rude, reason);
+                }
+            }
+            Action::UnloadDomain | Action::RudeUnloadDomain => {
+                if let Some(ctl) = ctl {
+                    ctl.set_reason(reason);
+                }
+                let rude = action == Action::RudeUnloadDomain;
+                let dom = self.clone();
+                tokio::spawn(async move {
+                    dom.unload(rude).await;
+                });
+            }
+            Action::ExitProcess
+            | Action::FastExitProcess
+            | Action::RudeExitProcess
+            | Action::DisableRuntime => self.rt.apply_process_action(action),
+        }
+    }
+
+    /// Runs guest code (`fut`, which borrows the store) for `ctl` until it finishes or the
+    /// domain is killed, firing the deadline and the abort escalation timers meanwhile.
+    async fn drive<T>(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        fut: impl std::future::Future<Output = wasmtime::Result<T>>,
+        deadline: Option<Instant>,
+    ) -> Driven<T> {
+        let mut fut = std::pin::pin!(fut);
+        let mut kill = self.kill.subscribe();
+        let mut deadline = deadline.map(tokio::time::Instant::from_std);
+        // The escalation timer: which operation is being bounded, and until when.
+        let mut armed: Option<(Operation, tokio::time::Instant)> = None;
+        let policy = &self.rt.policy;
+        loop {
+            let kicked = ctl.kick.notified();
+            tokio::select! {
+                biased;
+                _ = kill.wait_for(|k| *k) => return Driven::Killed,
+                r = &mut fut => return Driven::Finished(r),
+                _ = sleep_until(deadline) => {
+                    deadline = None;
+                    let action = self.decide(ctl, Failure::Deadline);
+                    self.apply_action(Some(ctl), action, AbortReason::Deadline);
+                }
+                _ = sleep_until(armed.map(|a| a.1)) => {
+                    let (op, _) = armed.take().expect("armed timer fired");
+                    let action = policy.operation(op).on_timeout;
+                    self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                        failure: None,
+                        operation: Some(op.to_string()),
+                        action: action.to_string(),
+                        critical: ctl.abort.is_critical(),
+                    });
+                    let rude_timed_out = op != Operation::Abort;
+                    if rude_timed_out && action == Action::RudeUnloadDomain {
+                        // Dropping the domain needs no cooperation from the guest.
+                        self.set_rude();
+                        self.kill.send_replace(true);
+                    }
+                    self.apply_action(Some(ctl), action, AbortReason::Policy);
+                }
+                _ = kicked => {}
+            }
+            // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
+            if let Some(kind) = ctl.abort.requested() {
+                if ctl.abort.delivered().is_none() {
+                    let op = match kind {
+                        AbortKind::Polite => Operation::Abort,
+                        AbortKind::Rude if ctl.abort.is_critical() => Operation::RudeAbortCritical,
+                        AbortKind::Rude => Operation::RudeAbort,
+                    };
+                    let rearm = match armed {
+                        None => true,
+                        Some((current, _)) => current == Operation::Abort && op != current,
+                    };
+                    if rearm {
+                        armed = policy
+                            .operation(op)
+                            .timeout
+                            .map(|t| (op, tokio::time::Instant::now() + t));
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_rude(&self) {
+        self.rude.store(1, Ordering::SeqCst);
+    }
+
+    fn is_rude(&self) -> bool {
+        self.rude.load(Ordering::SeqCst) != 0
+    }
+
+    /// Unloads the domain (see [`Domain::unload`]); every caller gets the one report.
+    pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        let won = self.state.send_if_modified(|s| {
+            let was_loaded = *s == LOADED;
+            if was_loaded {
+                *s = UNLOADING;
+            }
+            was_loaded
+        });
+        if rude && !self.is_rude() && (won || *self.state.borrow() == UNLOADING) {
+            self.escalate_rude();
+        }
+        if won {
+            self.begin_unload(rude);
+            let dom = self.clone();
+            tokio::spawn(async move { dom.watch_unload().await });
+        }
+        self.wait_unloaded().await
+    }
+
+    /// Block entry and abort the in-flight call (the worker does the rest).
+    fn begin_unload(self: &Arc<Self>, rude: bool) {
+        if rude {
+            self.set_rude();
+        }
+        self.rt
+            .events
+            .emit(Some(self.id), None, || EventKind::DomainUnloading {
+                mode: if rude { "rude" } else { "polite" },
+            });
+        self.block_entry();
+        if let Some(ctl) = self.current() {
+            let kind = if rude {
+                AbortKind::Rude
+            } else {
+                AbortKind::Polite
+            };
+            ctl.request_abort(self, kind, AbortReason::Unload);
+        }
+    }
+
+    fn escalate_rude(self: &Arc<Self>) {
+        self.set_rude();
+        if let Some(ctl) = self.current() {
+            ctl.request_abort(self, AbortKind::Rude, AbortReason::Unload);
+        }
+    }
+
+    /// Bounds the unload by the policy's `unload-domain` and `rude-unload-domain` timeouts.
+    async fn watch_unload(self: Arc<Self>) {
+        let policy = &self.rt.policy;
+        for op in [Operation::UnloadDomain, Operation::RudeUnloadDomain] {
+            if op == Operation::UnloadDomain && self.is_rude() {
+                continue;
+            }
+            let bound = policy.operation(op).timeout;
+            let finished = match bound {
+                Some(t) => tokio::time::timeout(t, self.wait_unloaded()).await.is_ok(),
+                None => {
+                    self.wait_unloaded().await;
+                    true
+                }
+            };
+            if finished {
+                return;
+            }
+            let action = policy.operation(op).on_timeout;
+            self.rt.events.emit(Some(self.id), None, || EventKind::Escalation {
+                failure: None,
+                operation: Some(op.to_string()),
+                action: action.to_string(),
+                critical: false,
+            });
+            match action {
+                Action::RudeUnloadDomain => {
+                    self.escalate_rude();
+                    // A rude unload that must end now: drop the store.
+                    if op == Operation::RudeUnloadDomain {
+                        self.kill.send_replace(true);
+                    }
+                }
+                other => {
+                    self.kill.send_replace(true);
+                    self.rt.apply_process_action(other);
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn wait_unloaded(&self) -> UnloadReport {
+        let mut rx = self.done.subscribe();
+        match rx.wait_for(|d| d.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => UnloadReport::default(),
+        }
+    }
+
+    /// The worker's last act: fail queued calls, run the finalizer, release, drop the store.
+    async fn finish_unload(
+        self: &Arc<Self>,
+        mut store: wasmtime::Store<DomainState>,
+        instance: wasmtime::Instance,
+        mut rx: mpsc::UnboundedReceiver<CallRequest>,
+    ) {
+        rx.close();
+        while let Ok(req) = rx.try_recv() {
+            self.calls_failed.fetch_add(1, Ordering::Relaxed);
+            self.finish(&req.ctl, Err(CallError::DomainUnloaded), Instant::now(), req.reply);
+        }
+        let mut finalizer_ran = false;
+        if !self.is_rude() && !*self.kill.borrow() {
+            finalizer_ran = self.run_finalizer(&mut store, &instance).await;
+        } else if instance.get_func(&mut store, "warden_on_unload").is_some() {
+            self.rt.events.emit(Some(self.id), None, || EventKind::FinalizerRan {
+                result: "skipped",
+            });
+        }
+        let memory_released = store.data().memory.used();
+        // Critical release: after all guest code, never skipped.
+        drop(store);
+        let report = UnloadReport {
+            rude: self.is_rude(),
+            calls_failed: self.calls_failed.load(Ordering::Relaxed),
+            finalizer_ran,
+            handles_released: 0,
+            locks_released: 0,
+            reservations_released: 0,
+            memory_released,
+        };
+        self.state.send_replace(UNLOADED);
+        self.rt.unregister(self.id);
+        self.rt.events.emit(Some(self.id), None, || EventKind::DomainUnloaded {
+            calls_failed: report.calls_failed,
+            handles_released: report.handles_released,
+            locks_released: report.locks_released,
+            reservations_released: report.reservations_released,
+            memory_released: report.memory_released,
+        });
+        self.done.send_replace(Some(report));
+    }
+
+    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation.
+    async fn run_finalizer(
+        self: &Arc<Self>,
+        store: &mut wasmtime::Store<DomainState>,
+        instance: &wasmtime::Instance,
+    ) -> bool {
+        let Some(func) = instance.get_func(&mut *store, "warden_on_unload") else {
+            return false;
+        };
+        let Ok(func) = func.typed::<(), ()>(&*store) else {
+            self.rt.events.emit(Some(self.id), None, || EventKind::FinalizerRan {
+                result: "skipped",
+            });
+            return false;
+        };
+        let ctl = CallCtl::new(self.id, false);
+        store.data_mut().call = Some(ctl.clone());
+        self.set_current(Some(ctl.clone()));
+        let _ = store.set_epoch_deadline(1);
+        let bound = self.rt.policy.operation(Operation::FinalizerRun);
+        let ran = {
+            let fut = func.call_async(&mut *store, ());
+            let timer = async {
+                match bound.timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+                let action = bound.on_timeout;
+                self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                    failure: None,
+                    operation: Some(Operation::FinalizerRun.to_string()),
+                    action: action.to_string(),
+                    critical: ctl.abort.is_critical(),
+                });
+                if action != Action::None {
+                    self.apply_action(Some(&ctl), action, AbortReason::Policy);
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = self.drive(&ctl, fut, None) => r,
+                _ = timer => unreachable!("the timer never completes"),
+            }
+        };
+        self.set_current(None);
+        store.data_mut().call = None;
+        let result = match &ran {
+            Driven::Finished(Ok(())) => "ok",
+            Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",
+            Driven::Finished(Err(_)) => "trap",
+            Driven::Killed => "timeout",
+        };
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::FinalizerRan { result });
+        matches!(ran, Driven::Finished(Ok(())))
+    }
+}
+
+/// How a stretch of guest code ended.
+enum Driven<T> {
+    Finished(wasmtime::Result<T>),
+    Killed,
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error by which an abort unwinds the guest stack.
+#[derive(Debug)]
+pub(crate) struct AbortSignal(pub(crate) AbortKind);
+
+impl std::fmt::Display for AbortSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} abort delivered", kind_str(self.0))
+    }
+}
+
+impl std::error::Error for AbortSignal {}
+
+/// Called at every epoch tick (and at every forced check): delivers a deliverable abort,
+/// otherwise yields to the executor so many domains share the host's threads fairly.
+fn epoch_check(
+    cx: wasmtime::StoreContextMut<'_, DomainState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    if let Some(ctl) = &cx.data().call {
+        if let Some(kind) = ctl.abort.take_delivery(false) {
+            cx.data()
+                .dom
+                .rt
+                .events
+                .emit(Some(ctl.domain), Some(ctl.id), || EventKind::AbortDelivered {
+                    kind: kind_str(kind),
+                });
+            return Err(AbortSignal(kind).into());
+        }
+    }
+    Ok(wasmtime::UpdateDeadline::Yield(1))
+}
+
+/// Turns a failed guest run into the call's outcome.
+pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Ok(CallOutput {
+            values: Vec::new(),
+            exit_code: Some(exit.0),
+        });
+    }
+    if let Some(kind) = e
+        .downcast_ref::<AbortSignal>()
+        .map(|s| s.0)
+        .or_else(|| ctl.abort.delivered())
+    {
+        return Err(ctl.abort_error(kind));
+    }
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    if let Some(wasmtime::Trap::StackOverflow) = e.downcast_ref::<wasmtime::Trap>() {
+        return Err(CallError::StackOverflow { backtrace });
+    }
+    let message = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{}", e.root_cause()),
+    };
+    if ctl.memory_denied.load(Ordering::SeqCst) {
+        return Err(CallError::OutOfMemory {
+            detail: format!("memory growth was denied, then: {message}"),
+        });
+    }
+    Err(CallError::Trap { message, backtrace })
+}
+
+fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
+    let mut b = wasmtime_wasi::WasiCtxBuilder::new();
+    b.args(&cfg.args);
+    for (k, v) in &cfg.env {
+        b.env(k, v);
+    }
+    if cfg.inherit_stdio {
+        b.inherit_stdout().inherit_stderr();
+    }
+    if cfg.inherit_stdin {
+        b.inherit_stdin();
+    }
+    b.build_p1()
+}
+
+/// Checks that `export` is a function taking `args`' types.
+fn check_signature(module: &Module, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
+    let Some(wasmtime::ExternType::Func(ty)) = module.inner.get_export(export) else {
+        return Err(Error::NoSuchExport(export.to_string()));
+    };
+    let expected: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+    let given: Vec<String> = args.iter().map(val_type_name).collect();
+    let fits = expected.len() == given.len()
+        && ty
+            .params()
+            .zip(args)
+            .all(|(p, a)| val_type_name(a) == p.to_string() || !p.is_num());
+    if !fits {
+        return Err(Error::BadArguments {
+            name: export.to_string(),
+            expected: expected.join(", "),
+            given: given.join(", "),
+        });
+    }
+    Ok(())
+}
+
+fn val_type_name(v: &wasmtime::Val) -> String {
+    match v {
+        wasmtime::Val::I32(_) => "i32".into(),
+        wasmtime::Val::I64(_) => "i64".into(),
+        wasmtime::Val::F32(_) => "f32".into(),
+        wasmtime::Val::F64(_) => "f64".into(),
+        wasmtime::Val::V128(_) => "v128".into(),
+        _ => "ref".into(),
+    }
+}

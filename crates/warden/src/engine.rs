@@ -1,0 +1,245 @@
+//! The wasmtime engine Warden runs guests on: async calls, epoch interruption driven by one
+//! ticker thread, the pooling allocator (with a fallback), bounded wasm stacks, and a module
+//! cache keyed by content digest.
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Engine settings. The defaults suit a server: 1 ms epoch tick, 512 KiB wasm stack.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often the epoch advances: the granularity of deadlines and the upper bound on how
+    /// long a spinning guest runs before it notices a deliverable abort. Default 1 ms.
+    pub tick: Duration,
+    /// Maximum wasm stack per call; deeper recursion is a `stack_overflow` outcome.
+    /// Default 512 KiB.
+    pub max_wasm_stack: usize,
+    /// Host headroom on top of the wasm stack for the async fiber, so host functions never
+    /// overflow. Default 1 MiB.
+    pub host_stack_headroom: usize,
+    /// Use the pooling allocator (falls back to on-demand when its reservation fails).
+    pub pooling: bool,
+    /// Pool size: how many domains may exist at once when pooling is on. Default 1000.
+    pub pool_slots: u32,
+    /// Largest linear memory a pool slot can hold. Default 4 GiB (all of wasm32).
+    pub pool_max_memory: usize,
+    /// Largest module accepted by [`Runtime::load_module`](crate::Runtime::load_module).
+    pub max_module_bytes: usize,
+    /// Compiled modules kept in the digest cache. Default 64.
+    pub module_cache_entries: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            tick: Duration::from_millis(1),
+            max_wasm_stack: 512 << 10,
+            host_stack_headroom: 1 << 20,
+            pooling: true,
+            pool_slots: 1000,
+            pool_max_memory: 4 << 30,
+            max_module_bytes: 256 << 20,
+            module_cache_entries: 64,
+        }
+    }
+}
+
+/// How instances are allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved pool of instance slots.
+    Pooling,
+    /// Allocation per instance; `reason` says why pooling is not in use.
+    OnDemand {
+        /// Why pooling was not used (`disabled by configuration` or the reservation error).
+        reason: String,
+    },
+}
+
+/// A compiled module with its content digest. Cheap to clone.
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) inner: wasmtime::Module,
+    digest: Arc<str>,
+}
+
+impl Module {
+    /// Hex SHA-256 of the bytes the module was loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The underlying wasmtime module.
+    pub fn wasmtime(&self) -> &wasmtime::Module {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("digest", &self.digest).finish()
+    }
+}
+
+/// The engine, its ticker and its module cache.
+pub(crate) struct WardenEngine {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) allocator: Allocator,
+    config: EngineConfig,
+    cache: Mutex<HashMap<Arc<str>, wasmtime::Module>>,
+    ticker: Ticker,
+}
+
+impl WardenEngine {
+    pub(crate) fn new(config: &EngineConfig) -> Result<Self, Error> {
+        if config.tick.is_zero() {
+            return Err(Error::Config("epoch tick must be greater than zero".into()));
+        }
+        if config.max_wasm_stack < 64 << 10 {
+            return Err(Error::Config(format!(
+                "max wasm stack of {} bytes is too small (at least 64 KiB)",
+                config.max_wasm_stack
+            )));
+        }
+        let mut base = wasmtime::Config::new();
+        base.epoch_interruption(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + config.host_stack_headroom);
+
+        let (engine, allocator) = if config.pooling {
+            let mut pooled = base.clone();
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_core_instances(config.pool_slots)
+                .total_memories(config.pool_slots)
+                .total_tables(config.pool_slots)
+                .total_stacks(config.pool_slots)
+                .max_memory_size(config.pool_max_memory)
+                // Return memory to the OS on reuse: zero growth across create/unload cycles.
+                .linear_memory_keep_resident(0)
+                .table_keep_resident(0);
+            pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            match wasmtime::Engine::new(&pooled) {
+                Ok(engine) => (engine, Allocator::Pooling),
+                Err(e) => {
+                    let reason = format!("pooling allocator unavailable: {e:#}");
+                    tracing::warn!("{reason}; falling back to on-demand allocation");
+                    (on_demand(&base)?, Allocator::OnDemand { reason })
+                }
+            }
+        } else {
+            (
+                on_demand(&base)?,
+                Allocator::OnDemand {
+                    reason: "disabled by configuration".into(),
+                },
+            )
+        };
+        let ticker = Ticker::start(engine.clone(), config.tick)?;
+        Ok(WardenEngine {
+            engine,
+            allocator,
+            config: config.clone(),
+            cache: Mutex::new(HashMap::new()),
+            ticker,
+        })
+    }
+
+    /// Compiles (or fetches from the cache) a module from wasm bytes or WAT text.
+    pub(crate) fn load(&self, bytes: &[u8]) -> Result<Module, Error> {
+        if bytes.len() > self.config.max_module_bytes {
+            return Err(Error::ModuleTooLarge {
+                size: bytes.len(),
+                limit: self.config.max_module_bytes,
+            });
+        }
+        let digest: Arc<str> = hex(&Sha256::digest(bytes)).into();
+        if let Some(m) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+            return Ok(Module {
+                inner: m.clone(),
+                digest,
+            });
+        }
+        // Compile outside the cache lock: compilation can take long.
+        let inner = wasmtime::Module::new(&self.engine, bytes)
+            .map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= self.config.module_cache_entries {
+            // Evict an arbitrary entry: the cache is a convenience, never a leak.
+            if let Some(k) = cache.keys().next().cloned() {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(digest.clone(), inner.clone());
+        Ok(Module { inner, digest })
+    }
+
+    /// Forces every running store to its epoch check now (used to deliver aborts promptly).
+    pub(crate) fn poke(&self) {
+        self.engine.increment_epoch();
+    }
+
+    pub(crate) fn cached_modules(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub(crate) fn stop(&self) {
+        self.ticker.stop();
+    }
+}
+
+fn on_demand(base: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
+    let mut c = base.clone();
+    c.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+    wasmtime::Engine::new(&c).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The one epoch ticker thread of an engine.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine, tick: Duration) -> Result<Self, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Ticker {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

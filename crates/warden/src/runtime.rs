@@ -1,0 +1,215 @@
+//! The runtime: the owner of the engine, the policy, the event stream and every domain.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use warden_policy::{Action, Policy};
+
+use crate::call::CallError;
+use crate::domain::{Domain, DomainConfig, DomainShared, DomainState};
+use crate::engine::{Allocator, EngineConfig, Module, WardenEngine};
+use crate::error::Error;
+use crate::events::{Event, EventBus, EventKind};
+use crate::exit_code;
+use crate::ids::DomainId;
+
+/// What ends the process when the policy says so (`exit-process` and stronger).
+pub type ExitFn = Arc<dyn Fn(i32) + Send + Sync>;
+
+/// Runtime settings.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// The escalation policy (default: the `server` preset).
+    pub policy: Policy,
+    /// Ends the process for the policy's exit actions, with the code of
+    /// [`exit_code`](crate::exit_code). Default: `std::process::exit`.
+    pub exit: ExitFn,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            engine: EngineConfig::default(),
+            policy: Policy::default(),
+            exit: Arc::new(|code| std::process::exit(code)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("engine", &self.engine)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: WardenEngine,
+    pub(crate) linker: wasmtime::Linker<DomainState>,
+    pub(crate) policy: Policy,
+    pub(crate) events: EventBus,
+    exit: ExitFn,
+    exiting: AtomicBool,
+    disabled: AtomicBool,
+    domains: Mutex<HashMap<DomainId, Weak<DomainShared>>>,
+}
+
+/// A Warden runtime. Cheap to clone; all clones share one engine, policy and set of domains.
+///
+/// Domains and calls run on the tokio runtime the methods are called from (a multi-threaded
+/// one is expected).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl Runtime {
+    /// Creates a runtime: the engine (pooling, falling back to on-demand), its epoch ticker,
+    /// and the host imports.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, Error> {
+        let engine = WardenEngine::new(&config.engine)?;
+        let mut linker = wasmtime::Linker::new(&engine.engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut DomainState| {
+            s.wasi
+                .as_mut()
+                .expect("a WASI context exists for every module that imports WASI")
+        })
+        .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        crate::host::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let inner = Arc::new(RuntimeInner {
+            engine,
+            linker,
+            policy: config.policy,
+            events: EventBus::default(),
+            exit: config.exit,
+            exiting: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
+            domains: Mutex::new(HashMap::new()),
+        });
+        Ok(Runtime { inner })
+    }
+
+    /// Compiles a module from wasm bytes or WAT text (cached by content digest).
+    pub fn load_module(&self, bytes: &[u8]) -> Result<Module, Error> {
+        self.inner.engine.load(bytes)
+    }
+
+    /// Creates a domain: a new store and one instance of `module`.
+    pub async fn create_domain(
+        &self,
+        module: &Module,
+        config: DomainConfig,
+    ) -> Result<Domain, Error> {
+        Domain::create(&self.inner, module, config).await
+    }
+
+    /// Subscribes to the event stream. The callback runs on the thread that produced the
+    /// event; keep it short.
+    pub fn subscribe(&self, sink: impl Fn(&Event) + Send + Sync + 'static) {
+        self.inner.events.subscribe(Arc::new(sink));
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// How instances are allocated (pooling, or on-demand and why).
+    pub fn allocator(&self) -> &Allocator {
+        &self.inner.engine.allocator
+    }
+
+    /// Domains alive now (loaded or unloading).
+    pub fn domain_count(&self) -> usize {
+        self.inner.lock_domains().len()
+    }
+
+    /// Compiled modules held by the digest cache.
+    pub fn cached_modules(&self) -> usize {
+        self.inner.engine.cached_modules()
+    }
+
+    /// Whether the runtime was disabled by policy (`disable-runtime`).
+    pub fn is_disabled(&self) -> bool {
+        self.inner.disabled.load(Ordering::SeqCst)
+    }
+
+    /// Whether the runtime has begun exiting and no longer admits calls.
+    pub fn is_exiting(&self) -> bool {
+        self.inner.exiting.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.engine.stop();
+    }
+}
+
+impl RuntimeInner {
+    fn lock_domains(&self) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
+        self.domains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether new guest work may start.
+    pub(crate) fn admit(&self) -> Result<(), CallError> {
+        if self.exiting.load(Ordering::SeqCst) {
+            return Err(CallError::ProcessExiting);
+        }
+        if self.disabled.load(Ordering::SeqCst) {
+            return Err(CallError::RuntimeDisabled);
+        }
+        Ok(())
+    }
+
+    /// Checks a module's imports against what the runtime provides, naming the first miss.
+    pub(crate) fn check_imports(&self, module: &Module) -> Result<(), Error> {
+        for import in module.inner.imports() {
+            let known = match import.module() {
+                "wasi_snapshot_preview1" => true,
+                "warden" => crate::host::IMPORTS.contains(&import.name()),
+                _ => false,
+            };
+            if !known {
+                return Err(Error::UnknownImport {
+                    module: import.module().to_string(),
+                    name: import.name().to_string(),
+                });
+            }
+        }
+        // Types: wasmtime names the mismatching import.
+        self.linker
+            .instantiate_pre(&module.inner)
+            .map(drop)
+            .map_err(|e| Error::Instantiate(format!("{e:#}")))
+    }
+
+    pub(crate) fn register(&self, dom: &Arc<DomainShared>) {
+        self.lock_domains().insert(dom.id, Arc::downgrade(dom));
+    }
+
+    pub(crate) fn unregister(&self, id: DomainId) {
+        self.lock_domains().remove(&id);
+    }
+
+    /// Carries out a process-wide action: the exit actions and `disable-runtime`.
+    pub(crate) fn apply_process_action(&self, action: Action) {
+        match action {
+            Action::DisableRuntime => {
+                if !self.disabled.swap(true, Ordering::SeqCst) {
+                    self.events.emit(None, None, || EventKind::RuntimeDisabled);
+                }
+            }
+            Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
+                if !self.exiting.swap(true, Ordering::SeqCst) {
+                    (self.exit)(exit_code::for_action(action));
+                }
+            }
+            _ => {}
+        }
+    }
+}
