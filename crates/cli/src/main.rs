@@ -9,7 +9,11 @@ use warden::exit_code;
 use warden_policy::{Policy, Preset};
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "A reliability-first host for WebAssembly guests")]
+#[command(
+    name = "warden",
+    version,
+    about = "A reliability-first host for WebAssembly guests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,11 +59,9 @@ fn main() -> ExitCode {
 
 fn policy(cmd: PolicyCommand) -> i32 {
     let result = match cmd {
-        PolicyCommand::Check { file } => {
-            Policy::from_file(std::path::Path::new(&file))
-                .map(|_| format!("{file}: ok"))
-                .map_err(|e| e.to_string())
-        }
+        PolicyCommand::Check { file } => Policy::from_file(std::path::Path::new(&file))
+            .map(|_| format!("{file}: ok"))
+            .map_err(|e| e.to_string()),
         PolicyCommand::Show { preset } => preset
             .parse::<Preset>()
             .map(|p| Policy::preset(p).to_toml())

@@ -85,7 +85,12 @@ pub fn run(args: RunArgs) -> i32 {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(exit_code::FATAL, format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                exit_code::FATAL,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
     };
     let code = rt.block_on(async move {
         let plan = match plan(args) {
@@ -107,8 +112,7 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
     let deadline = match &args.deadline {
         None => None,
-        Some(d) => warden_policy::parse_duration(d)
-            .map_err(|e| format!("--deadline: {e}"))?,
+        Some(d) => warden_policy::parse_duration(d).map_err(|e| format!("--deadline: {e}"))?,
     };
     let mut config = DomainConfig::default();
     if let Some(m) = &args.max_memory {
@@ -157,7 +161,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "guest".into());
     config.wasi = WasiConfig {
-        args: std::iter::once(program).chain(args.args.iter().cloned()).collect(),
+        args: std::iter::once(program)
+            .chain(args.args.iter().cloned())
+            .collect(),
         env,
         inherit_stdio: true,
         inherit_stdin: args.invoke.is_empty(),
@@ -178,9 +184,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
 
 fn check_export(module: &Module, name: &str) -> Result<(), String> {
     match module.wasmtime().get_export(name) {
-        None if name == "_start" => Err(
-            "module has no `_start` export (not a WASI command); use --invoke NAME".into(),
-        ),
+        None if name == "_start" => {
+            Err("module has no `_start` export (not a WASI command); use --invoke NAME".into())
+        }
         None => Err(format!("module has no export `{name}`")),
         Some(wasmtime::ExternType::Func(ty)) => {
             if ty.params().len() > 0 {

@@ -3,12 +3,12 @@
 /// Parses a size; binary units (`KiB`, `K`) are powers of 1024, decimal ones (`KB`) of 1000.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
-        return Err(format!("`{s}` is not a size (expected e.g. 8MiB, 512KiB, 4096)"));
+        return Err(format!(
+            "`{s}` is not a size (expected e.g. 8MiB, 512KiB, 4096)"
+        ));
     }
     let n: u64 = digits
         .parse()
@@ -49,6 +49,10 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert!(parse_size("8XB").unwrap_err().contains("unknown unit"));
         assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -8,7 +8,9 @@ fn warden() -> Command {
 }
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn write_guest(name: &str, wat: &str) -> PathBuf {
@@ -37,7 +39,13 @@ fn hostile() -> String {
 
 #[test]
 fn bundled_example_runs_as_a_wasi_command_with_args() {
-    let o = run(&["run", repo("guests/hello.wat").to_str().unwrap(), "--", "a", "b"]);
+    let o = run(&[
+        "run",
+        repo("guests/hello.wat").to_str().unwrap(),
+        "--",
+        "a",
+        "b",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 2\n");
 }
@@ -59,7 +67,14 @@ fn each_outcome_has_its_exit_code() {
     ];
     for (export, code, text) in cases {
         let o = run(&[
-            "run", &hostile(), "--invoke", export, "--deadline", "200ms", "--max-memory", "4MiB",
+            "run",
+            &hostile(),
+            "--invoke",
+            export,
+            "--deadline",
+            "200ms",
+            "--max-memory",
+            "4MiB",
         ]);
         assert_eq!(o.status.code(), Some(code), "{export}: {}", stderr(&o));
         assert!(stderr(&o).contains(text), "{export}: {}", stderr(&o));
@@ -69,8 +84,20 @@ fn each_outcome_has_its_exit_code() {
 #[test]
 fn several_invokes_run_concurrently_and_friendly_ones_still_succeed() {
     let o = run(&[
-        "run", &hostile(), "--invoke", "answer", "--invoke", "spin", "--invoke", "recurse",
-        "--invoke", "hog", "--deadline", "300ms", "--max-memory", "4MiB",
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--invoke",
+        "spin",
+        "--invoke",
+        "recurse",
+        "--invoke",
+        "hog",
+        "--deadline",
+        "300ms",
+        "--max-memory",
+        "4MiB",
     ]);
     // The first failing invoke in command-line order decides the code: spin -> timeout.
     assert_eq!(o.status.code(), Some(106), "{}", stderr(&o));
@@ -93,7 +120,14 @@ fn proc_exit_code_passes_through() {
 #[test]
 fn events_json_are_one_object_per_line_with_contract_names() {
     let o = run(&[
-        "run", &hostile(), "--invoke", "spin", "--deadline", "100ms", "--events", "json",
+        "run",
+        &hostile(),
+        "--invoke",
+        "spin",
+        "--deadline",
+        "100ms",
+        "--events",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(106));
     let events: Vec<serde_json::Value> = stderr(&o)
@@ -101,7 +135,10 @@ fn events_json_are_one_object_per_line_with_contract_names() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     for want in [
         "domain_loaded",
         "call_started",
@@ -114,7 +151,10 @@ fn events_json_are_one_object_per_line_with_contract_names() {
     ] {
         assert!(names.contains(&want), "missing {want} in {names:?}");
     }
-    let finished = events.iter().find(|e| e["event"] == "call_finished").unwrap();
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "call_finished")
+        .unwrap();
     assert_eq!(finished["outcome"], "timeout");
     assert!(finished["call"].is_u64() && finished["domain"].is_u64());
     assert!(events.iter().all(|e| e["ts"].is_f64()));
@@ -128,7 +168,13 @@ fn repeat_cycles_report_memory_and_leave_no_domain() {
     assert!(err.contains("200 cycles"), "{err}");
     assert!(err.contains("domains left 0"), "{err}");
     let o = run(&[
-        "run", &hostile(), "--invoke", "answer", "--repeat", "50", "--reuse-domain",
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--repeat",
+        "50",
+        "--reuse-domain",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "answer: 42\n");
@@ -137,11 +183,20 @@ fn repeat_cycles_report_memory_and_leave_no_domain() {
 #[test]
 fn bad_input_is_one_clear_line_and_exit_3() {
     let bad = write_guest("bad.wasm", "\0asm garbage");
-    let unknown = write_guest("imp.wat", r#"(module (import "env" "f" (func)) (func (export "g")))"#);
+    let unknown = write_guest(
+        "imp.wat",
+        r#"(module (import "env" "f" (func)) (func (export "g")))"#,
+    );
     let params = write_guest("params.wat", r#"(module (func (export "f") (param i32)))"#);
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["run".into(), "/nonexistent/x.wasm".into()], "cannot read /nonexistent/x.wasm"),
-        (vec!["run".into(), bad.display().to_string()], "invalid module"),
+        (
+            vec!["run".into(), "/nonexistent/x.wasm".into()],
+            "cannot read /nonexistent/x.wasm",
+        ),
+        (
+            vec!["run".into(), bad.display().to_string()],
+            "invalid module",
+        ),
         (vec!["run".into(), hostile()], "no `_start` export"),
         (
             vec!["run".into(), hostile(), "--invoke".into(), "nope".into()],
@@ -152,23 +207,54 @@ fn bad_input_is_one_clear_line_and_exit_3() {
             "`memory` is not a function",
         ),
         (
-            vec!["run".into(), params.display().to_string(), "--invoke".into(), "f".into()],
+            vec![
+                "run".into(),
+                params.display().to_string(),
+                "--invoke".into(),
+                "f".into(),
+            ],
             "takes parameters (i32)",
         ),
         (
-            vec!["run".into(), unknown.display().to_string(), "--invoke".into(), "g".into()],
+            vec![
+                "run".into(),
+                unknown.display().to_string(),
+                "--invoke".into(),
+                "g".into(),
+            ],
             "`env`.`f`",
         ),
         (
-            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--max-memory".into(), "lots".into()],
+            vec![
+                "run".into(),
+                hostile(),
+                "--invoke".into(),
+                "answer".into(),
+                "--max-memory".into(),
+                "lots".into(),
+            ],
             "--max-memory",
         ),
         (
-            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--deadline".into(), "soon".into()],
+            vec![
+                "run".into(),
+                hostile(),
+                "--invoke".into(),
+                "answer".into(),
+                "--deadline".into(),
+                "soon".into(),
+            ],
             "--deadline",
         ),
         (
-            vec!["run".into(), hostile(), "--invoke".into(), "answer".into(), "--policy".into(), "/nonexistent.toml".into()],
+            vec![
+                "run".into(),
+                hostile(),
+                "--invoke".into(),
+                "answer".into(),
+                "--policy".into(),
+                "/nonexistent.toml".into(),
+            ],
             "nonexistent.toml",
         ),
     ];

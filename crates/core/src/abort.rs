@@ -159,7 +159,11 @@ impl AbortState {
     /// delivered, or `None` if nothing was deliverable or it was already delivered.
     pub fn take_delivery(&self, in_wait: bool) -> Option<AbortKind> {
         let kind = self.deliverable(in_wait)?;
-        let code = if kind == AbortKind::Rude { RUDE } else { POLITE };
+        let code = if kind == AbortKind::Rude {
+            RUDE
+        } else {
+            POLITE
+        };
         self.delivered
             .compare_exchange(NONE, code, SeqCst, SeqCst)
             .ok()
@@ -276,10 +280,7 @@ mod tests {
         assert_eq!(s.request(AbortKind::Rude), RequestOutcome::Deliverable);
         assert_eq!(s.take_delivery(false), Some(AbortKind::Rude));
         assert_eq!(s.take_delivery(false), None, "delivered once");
-        assert_eq!(
-            s.request(AbortKind::Rude),
-            RequestOutcome::AlreadyDelivered
-        );
+        assert_eq!(s.request(AbortKind::Rude), RequestOutcome::AlreadyDelivered);
     }
 
     #[test]
@@ -314,9 +315,15 @@ mod tests {
             s.request(AbortKind::Polite),
             RequestOutcome::Deferred(_)
         ));
-        assert_eq!(s.request(AbortKind::Polite), RequestOutcome::AlreadyRequested);
+        assert_eq!(
+            s.request(AbortKind::Polite),
+            RequestOutcome::AlreadyRequested
+        );
         assert_eq!(s.request(AbortKind::Rude), RequestOutcome::Deliverable);
-        assert_eq!(s.request(AbortKind::Polite), RequestOutcome::AlreadyRequested);
+        assert_eq!(
+            s.request(AbortKind::Polite),
+            RequestOutcome::AlreadyRequested
+        );
         assert_eq!(s.requested(), Some(AbortKind::Rude));
     }
 

@@ -279,9 +279,11 @@ impl CallCtl {
             }
         });
         if let RequestOutcome::Deferred(why) = outcome {
-            events.emit(Some(self.domain), Some(self.id), || EventKind::AbortDeferred {
-                kind: kind_str(kind),
-                why: why.as_str(),
+            events.emit(Some(self.domain), Some(self.id), || {
+                EventKind::AbortDeferred {
+                    kind: kind_str(kind),
+                    why: why.as_str(),
+                }
             });
         } else {
             // Make every running store check its epoch deadline now, not at the next tick.
@@ -325,8 +327,11 @@ impl CallHandle {
     /// deferred while the call is in a critical region or holds host locks, bounded by the
     /// operation's timeout). Returns at once; [`join`](Self::join) to see the outcome.
     pub fn abort(&self) {
-        self.domain
-            .apply_operation(&self.ctl, warden_policy::Operation::Abort, AbortReason::Embedder);
+        self.domain.apply_operation(
+            &self.ctl,
+            warden_policy::Operation::Abort,
+            AbortReason::Embedder,
+        );
     }
 
     /// Requests a rude abort through the policy's `rude-abort` operation (ignores critical

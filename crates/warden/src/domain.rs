@@ -9,12 +9,12 @@
 //! region) is ended by dropping its future — the store goes with it — so no guest can hold
 //! its domain past the policy's bounds.
 
+use crate::escalation::Driven;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use warden_core::abort::AbortKind;
-use warden_policy::{Action, Failure, Operation};
 
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
@@ -102,9 +102,9 @@ pub struct UnloadReport {
     pub memory_released: u64,
 }
 
-const LOADED: u8 = 0;
-const UNLOADING: u8 = 1;
-const UNLOADED: u8 = 2;
+pub(crate) const LOADED: u8 = 0;
+pub(crate) const UNLOADING: u8 = 1;
+pub(crate) const UNLOADED: u8 = 2;
 
 /// The store's data: everything a domain's guest code can reach through the host.
 pub(crate) struct DomainState {
@@ -116,25 +116,25 @@ pub(crate) struct DomainState {
 }
 
 pub(crate) struct CallRequest {
-    ctl: Arc<CallCtl>,
-    export: String,
-    args: Vec<wasmtime::Val>,
-    deadline: Option<Duration>,
-    reply: oneshot::Sender<CallResult>,
+    pub(crate) ctl: Arc<CallCtl>,
+    pub(crate) export: String,
+    pub(crate) args: Vec<wasmtime::Val>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) reply: oneshot::Sender<CallResult>,
 }
 
 /// State shared by a domain's handles, its worker and its calls.
 pub(crate) struct DomainShared {
     pub(crate) id: DomainId,
     pub(crate) rt: Arc<RuntimeInner>,
-    module: Module,
-    state: watch::Sender<u8>,
-    rude: AtomicU8,
-    kill: watch::Sender<bool>,
-    tx: Mutex<Option<mpsc::UnboundedSender<CallRequest>>>,
-    current: Mutex<Option<Arc<CallCtl>>>,
-    done: watch::Sender<Option<UnloadReport>>,
-    calls_failed: AtomicU64,
+    pub(crate) module: Module,
+    pub(crate) state: watch::Sender<u8>,
+    pub(crate) rude: AtomicU8,
+    pub(crate) kill: watch::Sender<bool>,
+    pub(crate) tx: Mutex<Option<mpsc::UnboundedSender<CallRequest>>>,
+    pub(crate) current: Mutex<Option<Arc<CallCtl>>>,
+    pub(crate) done: watch::Sender<Option<UnloadReport>>,
+    pub(crate) calls_failed: AtomicU64,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
     pub(crate) memory_used: AtomicU64,
 }
@@ -241,7 +241,9 @@ impl Domain {
             }
             Driven::Killed => {
                 shared.mark_unloaded();
-                return Err(Error::Instantiate("domain was unloaded during start".into()));
+                return Err(Error::Instantiate(
+                    "domain was unloaded during start".into(),
+                ));
             }
         };
         rt.register(&shared);
@@ -334,22 +336,22 @@ impl DomainShared {
             .is_some()
     }
 
-    fn set_current(&self, ctl: Option<Arc<CallCtl>>) {
+    pub(crate) fn set_current(&self, ctl: Option<Arc<CallCtl>>) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = ctl;
     }
 
-    fn current(&self) -> Option<Arc<CallCtl>> {
+    pub(crate) fn current(&self) -> Option<Arc<CallCtl>> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn block_entry(&self) {
+    pub(crate) fn block_entry(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    fn mark_unloaded(&self) {
+    pub(crate) fn mark_unloaded(&self) {
         self.block_entry();
         self.state.send_replace(UNLOADED);
         self.done.send_replace(Some(UnloadReport::default()));
@@ -397,7 +399,7 @@ impl DomainShared {
     }
 
     /// Reports a call's result exactly once: the `call_finished` event and the reply.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         ctl: &CallCtl,
         result: CallResult,
@@ -532,387 +534,6 @@ impl DomainShared {
     fn end_of_call(&self, ctl: &CallCtl, store: &mut wasmtime::Store<DomainState>) {
         let _ = (ctl, store);
     }
-
-    /// Decides the policy's action for a call that failed, and carries out what outlives
-    /// the call (unload, exit, disable).
-    fn decide_failure(self: &Arc<Self>, ctl: &Arc<CallCtl>, err: &CallError) {
-        let failure = match err {
-            CallError::Trap { .. } => Failure::GuestTrap,
-            CallError::StackOverflow { .. } => Failure::StackOverflow,
-            CallError::OutOfMemory { .. } => {
-                if ctl.abort.is_critical() {
-                    Failure::CriticalResource
-                } else {
-                    Failure::NoncriticalResource
-                }
-            }
-            // Aborts and unloads are operations already decided; admission failures are
-            // not failures of the guest.
-            _ => return,
-        };
-        let action = self.decide(ctl, failure);
-        if action >= Action::UnloadDomain {
-            self.apply_action(Some(ctl), action, AbortReason::Policy);
-        }
-    }
-
-    /// The policy's action for a failure of `ctl`, recorded as an `escalation` event.
-    pub(crate) fn decide(&self, ctl: &CallCtl, failure: Failure) -> Action {
-        let critical = ctl.abort.is_critical();
-        let action = self.rt.policy.decide(failure, critical);
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                failure: Some(failure.to_string()),
-                operation: None,
-                action: action.to_string(),
-                critical,
-            });
-        action
-    }
-
-    /// Carries out an operation's default action (resolved by the policy) on a call.
-    pub(crate) fn apply_operation(
-        self: &Arc<Self>,
-        ctl: &Arc<CallCtl>,
-        op: Operation,
-        reason: AbortReason,
-    ) {
-        let action = self.rt.policy.resolve(self.rt.policy.operation(op).default);
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                failure: None,
-                operation: Some(op.to_string()),
-                action: action.to_string(),
-                critical: ctl.abort.is_critical(),
-            });
-        self.apply_action(Some(ctl), action, reason);
-    }
-
-    /// Carries out an action on this domain (and its call, when one is named).
-    pub(crate) fn apply_action(
-        self: &Arc<Self>,
-        ctl: Option<&Arc<CallCtl>>,
-        action: Action,
-        reason: AbortReason,
-    ) {
-        match action {
-            Action::None => {}
-            // On a running call, failing it means unwinding it.
-            Action::Throw | Action::Abort => {
-                if let Some(ctl) = ctl {
-                    ctl.request_abort(self, AbortKind::Polite, reason);
-                }
-            }
-            Action::RudeAbort => {
-                if let Some(ctl) = ctl {
-                    ctl.request_abort(self, AbortKind::Rude, reason);
-                }
-            }
-            Action::UnloadDomain | Action::RudeUnloadDomain => {
-                if let Some(ctl) = ctl {
-                    ctl.set_reason(reason);
-                }
-                let rude = action == Action::RudeUnloadDomain;
-                let dom = self.clone();
-                tokio::spawn(async move {
-                    dom.unload(rude).await;
-                });
-            }
-            Action::ExitProcess
-            | Action::FastExitProcess
-            | Action::RudeExitProcess
-            | Action::DisableRuntime => self.rt.apply_process_action(action),
-        }
-    }
-
-    /// Runs guest code (`fut`, which borrows the store) for `ctl` until it finishes or the
-    /// domain is killed, firing the deadline and the abort escalation timers meanwhile.
-    async fn drive<T>(
-        self: &Arc<Self>,
-        ctl: &Arc<CallCtl>,
-        fut: impl std::future::Future<Output = wasmtime::Result<T>>,
-        deadline: Option<Instant>,
-    ) -> Driven<T> {
-        let mut fut = std::pin::pin!(fut);
-        let mut kill = self.kill.subscribe();
-        let mut deadline = deadline.map(tokio::time::Instant::from_std);
-        // The escalation timer: which operation is being bounded, and until when.
-        let mut armed: Option<(Operation, tokio::time::Instant)> = None;
-        let policy = &self.rt.policy;
-        loop {
-            let kicked = ctl.kick.notified();
-            tokio::select! {
-                biased;
-                _ = kill.wait_for(|k| *k) => return Driven::Killed,
-                r = &mut fut => return Driven::Finished(r),
-                _ = sleep_until(deadline) => {
-                    deadline = None;
-                    let action = self.decide(ctl, Failure::Deadline);
-                    self.apply_action(Some(ctl), action, AbortReason::Deadline);
-                }
-                _ = sleep_until(armed.map(|a| a.1)) => {
-                    let (op, _) = armed.take().expect("armed timer fired");
-                    let action = policy.operation(op).on_timeout;
-                    self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                        failure: None,
-                        operation: Some(op.to_string()),
-                        action: action.to_string(),
-                        critical: ctl.abort.is_critical(),
-                    });
-                    let rude_timed_out = op != Operation::Abort;
-                    if rude_timed_out && action == Action::RudeUnloadDomain {
-                        // Dropping the domain needs no cooperation from the guest.
-                        self.set_rude();
-                        self.kill.send_replace(true);
-                    }
-                    self.apply_action(Some(ctl), action, AbortReason::Policy);
-                }
-                _ = kicked => {}
-            }
-            // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
-            if let Some(kind) = ctl.abort.requested() {
-                if ctl.abort.delivered().is_none() {
-                    let op = match kind {
-                        AbortKind::Polite => Operation::Abort,
-                        AbortKind::Rude if ctl.abort.is_critical() => Operation::RudeAbortCritical,
-                        AbortKind::Rude => Operation::RudeAbort,
-                    };
-                    let rearm = match armed {
-                        None => true,
-                        Some((current, _)) => current == Operation::Abort && op != current,
-                    };
-                    if rearm {
-                        armed = policy
-                            .operation(op)
-                            .timeout
-                            .map(|t| (op, tokio::time::Instant::now() + t));
-                    }
-                }
-            }
-        }
-    }
-
-    fn set_rude(&self) {
-        self.rude.store(1, Ordering::SeqCst);
-    }
-
-    fn is_rude(&self) -> bool {
-        self.rude.load(Ordering::SeqCst) != 0
-    }
-
-    /// Unloads the domain (see [`Domain::unload`]); every caller gets the one report.
-    pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
-        let won = self.state.send_if_modified(|s| {
-            let was_loaded = *s == LOADED;
-            if was_loaded {
-                *s = UNLOADING;
-            }
-            was_loaded
-        });
-        if rude && !self.is_rude() && (won || *self.state.borrow() == UNLOADING) {
-            self.escalate_rude();
-        }
-        if won {
-            self.begin_unload(rude);
-            let dom = self.clone();
-            tokio::spawn(async move { dom.watch_unload().await });
-        }
-        self.wait_unloaded().await
-    }
-
-    /// Block entry and abort the in-flight call (the worker does the rest).
-    fn begin_unload(self: &Arc<Self>, rude: bool) {
-        if rude {
-            self.set_rude();
-        }
-        self.rt
-            .events
-            .emit(Some(self.id), None, || EventKind::DomainUnloading {
-                mode: if rude { "rude" } else { "polite" },
-            });
-        self.block_entry();
-        if let Some(ctl) = self.current() {
-            let kind = if rude {
-                AbortKind::Rude
-            } else {
-                AbortKind::Polite
-            };
-            ctl.request_abort(self, kind, AbortReason::Unload);
-        }
-    }
-
-    fn escalate_rude(self: &Arc<Self>) {
-        self.set_rude();
-        if let Some(ctl) = self.current() {
-            ctl.request_abort(self, AbortKind::Rude, AbortReason::Unload);
-        }
-    }
-
-    /// Bounds the unload by the policy's `unload-domain` and `rude-unload-domain` timeouts.
-    async fn watch_unload(self: Arc<Self>) {
-        let policy = &self.rt.policy;
-        for op in [Operation::UnloadDomain, Operation::RudeUnloadDomain] {
-            if op == Operation::UnloadDomain && self.is_rude() {
-                continue;
-            }
-            let bound = policy.operation(op).timeout;
-            let finished = match bound {
-                Some(t) => tokio::time::timeout(t, self.wait_unloaded()).await.is_ok(),
-                None => {
-                    self.wait_unloaded().await;
-                    true
-                }
-            };
-            if finished {
-                return;
-            }
-            let action = policy.operation(op).on_timeout;
-            self.rt.events.emit(Some(self.id), None, || EventKind::Escalation {
-                failure: None,
-                operation: Some(op.to_string()),
-                action: action.to_string(),
-                critical: false,
-            });
-            match action {
-                Action::RudeUnloadDomain => {
-                    self.escalate_rude();
-                    // A rude unload that must end now: drop the store.
-                    if op == Operation::RudeUnloadDomain {
-                        self.kill.send_replace(true);
-                    }
-                }
-                other => {
-                    self.kill.send_replace(true);
-                    self.rt.apply_process_action(other);
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn wait_unloaded(&self) -> UnloadReport {
-        let mut rx = self.done.subscribe();
-        match rx.wait_for(|d| d.is_some()).await {
-            Ok(r) => r.clone().unwrap_or_default(),
-            Err(_) => UnloadReport::default(),
-        }
-    }
-
-    /// The worker's last act: fail queued calls, run the finalizer, release, drop the store.
-    async fn finish_unload(
-        self: &Arc<Self>,
-        mut store: wasmtime::Store<DomainState>,
-        instance: wasmtime::Instance,
-        mut rx: mpsc::UnboundedReceiver<CallRequest>,
-    ) {
-        rx.close();
-        while let Ok(req) = rx.try_recv() {
-            self.calls_failed.fetch_add(1, Ordering::Relaxed);
-            self.finish(&req.ctl, Err(CallError::DomainUnloaded), Instant::now(), req.reply);
-        }
-        let mut finalizer_ran = false;
-        if !self.is_rude() && !*self.kill.borrow() {
-            finalizer_ran = self.run_finalizer(&mut store, &instance).await;
-        } else if instance.get_func(&mut store, "warden_on_unload").is_some() {
-            self.rt.events.emit(Some(self.id), None, || EventKind::FinalizerRan {
-                result: "skipped",
-            });
-        }
-        let memory_released = store.data().memory.used();
-        // Critical release: after all guest code, never skipped.
-        drop(store);
-        let report = UnloadReport {
-            rude: self.is_rude(),
-            calls_failed: self.calls_failed.load(Ordering::Relaxed),
-            finalizer_ran,
-            handles_released: 0,
-            locks_released: 0,
-            reservations_released: 0,
-            memory_released,
-        };
-        self.state.send_replace(UNLOADED);
-        self.rt.unregister(self.id);
-        self.rt.events.emit(Some(self.id), None, || EventKind::DomainUnloaded {
-            calls_failed: report.calls_failed,
-            handles_released: report.handles_released,
-            locks_released: report.locks_released,
-            reservations_released: report.reservations_released,
-            memory_released: report.memory_released,
-        });
-        self.done.send_replace(Some(report));
-    }
-
-    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation.
-    async fn run_finalizer(
-        self: &Arc<Self>,
-        store: &mut wasmtime::Store<DomainState>,
-        instance: &wasmtime::Instance,
-    ) -> bool {
-        let Some(func) = instance.get_func(&mut *store, "warden_on_unload") else {
-            return false;
-        };
-        let Ok(func) = func.typed::<(), ()>(&*store) else {
-            self.rt.events.emit(Some(self.id), None, || EventKind::FinalizerRan {
-                result: "skipped",
-            });
-            return false;
-        };
-        let ctl = CallCtl::new(self.id, false);
-        store.data_mut().call = Some(ctl.clone());
-        self.set_current(Some(ctl.clone()));
-        let _ = store.set_epoch_deadline(1);
-        let bound = self.rt.policy.operation(Operation::FinalizerRun);
-        let ran = {
-            let fut = func.call_async(&mut *store, ());
-            let timer = async {
-                match bound.timeout {
-                    Some(t) => tokio::time::sleep(t).await,
-                    None => std::future::pending().await,
-                }
-                let action = bound.on_timeout;
-                self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                    failure: None,
-                    operation: Some(Operation::FinalizerRun.to_string()),
-                    action: action.to_string(),
-                    critical: ctl.abort.is_critical(),
-                });
-                if action != Action::None {
-                    self.apply_action(Some(&ctl), action, AbortReason::Policy);
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                r = self.drive(&ctl, fut, None) => r,
-                _ = timer => unreachable!("the timer never completes"),
-            }
-        };
-        self.set_current(None);
-        store.data_mut().call = None;
-        let result = match &ran {
-            Driven::Finished(Ok(())) => "ok",
-            Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",
-            Driven::Finished(Err(_)) => "trap",
-            Driven::Killed => "timeout",
-        };
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::FinalizerRan { result });
-        matches!(ran, Driven::Finished(Ok(())))
-    }
-}
-
-/// How a stretch of guest code ended.
-enum Driven<T> {
-    Finished(wasmtime::Result<T>),
-    Killed,
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The error by which an abort unwinds the guest stack.
@@ -938,8 +559,10 @@ fn epoch_check(
                 .dom
                 .rt
                 .events
-                .emit(Some(ctl.domain), Some(ctl.id), || EventKind::AbortDelivered {
-                    kind: kind_str(kind),
+                .emit(Some(ctl.domain), Some(ctl.id), || {
+                    EventKind::AbortDelivered {
+                        kind: kind_str(kind),
+                    }
                 });
             return Err(AbortSignal(kind).into());
         }

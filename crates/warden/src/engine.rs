@@ -83,7 +83,9 @@ impl Module {
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Module").field("digest", &self.digest).finish()
+        f.debug_struct("Module")
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
@@ -160,7 +162,12 @@ impl WardenEngine {
             });
         }
         let digest: Arc<str> = hex(&Sha256::digest(bytes)).into();
-        if let Some(m) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        if let Some(m) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
             return Ok(Module {
                 inner: m.clone(),
                 digest,

@@ -33,9 +33,8 @@ pub struct Event {
 impl Event {
     /// One JSON object on one line, with an `"event"` field naming the kind (DESIGN §5).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"event":"event_encoding_failed","error":"{e}"}}"#)
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!(r#"{{"event":"event_encoding_failed","error":"{e}"}}"#))
     }
 }
 

@@ -38,31 +38,45 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             ctl.abort.critical_enter();
         }
     })?;
-    linker.func_wrap("warden", "critical_exit", |cx: Cx<'_>| -> wasmtime::Result<()> {
-        let Some(ctl) = current(&cx) else { return Ok(()) };
-        ctl.abort
-            .critical_exit()
-            .map_err(|()| wasmtime::format_err!("critical_exit without a matching critical_enter"))?;
-        deliver_if_due(&cx.data().dom, &ctl, false)
-    })?;
+    linker.func_wrap(
+        "warden",
+        "critical_exit",
+        |cx: Cx<'_>| -> wasmtime::Result<()> {
+            let Some(ctl) = current(&cx) else {
+                return Ok(());
+            };
+            ctl.abort.critical_exit().map_err(|()| {
+                wasmtime::format_err!("critical_exit without a matching critical_enter")
+            })?;
+            deliver_if_due(&cx.data().dom, &ctl, false)
+        },
+    )?;
     linker.func_wrap("warden", "constrained_enter", |cx: Cx<'_>| {
         if let Some(ctl) = current(&cx) {
             ctl.abort.constrained_enter();
         }
     })?;
-    linker.func_wrap("warden", "constrained_exit", |cx: Cx<'_>| -> wasmtime::Result<()> {
-        let Some(ctl) = current(&cx) else { return Ok(()) };
-        ctl.abort.constrained_exit().map_err(|()| {
-            wasmtime::format_err!("constrained_exit without a matching constrained_enter")
-        })?;
-        deliver_if_due(&cx.data().dom, &ctl, false)
-    })?;
+    linker.func_wrap(
+        "warden",
+        "constrained_exit",
+        |cx: Cx<'_>| -> wasmtime::Result<()> {
+            let Some(ctl) = current(&cx) else {
+                return Ok(());
+            };
+            ctl.abort.constrained_exit().map_err(|()| {
+                wasmtime::format_err!("constrained_exit without a matching constrained_enter")
+            })?;
+            deliver_if_due(&cx.data().dom, &ctl, false)
+        },
+    )?;
     linker.func_wrap("warden", "abort_requested", |cx: Cx<'_>| -> i32 {
         current(&cx).is_some_and(|c| c.abort.requested().is_some()) as i32
     })?;
     linker.func_wrap_async("warden", "sleep_ms", |cx: Cx<'_>, (ms,): (i64,)| {
         Box::new(async move {
-            let Some(ctl) = current(&cx) else { return Ok(0) };
+            let Some(ctl) = current(&cx) else {
+                return Ok(0);
+            };
             if ms < 0 {
                 return Ok(BAD_ARGUMENT);
             }
@@ -76,15 +90,20 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
         "warden",
         "log",
         |mut cx: Cx<'_>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let bytes = read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32))
-                .ok_or_else(|| wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds"))?;
+            let bytes =
+                read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32)).ok_or_else(|| {
+                    wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds")
+                })?;
             let message = String::from_utf8_lossy(&bytes).into_owned();
             tracing::debug!(level, "{message}");
             let dom = &cx.data().dom;
             let call = cx.data().call.as_ref().map(|c| c.id);
             dom.rt
                 .events
-                .emit(Some(dom.id), call, || EventKind::GuestLog { level, message });
+                .emit(Some(dom.id), call, || EventKind::GuestLog {
+                    level,
+                    message,
+                });
             Ok(())
         },
     )?;
@@ -103,11 +122,11 @@ pub(crate) fn deliver_if_due(
 ) -> wasmtime::Result<()> {
     match ctl.abort.take_delivery(in_wait) {
         Some(kind) => {
-            dom.rt
-                .events
-                .emit(Some(ctl.domain), Some(ctl.id), || EventKind::AbortDelivered {
+            dom.rt.events.emit(Some(ctl.domain), Some(ctl.id), || {
+                EventKind::AbortDelivered {
                     kind: kind_str(kind),
-                });
+                }
+            });
             Err(AbortSignal(kind).into())
         }
         None => Ok(()),

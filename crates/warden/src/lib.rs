@@ -27,12 +27,14 @@ pub mod call;
 pub mod domain;
 pub mod engine;
 pub mod error;
+mod escalation;
 pub mod events;
 pub mod exit_code;
 pub mod host;
 pub mod ids;
 mod memory;
 pub mod runtime;
+mod unload;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
 pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};

@@ -62,7 +62,10 @@ impl DomainState {
         self.dom
             .rt
             .events
-            .emit(Some(self.dom.id), call, || EventKind::MemoryDenied { requested, limit });
+            .emit(Some(self.dom.id), call, || EventKind::MemoryDenied {
+                requested,
+                limit,
+            });
         Ok(false)
     }
 }

@@ -48,7 +48,10 @@ async fn state_persists_between_calls_in_one_domain_and_not_across_domains() {
         let v = a.invoke("count", &[], opts()).await.unwrap().values[0].unwrap_i32();
         assert_eq!(v, i);
     }
-    assert_eq!(b.invoke("count", &[], opts()).await.unwrap().values[0].unwrap_i32(), 1);
+    assert_eq!(
+        b.invoke("count", &[], opts()).await.unwrap().values[0].unwrap_i32(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,14 +63,23 @@ async fn trap_reports_message_and_backtrace() {
     match err {
         Error::Call(CallError::Trap { message, backtrace }) => {
             assert!(message.contains("divide by zero"), "{message}");
-            assert!(backtrace.contains("trap") || !backtrace.is_empty(), "{backtrace}");
+            assert!(
+                backtrace.contains("trap") || !backtrace.is_empty(),
+                "{backtrace}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
     // The domain survives a trap (guest-trap -> throw under the server policy).
-    assert_eq!(d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(), 42);
+    assert_eq!(
+        d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(),
+        42
+    );
     let esc = rec.named("escalation");
-    assert!(esc.iter().any(|e| e["failure"] == "guest-trap" && e["action"] == "throw"));
+    assert!(
+        esc.iter()
+            .any(|e| e["failure"] == "guest-trap" && e["action"] == "throw")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +92,10 @@ async fn runaway_recursion_is_a_stack_overflow() {
         matches!(err, Error::Call(CallError::StackOverflow { .. })),
         "{err:?}"
     );
-    assert_eq!(d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(), 42);
+    assert_eq!(
+        d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(),
+        42
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,12 +132,21 @@ async fn deadline_ends_an_endless_loop_promptly() {
     let took = t.elapsed();
     assert!(matches!(err, Error::Call(CallError::Timeout)), "{err:?}");
     assert!(took >= Duration::from_millis(100), "{took:?}");
-    assert!(took < Duration::from_secs(5), "deadline not prompt: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "deadline not prompt: {took:?}"
+    );
     let esc = rec.named("escalation");
-    assert!(esc.iter().any(|e| e["failure"] == "deadline" && e["action"] == "abort"));
+    assert!(
+        esc.iter()
+            .any(|e| e["failure"] == "deadline" && e["action"] == "abort")
+    );
     assert!(!rec.named("abort_delivered").is_empty());
     // The domain is still usable afterwards.
-    assert_eq!(d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(), 42);
+    assert_eq!(
+        d.invoke("answer", &[], opts()).await.unwrap().values[0].unwrap_i32(),
+        42
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,10 +178,15 @@ async fn calls_queue_one_at_a_time_and_unload_fails_the_queue() {
     let m = rt.load_module(HOSTILE.as_bytes()).unwrap();
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
     let spinning = d.call("spin", &[], opts()).unwrap();
-    let queued: Vec<_> = (0..5).map(|_| d.call("answer", &[], opts()).unwrap()).collect();
+    let queued: Vec<_> = (0..5)
+        .map(|_| d.call("answer", &[], opts()).unwrap())
+        .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let report = d.unload().await;
-    assert_eq!(spinning.join().await.unwrap_err(), CallError::DomainUnloaded);
+    assert_eq!(
+        spinning.join().await.unwrap_err(),
+        CallError::DomainUnloaded
+    );
     for q in queued {
         assert_eq!(q.join().await.unwrap_err(), CallError::DomainUnloaded);
     }
@@ -173,7 +202,10 @@ async fn calls_queue_one_at_a_time_and_unload_fails_the_queue() {
         .map(|e| e["outcome"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(outcomes.len(), 7);
-    assert!(outcomes.iter().all(|o| o == "domain_unloaded"), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o == "domain_unloaded"),
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,12 +254,17 @@ async fn bad_input_is_a_clear_error() {
     let (rt, _) = runtime();
     let e = rt.load_module(b"\0asm\x01\0\0\0\xff").unwrap_err();
     assert!(matches!(e, Error::InvalidModule(_)), "{e}");
-    let e = rt.load_module(b"(module (func (export \"f\") i32.add))").unwrap_err();
+    let e = rt
+        .load_module(b"(module (func (export \"f\") i32.add))")
+        .unwrap_err();
     assert!(e.to_string().starts_with("invalid module"), "{e}");
     let m = rt
         .load_module(br#"(module (import "env" "nope" (func)))"#)
         .unwrap();
-    let e = rt.create_domain(&m, DomainConfig::default()).await.unwrap_err();
+    let e = rt
+        .create_domain(&m, DomainConfig::default())
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "module imports `env`.`nope`, which this runtime does not provide"
@@ -235,7 +272,10 @@ async fn bad_input_is_a_clear_error() {
     let m = rt
         .load_module(br#"(module (import "warden" "sleep_ms" (func (param i32))))"#)
         .unwrap();
-    let e = rt.create_domain(&m, DomainConfig::default()).await.unwrap_err();
+    let e = rt
+        .create_domain(&m, DomainConfig::default())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("sleep_ms"), "{e}");
     let m = rt.load_module(HOSTILE.as_bytes()).unwrap();
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
@@ -245,7 +285,9 @@ async fn bad_input_is_a_clear_error() {
     assert!(matches!(e, Error::NoSuchExport(_)));
     let e = d.call("add", &[Val::I32(1)], opts()).unwrap_err();
     assert_eq!(e.to_string(), "export `add` takes (i32, i32), got (i32)");
-    let e = d.call("add", &[Val::I64(1), Val::I32(1)], opts()).unwrap_err();
+    let e = d
+        .call("add", &[Val::I64(1), Val::I32(1)], opts())
+        .unwrap_err();
     assert!(matches!(e, Error::BadArguments { .. }));
 }
 

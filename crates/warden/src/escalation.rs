@@ -1,0 +1,187 @@
+//! Escalation: turning failures and operations into the policy's actions, and driving guest
+//! code under its deadline and the abort escalation timers (DESIGN §3).
+
+use std::sync::Arc;
+use std::time::Instant;
+use warden_core::abort::AbortKind;
+use warden_policy::{Action, Failure, Operation};
+
+use crate::call::{AbortReason, CallCtl, CallError};
+use crate::domain::DomainShared;
+use crate::events::EventKind;
+
+impl DomainShared {
+    /// Decides the policy's action for a call that failed, and carries out what outlives
+    /// the call (unload, exit, disable).
+    pub(crate) fn decide_failure(self: &Arc<Self>, ctl: &Arc<CallCtl>, err: &CallError) {
+        let failure = match err {
+            CallError::Trap { .. } => Failure::GuestTrap,
+            CallError::StackOverflow { .. } => Failure::StackOverflow,
+            CallError::OutOfMemory { .. } => {
+                if ctl.abort.is_critical() {
+                    Failure::CriticalResource
+                } else {
+                    Failure::NoncriticalResource
+                }
+            }
+            // Aborts and unloads are operations already decided; admission failures are
+            // not failures of the guest.
+            _ => return,
+        };
+        let action = self.decide(ctl, failure);
+        if action >= Action::UnloadDomain {
+            self.apply_action(Some(ctl), action, AbortReason::Policy);
+        }
+    }
+
+    /// The policy's action for a failure of `ctl`, recorded as an `escalation` event.
+    pub(crate) fn decide(&self, ctl: &CallCtl, failure: Failure) -> Action {
+        let critical = ctl.abort.is_critical();
+        let action = self.rt.policy.decide(failure, critical);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                failure: Some(failure.to_string()),
+                operation: None,
+                action: action.to_string(),
+                critical,
+            });
+        action
+    }
+
+    /// Carries out an operation's default action (resolved by the policy) on a call.
+    pub(crate) fn apply_operation(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        op: Operation,
+        reason: AbortReason,
+    ) {
+        let action = self.rt.policy.resolve(self.rt.policy.operation(op).default);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                failure: None,
+                operation: Some(op.to_string()),
+                action: action.to_string(),
+                critical: ctl.abort.is_critical(),
+            });
+        self.apply_action(Some(ctl), action, reason);
+    }
+
+    /// Carries out an action on this domain (and its call, when one is named).
+    pub(crate) fn apply_action(
+        self: &Arc<Self>,
+        ctl: Option<&Arc<CallCtl>>,
+        action: Action,
+        reason: AbortReason,
+    ) {
+        match action {
+            Action::None => {}
+            // On a running call, failing it means unwinding it.
+            Action::Throw | Action::Abort => {
+                if let Some(ctl) = ctl {
+                    ctl.request_abort(self, AbortKind::Polite, reason);
+                }
+            }
+            Action::RudeAbort => {
+                if let Some(ctl) = ctl {
+                    ctl.request_abort(self, AbortKind::Rude, reason);
+                }
+            }
+            Action::UnloadDomain | Action::RudeUnloadDomain => {
+                if let Some(ctl) = ctl {
+                    ctl.set_reason(reason);
+                }
+                let rude = action == Action::RudeUnloadDomain;
+                let dom = self.clone();
+                tokio::spawn(async move {
+                    dom.unload(rude).await;
+                });
+            }
+            Action::ExitProcess
+            | Action::FastExitProcess
+            | Action::RudeExitProcess
+            | Action::DisableRuntime => self.rt.apply_process_action(action),
+        }
+    }
+
+    /// Runs guest code (`fut`, which borrows the store) for `ctl` until it finishes or the
+    /// domain is killed, firing the deadline and the abort escalation timers meanwhile.
+    pub(crate) async fn drive<T>(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        fut: impl std::future::Future<Output = wasmtime::Result<T>>,
+        deadline: Option<Instant>,
+    ) -> Driven<T> {
+        let mut fut = std::pin::pin!(fut);
+        let mut kill = self.kill.subscribe();
+        let mut deadline = deadline.map(tokio::time::Instant::from_std);
+        // The escalation timer: which operation is being bounded, and until when.
+        let mut armed: Option<(Operation, tokio::time::Instant)> = None;
+        let policy = &self.rt.policy;
+        loop {
+            let kicked = ctl.kick.notified();
+            tokio::select! {
+                biased;
+                _ = kill.wait_for(|k| *k) => return Driven::Killed,
+                r = &mut fut => return Driven::Finished(r),
+                _ = sleep_until(deadline) => {
+                    deadline = None;
+                    let action = self.decide(ctl, Failure::Deadline);
+                    self.apply_action(Some(ctl), action, AbortReason::Deadline);
+                }
+                _ = sleep_until(armed.map(|a| a.1)) => {
+                    let (op, _) = armed.take().expect("armed timer fired");
+                    let action = policy.operation(op).on_timeout;
+                    self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                        failure: None,
+                        operation: Some(op.to_string()),
+                        action: action.to_string(),
+                        critical: ctl.abort.is_critical(),
+                    });
+                    let rude_timed_out = op != Operation::Abort;
+                    if rude_timed_out && action == Action::RudeUnloadDomain {
+                        // Dropping the domain needs no cooperation from the guest.
+                        self.set_rude();
+                        self.kill.send_replace(true);
+                    }
+                    self.apply_action(Some(ctl), action, AbortReason::Policy);
+                }
+                _ = kicked => {}
+            }
+            // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
+            if let Some(kind) = ctl.abort.requested() {
+                if ctl.abort.delivered().is_none() {
+                    let op = match kind {
+                        AbortKind::Polite => Operation::Abort,
+                        AbortKind::Rude if ctl.abort.is_critical() => Operation::RudeAbortCritical,
+                        AbortKind::Rude => Operation::RudeAbort,
+                    };
+                    let rearm = match armed {
+                        None => true,
+                        Some((current, _)) => current == Operation::Abort && op != current,
+                    };
+                    if rearm {
+                        armed = policy
+                            .operation(op)
+                            .timeout
+                            .map(|t| (op, tokio::time::Instant::now() + t));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a stretch of guest code ended.
+pub(crate) enum Driven<T> {
+    Finished(wasmtime::Result<T>),
+    Killed,
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

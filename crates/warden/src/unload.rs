@@ -1,0 +1,243 @@
+//! Unload: the end of a domain. Polite (block entry, abort politely, finalizer, release,
+//! drop) or rude (block entry, rude abort, release, drop), bounded by the policy's
+//! `unload-domain` and `rude-unload-domain` operations (DESIGN §2 "Domains and unload").
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use warden_core::abort::AbortKind;
+use warden_policy::{Action, Operation};
+
+use crate::call::{AbortReason, CallCtl, CallError};
+use crate::domain::{
+    CallRequest, DomainShared, DomainState, LOADED, UNLOADED, UNLOADING, UnloadReport,
+};
+use crate::escalation::Driven;
+use crate::events::EventKind;
+
+impl DomainShared {
+    pub(crate) fn set_rude(&self) {
+        self.rude.store(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_rude(&self) -> bool {
+        self.rude.load(Ordering::SeqCst) != 0
+    }
+
+    /// Unloads the domain (see [`Domain::unload`]); every caller gets the one report.
+    pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        let won = self.state.send_if_modified(|s| {
+            let was_loaded = *s == LOADED;
+            if was_loaded {
+                *s = UNLOADING;
+            }
+            was_loaded
+        });
+        if rude && !self.is_rude() && (won || *self.state.borrow() == UNLOADING) {
+            self.escalate_rude();
+        }
+        if won {
+            self.begin_unload(rude);
+            let dom = self.clone();
+            tokio::spawn(async move { dom.watch_unload().await });
+        }
+        self.wait_unloaded().await
+    }
+
+    /// Block entry and abort the in-flight call (the worker does the rest).
+    pub(crate) fn begin_unload(self: &Arc<Self>, rude: bool) {
+        if rude {
+            self.set_rude();
+        }
+        self.rt
+            .events
+            .emit(Some(self.id), None, || EventKind::DomainUnloading {
+                mode: if rude { "rude" } else { "polite" },
+            });
+        self.block_entry();
+        if let Some(ctl) = self.current() {
+            let kind = if rude {
+                AbortKind::Rude
+            } else {
+                AbortKind::Polite
+            };
+            ctl.request_abort(self, kind, AbortReason::Unload);
+        }
+    }
+
+    fn escalate_rude(self: &Arc<Self>) {
+        self.set_rude();
+        if let Some(ctl) = self.current() {
+            ctl.request_abort(self, AbortKind::Rude, AbortReason::Unload);
+        }
+    }
+
+    /// Bounds the unload by the policy's `unload-domain` and `rude-unload-domain` timeouts.
+    async fn watch_unload(self: Arc<Self>) {
+        let policy = &self.rt.policy;
+        for op in [Operation::UnloadDomain, Operation::RudeUnloadDomain] {
+            if op == Operation::UnloadDomain && self.is_rude() {
+                continue;
+            }
+            let bound = policy.operation(op).timeout;
+            let finished = match bound {
+                Some(t) => tokio::time::timeout(t, self.wait_unloaded()).await.is_ok(),
+                None => {
+                    self.wait_unloaded().await;
+                    true
+                }
+            };
+            if finished {
+                return;
+            }
+            let action = policy.operation(op).on_timeout;
+            self.rt
+                .events
+                .emit(Some(self.id), None, || EventKind::Escalation {
+                    failure: None,
+                    operation: Some(op.to_string()),
+                    action: action.to_string(),
+                    critical: false,
+                });
+            match action {
+                Action::RudeUnloadDomain => {
+                    self.escalate_rude();
+                    // A rude unload that must end now: drop the store.
+                    if op == Operation::RudeUnloadDomain {
+                        self.kill.send_replace(true);
+                    }
+                }
+                other => {
+                    self.kill.send_replace(true);
+                    self.rt.apply_process_action(other);
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn wait_unloaded(&self) -> UnloadReport {
+        let mut rx = self.done.subscribe();
+        match rx.wait_for(|d| d.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => UnloadReport::default(),
+        }
+    }
+
+    /// The worker's last act: fail queued calls, run the finalizer, release, drop the store.
+    pub(crate) async fn finish_unload(
+        self: &Arc<Self>,
+        mut store: wasmtime::Store<DomainState>,
+        instance: wasmtime::Instance,
+        mut rx: mpsc::UnboundedReceiver<CallRequest>,
+    ) {
+        rx.close();
+        while let Ok(req) = rx.try_recv() {
+            self.calls_failed.fetch_add(1, Ordering::Relaxed);
+            self.finish(
+                &req.ctl,
+                Err(CallError::DomainUnloaded),
+                Instant::now(),
+                req.reply,
+            );
+        }
+        let mut finalizer_ran = false;
+        if !self.is_rude() && !*self.kill.borrow() {
+            finalizer_ran = self.run_finalizer(&mut store, &instance).await;
+        } else if instance.get_func(&mut store, "warden_on_unload").is_some() {
+            self.rt
+                .events
+                .emit(Some(self.id), None, || EventKind::FinalizerRan {
+                    result: "skipped",
+                });
+        }
+        let memory_released = store.data().memory.used();
+        // Critical release: after all guest code, never skipped.
+        drop(store);
+        let report = UnloadReport {
+            rude: self.is_rude(),
+            calls_failed: self.calls_failed.load(Ordering::Relaxed),
+            finalizer_ran,
+            handles_released: 0,
+            locks_released: 0,
+            reservations_released: 0,
+            memory_released,
+        };
+        self.state.send_replace(UNLOADED);
+        self.rt.unregister(self.id);
+        self.rt
+            .events
+            .emit(Some(self.id), None, || EventKind::DomainUnloaded {
+                calls_failed: report.calls_failed,
+                handles_released: report.handles_released,
+                locks_released: report.locks_released,
+                reservations_released: report.reservations_released,
+                memory_released: report.memory_released,
+            });
+        self.done.send_replace(Some(report));
+    }
+
+    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation.
+    async fn run_finalizer(
+        self: &Arc<Self>,
+        store: &mut wasmtime::Store<DomainState>,
+        instance: &wasmtime::Instance,
+    ) -> bool {
+        let Some(func) = instance.get_func(&mut *store, "warden_on_unload") else {
+            return false;
+        };
+        let Ok(func) = func.typed::<(), ()>(&*store) else {
+            self.rt
+                .events
+                .emit(Some(self.id), None, || EventKind::FinalizerRan {
+                    result: "skipped",
+                });
+            return false;
+        };
+        let ctl = CallCtl::new(self.id, false);
+        store.data_mut().call = Some(ctl.clone());
+        self.set_current(Some(ctl.clone()));
+        let _ = store.set_epoch_deadline(1);
+        let bound = self.rt.policy.operation(Operation::FinalizerRun);
+        let ran = {
+            let fut = func.call_async(&mut *store, ());
+            let timer = async {
+                match bound.timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+                let action = bound.on_timeout;
+                self.rt
+                    .events
+                    .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+                        failure: None,
+                        operation: Some(Operation::FinalizerRun.to_string()),
+                        action: action.to_string(),
+                        critical: ctl.abort.is_critical(),
+                    });
+                if action != Action::None {
+                    self.apply_action(Some(&ctl), action, AbortReason::Policy);
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = self.drive(&ctl, fut, None) => r,
+                _ = timer => unreachable!("the timer never completes"),
+            }
+        };
+        self.set_current(None);
+        store.data_mut().call = None;
+        let result = match &ran {
+            Driven::Finished(Ok(())) => "ok",
+            Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",
+            Driven::Finished(Err(_)) => "trap",
+            Driven::Killed => "timeout",
+        };
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::FinalizerRan {
+                result,
+            });
+        matches!(ran, Driven::Finished(Ok(())))
+    }
+}
