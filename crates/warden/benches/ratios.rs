@@ -1,0 +1,372 @@
+//! The ratio table: Warden against bare wasmtime, configured the same way and measured in the
+//! same run, with fixed iteration counts. `cargo bench -p warden --bench ratios`.
+//!
+//! Each throughput scenario runs in rounds that alternate Warden and bare batches, so both
+//! sides see the same machine load; the figure reported per side is the median round's time
+//! per iteration. Abort latency is reported as p50 and p99 of single aborts. Run without
+//! `--bench` (as `cargo test --benches` does) it only checks that every scenario works.
+
+mod common;
+
+use common::{BareSide, GROW_PAGES, WardenSide, quantile, run, tokio_runtime};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden::warden_core::budget::MemoryBudget;
+use warden::warden_core::handles::HandleTable;
+use warden::warden_core::locks::LockTable;
+
+/// Iteration counts: full under `cargo bench`, a smoke test otherwise.
+struct Plan {
+    rounds: usize,
+    create: u32,
+    warm: u32,
+    aborts: usize,
+    grow: u32,
+    primitive: u32,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Plan {
+            rounds: 7,
+            create: 300,
+            warm: 20_000,
+            aborts: 200,
+            grow: 100,
+            primitive: 1_000_000,
+        }
+    }
+
+    fn smoke() -> Self {
+        Plan {
+            rounds: 1,
+            create: 2,
+            warm: 2,
+            aborts: 2,
+            grow: 2,
+            primitive: 2,
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    scenario: &'static str,
+    warden: Duration,
+    bare: Option<Duration>,
+    goal: Option<f64>,
+}
+
+/// Runs `iters` iterations of `f` as one task and returns the time per iteration.
+fn per_iter<S, F, Fut>(rt: &tokio::runtime::Runtime, iters: u32, side: &S, f: F) -> Duration
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let side = side.clone();
+    run(rt, async move {
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            f(side.clone()).await;
+        }
+        t0.elapsed() / iters
+    })
+}
+
+/// Alternates Warden and bare batches for `rounds` rounds; the median round of each side.
+fn compare(
+    rounds: usize,
+    mut warden: impl FnMut() -> Duration,
+    mut bare: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
+    // One unmeasured round of each first: caches, pool slots, lazily built state.
+    warden();
+    bare();
+    let (mut w, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        w.push(warden());
+        b.push(bare());
+    }
+    (quantile(&mut w, 0.5), quantile(&mut b, 0.5))
+}
+
+/// What every scenario needs.
+struct Ctx {
+    rt: tokio::runtime::Runtime,
+    plan: Plan,
+    warden: WardenSide,
+    bare: BareSide,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    // Positional arguments pick scenarios by letter (`-- b d`); none runs them all.
+    let picked: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let warden = WardenSide::new();
+    let cx = Ctx {
+        rt: tokio_runtime(),
+        plan: if full { Plan::full() } else { Plan::smoke() },
+        bare: BareSide::new(warden.pooling()),
+        warden,
+    };
+    let scenarios: [(&str, fn(&Ctx) -> Vec<Row>); 5] = [
+        ("a", create_call_unload),
+        ("b", warm_call),
+        ("c", abort_latency),
+        ("d", grow_then_drop),
+        ("e", primitives),
+    ];
+    let mut rows = Vec::new();
+    for (letter, scenario) in scenarios {
+        if picked.is_empty() || picked.contains(&letter) {
+            rows.extend(scenario(&cx));
+        }
+    }
+    print_table(&rows, cx.warden.pooling());
+    if !full {
+        println!("(smoke run: pass --bench, as `cargo bench` does, for real figures)");
+    }
+}
+
+/// (a) create a domain, one call, unload.
+fn create_call_unload(cx: &Ctx) -> Vec<Row> {
+    let n = cx.plan.create;
+    let (w, b) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(&cx.rt, n, &cx.warden, |w| async move {
+                w.create_call_unload().await
+            })
+        },
+        || {
+            per_iter(&cx.rt, n, &cx.bare, |s| async move {
+                s.create_call_unload().await
+            })
+        },
+    );
+    vec![Row {
+        scenario: "a create domain + call + unload",
+        warden: w,
+        bare: Some(b),
+        goal: Some(2.0),
+    }]
+}
+
+/// (b) one call on a warm domain.
+fn warm_call(cx: &Ctx) -> Vec<Row> {
+    let domain = {
+        let w = cx.warden.clone();
+        run(&cx.rt, async move { w.domain().await })
+    };
+    let warm = {
+        let s = cx.bare.clone();
+        run(&cx.rt, async move {
+            let mut store = s.store();
+            let instance = s.instance(&mut store).await;
+            Arc::new(tokio::sync::Mutex::new((store, instance)))
+        })
+    };
+    let n = cx.plan.warm;
+    let (w, b) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(&cx.rt, n, &domain, |d| async move {
+                WardenSide::warm_call(&d).await
+            })
+        },
+        || {
+            per_iter(&cx.rt, n, &warm, |warm| async move {
+                let mut guard = warm.lock().await;
+                let (store, instance) = &mut *guard;
+                std::hint::black_box(BareSide::call_answer(store, instance).await);
+            })
+        },
+    );
+    // The same call through a bare worker task: how much of the ratio is the task hop.
+    let worker = {
+        let s = cx.bare.clone();
+        run(&cx.rt, async move { s.worker().await })
+    };
+    let (w2, hop) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(&cx.rt, n, &domain, |d| async move {
+                WardenSide::warm_call(&d).await
+            })
+        },
+        || {
+            per_iter(&cx.rt, n, &worker, |worker| async move {
+                BareSide::call_via_worker(&worker).await
+            })
+        },
+    );
+    run(&cx.rt, async move { domain.unload().await });
+    vec![
+        Row {
+            scenario: "b call on a warm domain",
+            warden: w,
+            bare: Some(b),
+            goal: Some(1.5),
+        },
+        Row {
+            scenario: "b' same, bare behind a task hop",
+            warden: w2,
+            bare: Some(hop),
+            goal: None,
+        },
+    ]
+}
+
+/// (c) abort latency of a spinning call, one sample of each side in turn.
+fn abort_latency(cx: &Ctx) -> Vec<Row> {
+    let warden = cx.warden.clone();
+    let bare = cx.bare.clone();
+    let aborts = cx.plan.aborts;
+    let (mut w, mut b) = run(&cx.rt, async move {
+        let d = warden.domain().await;
+        let mut store = bare.store();
+        let instance = bare.instance(&mut store).await;
+        let (mut w, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..aborts {
+            w.push(WardenSide::abort_latency(&d).await);
+            let (took, s) = BareSide::abort_latency(store, instance, &bare.engine).await;
+            store = s;
+            b.push(took);
+        }
+        d.unload().await;
+        (w, b)
+    });
+    vec![
+        Row {
+            scenario: "c abort -> join, p50",
+            warden: quantile(&mut w, 0.5),
+            bare: Some(quantile(&mut b, 0.5)),
+            goal: None,
+        },
+        Row {
+            scenario: "c abort -> join, p99",
+            warden: quantile(&mut w, 0.99),
+            bare: Some(quantile(&mut b, 0.99)),
+            goal: None,
+        },
+    ]
+}
+
+/// (d) create, grow memory one page at a time, drop.
+fn grow_then_drop(cx: &Ctx) -> Vec<Row> {
+    let n = cx.plan.grow;
+    let (w, b) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(&cx.rt, n, &cx.warden, |w| async move {
+                w.grow_and_drop(GROW_PAGES).await
+            })
+        },
+        || {
+            per_iter(&cx.rt, n, &cx.bare, |s| async move {
+                s.grow_and_drop(GROW_PAGES).await
+            })
+        },
+    );
+    vec![Row {
+        scenario: "d create + 256 x memory.grow(1) + drop",
+        warden: w,
+        bare: Some(b),
+        goal: None,
+    }]
+}
+
+/// (e) primitives: absolute figures, no baseline.
+fn primitives(cx: &Ctx) -> Vec<Row> {
+    let n = cx.plan.primitive;
+    let budget = MemoryBudget::new(1 << 30);
+    let locks = LockTable::new();
+    let handles = HandleTable::<u64>::new(1024);
+    vec![
+        Row {
+            scenario: "e gate reserve + release",
+            warden: time_primitive(n, || common::gate_reserve_release(&budget)),
+            bare: None,
+            goal: None,
+        },
+        Row {
+            scenario: "e lock acquire + release (uncontended)",
+            warden: time_primitive(n, || common::lock_acquire_release(&locks, 1)),
+            bare: None,
+            goal: None,
+        },
+        Row {
+            scenario: "e handle insert + close",
+            warden: time_primitive(n, || common::handle_insert_close(&handles)),
+            bare: None,
+            goal: None,
+        },
+    ]
+}
+
+/// Median of three timed batches, per iteration.
+fn time_primitive(iters: u32, mut f: impl FnMut()) -> Duration {
+    let mut batches: Vec<Duration> = (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t0.elapsed() / iters
+        })
+        .collect();
+    quantile(&mut batches, 0.5)
+}
+
+fn print_table(rows: &[Row], pooling: bool) {
+    let alloc = if pooling { "pooling" } else { "on-demand" };
+    println!();
+    println!("Warden vs bare wasmtime, same engine settings ({alloc} allocator), same run");
+    println!();
+    println!(
+        "| {:<40} | {:>11} | {:>11} | {:>6} | {:<15} |",
+        "scenario", "warden", "bare", "ratio", "goal"
+    );
+    println!(
+        "|{:-<42}|{:->13}|{:->13}|{:->8}|{:-<17}|",
+        "", "", "", "", ""
+    );
+    for r in rows {
+        let bare = r.bare.map_or("-".to_string(), fmt);
+        let ratio = r
+            .bare
+            .map(|b| r.warden.as_secs_f64() / b.as_secs_f64().max(1e-12));
+        let ratio_s = ratio.map_or("-".to_string(), |x| format!("{x:.2}x"));
+        let goal = match (r.goal, ratio) {
+            (Some(g), Some(x)) if x <= g => format!("<= {g}x met"),
+            (Some(g), Some(_)) => format!("<= {g}x MISSED"),
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {:<40} | {:>11} | {:>11} | {:>6} | {:<15} |",
+            r.scenario,
+            fmt(r.warden),
+            bare,
+            ratio_s,
+            goal
+        );
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 10_000_000 {
+        format!("{:.1} us", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
