@@ -100,6 +100,9 @@ struct Ctx {
     bare: BareSide,
 }
 
+/// A scenario: its rows of the table.
+type Scenario = fn(&Ctx) -> Vec<Row>;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -116,7 +119,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, fn(&Ctx) -> Vec<Row>); 5] = [
+    let scenarios: [(&str, Scenario); 5] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),

@@ -247,7 +247,7 @@ impl BareSide {
         store: &mut wasmtime::Store<BareState>,
         instance: &wasmtime::Instance,
     ) -> i32 {
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let func = instance.get_func(&mut *store, "answer").expect("export");
         let mut results = [wasmtime::Val::I32(0)];
         func.call_async(&mut *store, &[], &mut results)
@@ -294,7 +294,7 @@ impl BareSide {
         let started = running.clone();
         let task = tokio::spawn(async move {
             let mut store = store;
-            let _ = store.set_epoch_deadline(1);
+            store.set_epoch_deadline(1);
             let func = instance.get_func(&mut store, "spin").expect("export");
             started.store(true, Ordering::Release);
             let r = func.call_async(&mut store, &[], &mut []).await;
@@ -318,7 +318,7 @@ impl BareSide {
     pub async fn grow_and_drop(&self, pages: i32) {
         let mut store = self.store();
         let instance = self.instance(&mut store).await;
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let func = instance.get_func(&mut store, "grow").expect("export");
         let mut results = [wasmtime::Val::I32(0)];
         func.call_async(&mut store, &[pages.into()], &mut results)
