@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use warden_core::abort::AbortKind;
+use warden_core::budget::{AccountStats, MemoryAccount};
 
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
@@ -137,6 +138,12 @@ pub(crate) struct DomainShared {
     pub(crate) calls_failed: AtomicU64,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
     pub(crate) memory_used: AtomicU64,
+    /// The domain's account with the process memory budget.
+    pub(crate) account: Arc<MemoryAccount>,
+    /// Host locks its calls left held (released poisoned), for the unload report.
+    pub(crate) locks_released: AtomicU64,
+    /// Memory-gate bytes its calls still held when they ended, for the unload report.
+    pub(crate) reservations_released: AtomicU64,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -198,6 +205,9 @@ impl Domain {
             done: watch::Sender::new(None),
             calls_failed: AtomicU64::new(0),
             memory_used: AtomicU64::new(0),
+            account: Arc::new(rt.budget.account()),
+            locks_released: AtomicU64::new(0),
+            reservations_released: AtomicU64::new(0),
         });
         let wasi = module
             .inner
@@ -228,6 +238,7 @@ impl Domain {
         };
         shared.set_current(None);
         store.data_mut().call = None;
+        shared.end_of_call(&ctl);
         let instance = match ran {
             Driven::Finished(Ok(instance)) => instance,
             Driven::Finished(Err(e)) => {
@@ -276,6 +287,12 @@ impl Domain {
     /// Bytes of linear memory and tables the domain holds now.
     pub fn memory_used(&self) -> u64 {
         self.shared.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// The domain's memory figures: linear memory and tables charged to the process budget
+    /// (`used`, `peak`), memory-gate bytes it holds (`reserved`), growths denied.
+    pub fn memory_stats(&self) -> AccountStats {
+        self.shared.account.stats()
     }
 
     /// Whether a call is running in the domain now.
@@ -347,6 +364,11 @@ impl DomainShared {
             .clone()
     }
 
+    /// Whether `ctl` is the call running in this domain now.
+    pub(crate) fn is_current(&self, ctl: &Arc<CallCtl>) -> bool {
+        self.current().is_some_and(|c| Arc::ptr_eq(&c, ctl))
+    }
+
     pub(crate) fn block_entry(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
@@ -378,6 +400,22 @@ impl DomainShared {
         if let Err(e) = self.rt.admit() {
             refuse(e, reply);
             return Ok(handle);
+        }
+        if let Some(bytes) = options.reserve {
+            // The memory gate: a soft OOM before any work starts, never an escalation.
+            match self.account.reserve(bytes) {
+                Ok(r) => ctl.gate().keep_declared(r),
+                Err(e) => {
+                    refuse(
+                        CallError::InsufficientMemory {
+                            requested: e.requested,
+                            available: e.available,
+                        },
+                        reply,
+                    );
+                    return Ok(handle);
+                }
+            }
         }
         let req = CallRequest {
             ctl: ctl.clone(),
@@ -517,10 +555,7 @@ impl DomainShared {
         };
         self.set_current(None);
         store.data_mut().call = None;
-        let killed = *self.kill.borrow();
-        if !killed {
-            self.end_of_call(&ctl, store);
-        }
+        self.end_of_call(&ctl);
         if let Err(e) = &result {
             if e.outcome() == crate::call::Outcome::DomainUnloaded {
                 self.calls_failed.fetch_add(1, Ordering::Relaxed);
@@ -530,9 +565,28 @@ impl DomainShared {
         self.finish(&ctl, result, started, reply);
     }
 
-    /// Clean-up owed at the end of every call, however it ended.
-    fn end_of_call(&self, ctl: &CallCtl, store: &mut wasmtime::Store<DomainState>) {
-        let _ = (ctl, store);
+    /// Clean-up owed at the end of every call, however it ended (even when its future was
+    /// dropped): its memory-gate reservations go back, and host locks it still holds are
+    /// released, poisoned, and decided as an `orphaned-lock` failure.
+    pub(crate) fn end_of_call(self: &Arc<Self>, ctl: &Arc<CallCtl>) {
+        let returned = ctl.gate().release_all();
+        self.reservations_released
+            .fetch_add(returned, Ordering::Relaxed);
+        let orphaned = self.rt.locks.release_orphaned(ctl.id.0);
+        if orphaned.is_empty() {
+            return;
+        }
+        self.locks_released
+            .fetch_add(orphaned.len() as u64, Ordering::Relaxed);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::LocksOrphaned {
+                locks: orphaned,
+            });
+        let action = self.decide(ctl, warden_policy::Failure::OrphanedLock);
+        if action >= warden_policy::Action::UnloadDomain {
+            self.apply_action(Some(ctl), action, AbortReason::Policy);
+        }
     }
 }
 

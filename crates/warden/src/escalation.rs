@@ -34,6 +34,27 @@ impl DomainShared {
         }
     }
 
+    /// A lock wait of `ctl` closed a cycle: it is the victim. Its `lock_acquire` returns -2;
+    /// the `deadlock` failure is decided by policy, and an action that ends the call marks it
+    /// a deadlock victim (it lands once the guest leaves its deferred state, e.g. by releasing
+    /// its locks to back out).
+    pub(crate) fn deadlock_victim(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        cycle: &warden_core::locks::DeadlockCycle,
+    ) {
+        self.rt.events.emit(Some(self.id), Some(ctl.id), || {
+            EventKind::DeadlockDetected {
+                cycle: cycle.edges.iter().map(describe_edge).collect(),
+            }
+        });
+        let action = self.decide(ctl, Failure::Deadlock);
+        // `throw` is the -2 the guest sees; anything stronger also ends the call.
+        if action > Action::Throw {
+            self.apply_action(Some(ctl), action, AbortReason::Deadlock);
+        }
+    }
+
     /// The policy's action for a failure of `ctl`, recorded as an `escalation` event.
     pub(crate) fn decide(&self, ctl: &CallCtl, failure: Failure) -> Action {
         let critical = ctl.abort.is_critical();
@@ -89,10 +110,21 @@ impl DomainShared {
                 }
             }
             Action::UnloadDomain | Action::RudeUnloadDomain => {
+                let rude = action == Action::RudeUnloadDomain;
                 if let Some(ctl) = ctl {
                     ctl.set_reason(reason);
+                    // The call is still running: request its abort now, not when the unload
+                    // task gets to it, so that a guest backing out (e.g. a deadlock victim
+                    // releasing its locks) is unwound where it leaves its deferred state.
+                    if self.is_current(ctl) {
+                        let kind = if rude {
+                            AbortKind::Rude
+                        } else {
+                            AbortKind::Polite
+                        };
+                        ctl.request_abort(self, kind, reason);
+                    }
                 }
-                let rude = action == Action::RudeUnloadDomain;
                 let dom = self.clone();
                 tokio::spawn(async move {
                     dom.unload(rude).await;
@@ -169,6 +201,18 @@ impl DomainShared {
                     }
                 }
             }
+        }
+    }
+}
+
+fn describe_edge(e: &warden_core::locks::WaitEdge) -> String {
+    match &e.on {
+        warden_core::locks::WaitTarget::Lock(name) => format!(
+            "call {} waits for lock `{}` held by call {}",
+            e.waiter, name, e.owner
+        ),
+        warden_core::locks::WaitTarget::Owner(o) => {
+            format!("call {} waits for call {}", e.waiter, o)
         }
     }
 }

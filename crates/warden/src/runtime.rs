@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use warden_core::budget::{BudgetStats, MemoryBudget, Pressure};
+use warden_core::locks::LockTable;
 use warden_policy::{Action, Policy};
 
 use crate::call::CallError;
@@ -26,6 +28,12 @@ pub struct RuntimeConfig {
     /// Ends the process for the policy's exit actions, with the code of
     /// [`exit_code`](crate::exit_code). Default: `std::process::exit`.
     pub exit: ExitFn,
+    /// The process memory budget for guest memory, in bytes. `None` (the default): what the
+    /// machine can give — the cgroup limit, else physical memory less a margin.
+    pub memory_budget: Option<u64>,
+    /// On memory pressure (the budget's high-water mark), unload the idle domain holding the
+    /// most memory (never one with a call in flight). Default false: only the event.
+    pub unload_on_pressure: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -34,6 +42,8 @@ impl Default for RuntimeConfig {
             engine: EngineConfig::default(),
             policy: Policy::default(),
             exit: Arc::new(|code| std::process::exit(code)),
+            memory_budget: None,
+            unload_on_pressure: false,
         }
     }
 }
@@ -52,6 +62,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: wasmtime::Linker<DomainState>,
     pub(crate) policy: Policy,
     pub(crate) events: EventBus,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) locks: Arc<LockTable>,
     exit: ExitFn,
     exiting: AtomicBool,
     disabled: AtomicBool,
@@ -80,17 +92,47 @@ impl Runtime {
         })
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
         crate::host::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let budget = match config.memory_budget {
+            Some(bytes) => MemoryBudget::new(bytes),
+            None => MemoryBudget::from_machine(),
+        };
         let inner = Arc::new(RuntimeInner {
             engine,
             linker,
             policy: config.policy,
             events: EventBus::default(),
+            budget,
+            locks: LockTable::new(),
             exit: config.exit,
             exiting: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             domains: Mutex::new(HashMap::new()),
         });
+        let weak = Arc::downgrade(&inner);
+        let unload = config.unload_on_pressure;
+        inner.budget.set_pressure_handler(Arc::new(move |p| {
+            if let Some(rt) = weak.upgrade() {
+                rt.on_pressure(p, unload);
+            }
+        }));
         Ok(Runtime { inner })
+    }
+
+    /// The process memory budget guests are charged against. Embedders gate their own native
+    /// work with it too ([`MemoryBudget::reserve`]).
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.inner.budget
+    }
+
+    /// Process-wide memory figures: budget, used, reserved, peak, denials.
+    pub fn memory(&self) -> BudgetStats {
+        self.inner.budget.stats()
+    }
+
+    /// The process-wide host lock table guests' `lock_acquire` uses. Embedders may inspect
+    /// it (e.g. `is_held`) or take locks for native work under their own owner ids.
+    pub fn locks(&self) -> &Arc<LockTable> {
+        &self.inner.locks
     }
 
     /// Compiles a module from wasm bytes or WAT text (cached by content digest).
@@ -194,6 +236,46 @@ impl RuntimeInner {
 
     pub(crate) fn unregister(&self, id: DomainId) {
         self.lock_domains().remove(&id);
+    }
+
+    /// Memory pressure: an event, and (when configured) the built-in response.
+    fn on_pressure(&self, p: Pressure, unload: bool) {
+        let (level, used, reserved, budget) = match p {
+            Pressure::High {
+                used,
+                reserved,
+                limit,
+            } => ("high", used, reserved, limit),
+            Pressure::Relieved {
+                used,
+                reserved,
+                limit,
+            } => ("relieved", used, reserved, limit),
+        };
+        self.events.emit(None, None, || EventKind::MemoryPressure {
+            level,
+            used,
+            reserved,
+            budget,
+        });
+        if unload && level == "high" {
+            if let Some(victim) = self.largest_idle_domain() {
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        victim.unload(false).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// The loaded domain with no call in flight that holds the most memory.
+    pub(crate) fn largest_idle_domain(&self) -> Option<Arc<DomainShared>> {
+        self.lock_domains()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|d| d.is_loaded() && !d.is_busy())
+            .max_by_key(|d| d.account.used())
     }
 
     /// Carries out a process-wide action: the exit actions and `disable-runtime`.

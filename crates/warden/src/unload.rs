@@ -159,8 +159,8 @@ impl DomainShared {
             calls_failed: self.calls_failed.load(Ordering::Relaxed),
             finalizer_ran,
             handles_released: 0,
-            locks_released: 0,
-            reservations_released: 0,
+            locks_released: self.locks_released.load(Ordering::Relaxed),
+            reservations_released: self.reservations_released.load(Ordering::Relaxed),
             memory_released,
         };
         self.state.send_replace(UNLOADED);
@@ -227,6 +227,7 @@ impl DomainShared {
         };
         self.set_current(None);
         store.data_mut().call = None;
+        self.end_of_call(&ctl);
         let result = match &ran {
             Driven::Finished(Ok(())) => "ok",
             Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",
