@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Linear memory each domain may hold (e.g. 8MiB).
     #[arg(long = "max-memory", value_name = "SIZE")]
     max_memory: Option<String>,
+    /// Process-wide budget for guest memory (e.g. 256MiB). Default: what the machine can give
+    /// (the cgroup limit, else physical memory less a margin).
+    #[arg(long = "memory-budget", value_name = "SIZE")]
+    memory_budget: Option<String>,
     /// Escalation policy: a preset (server, clr, sqlserver, fail-fast) or a TOML file.
     #[arg(long, value_name = "PRESET|FILE", default_value = "server")]
     policy: String,
@@ -135,6 +139,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
     let mut rc = RuntimeConfig::default();
     rc.policy = policy;
+    if let Some(b) = &args.memory_budget {
+        rc.memory_budget = Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?);
+    }
     let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");

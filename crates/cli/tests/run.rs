@@ -276,3 +276,32 @@ fn help_documents_exit_codes() {
         assert!(out.contains(code), "{out}");
     }
 }
+
+#[test]
+fn memory_budget_caps_guest_memory_across_the_process() {
+    // The domain's own limit would allow 64 MiB; the process budget of 2 MiB denies first.
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "hog",
+        "--max-memory",
+        "64MiB",
+        "--memory-budget",
+        "2MiB",
+        "--events",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(105), "{}", stderr(&o));
+    assert!(stderr(&o).contains(r#""limit":"budget""#), "{}", stderr(&o));
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--memory-budget",
+        "tons",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
+}

@@ -142,7 +142,7 @@ pub(crate) struct DomainShared {
     pub(crate) account: Arc<MemoryAccount>,
     /// Host locks its calls left held (released poisoned), for the unload report.
     pub(crate) locks_released: AtomicU64,
-    /// Memory-gate bytes its calls still held when they ended, for the unload report.
+    /// Memory-gate bytes returned by calls the unload ended, for the unload report.
     pub(crate) reservations_released: AtomicU64,
 }
 
@@ -570,8 +570,11 @@ impl DomainShared {
     /// released, poisoned, and decided as an `orphaned-lock` failure.
     pub(crate) fn end_of_call(self: &Arc<Self>, ctl: &Arc<CallCtl>) {
         let returned = ctl.gate().release_all();
-        self.reservations_released
-            .fetch_add(returned, Ordering::Relaxed);
+        if !self.is_loaded() {
+            // Returned by the unload (the in-flight call it ended), for its report.
+            self.reservations_released
+                .fetch_add(returned, Ordering::Relaxed);
+        }
         let orphaned = self.rt.locks.release_orphaned(ctl.id.0);
         if orphaned.is_empty() {
             return;
