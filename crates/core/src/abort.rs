@@ -55,6 +55,11 @@ impl Deferral {
     }
 }
 
+/// A region exit with no matching enter (a guest bug; the runtime traps the call).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("region exit without a matching enter")]
+pub struct Unbalanced;
+
 /// What [`AbortState::request`] found.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum RequestOutcome {
@@ -184,8 +189,8 @@ impl AbortState {
         self.critical.fetch_add(1, SeqCst);
     }
 
-    /// Leaves a critical region. `Err(())` when none was entered (an unbalanced exit).
-    pub fn critical_exit(&self) -> Result<(), ()> {
+    /// Leaves a critical region. `Err` when none was entered (an unbalanced exit).
+    pub fn critical_exit(&self) -> Result<(), Unbalanced> {
         dec(&self.critical)
     }
 
@@ -194,8 +199,8 @@ impl AbortState {
         self.constrained.fetch_add(1, SeqCst);
     }
 
-    /// Leaves a constrained region. `Err(())` when none was entered.
-    pub fn constrained_exit(&self) -> Result<(), ()> {
+    /// Leaves a constrained region. `Err` when none was entered.
+    pub fn constrained_exit(&self) -> Result<(), Unbalanced> {
         let r = dec(&self.constrained);
         // A rude abort may have become deliverable to a waiting host call.
         self.wake.notify_waiters();
@@ -248,11 +253,11 @@ impl AbortState {
     }
 }
 
-fn dec(counter: &AtomicU32) -> Result<(), ()> {
+fn dec(counter: &AtomicU32) -> Result<(), Unbalanced> {
     counter
         .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
         .map(|_| ())
-        .map_err(|_| ())
+        .map_err(|_| Unbalanced)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             let Some(ctl) = current(&cx) else {
                 return Ok(());
             };
-            ctl.abort.critical_exit().map_err(|()| {
+            ctl.abort.critical_exit().map_err(|_| {
                 wasmtime::format_err!("critical_exit without a matching critical_enter")
             })?;
             deliver_if_due(&cx.data().dom, &ctl, false)
@@ -75,7 +75,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             let Some(ctl) = current(&cx) else {
                 return Ok(());
             };
-            ctl.abort.constrained_exit().map_err(|()| {
+            ctl.abort.constrained_exit().map_err(|_| {
                 wasmtime::format_err!("constrained_exit without a matching constrained_enter")
             })?;
             deliver_if_due(&cx.data().dom, &ctl, false)
