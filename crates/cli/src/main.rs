@@ -49,6 +49,16 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Warnings (e.g. the allocator falling back to on-demand) go to stderr; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run::run(args),

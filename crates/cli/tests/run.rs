@@ -305,3 +305,21 @@ fn memory_budget_caps_guest_memory_across_the_process() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
 }
+
+#[test]
+fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
+    // 1000 pool slots of 4 GiB cannot be reserved under a 16 GiB address-space limit.
+    let cmd = format!(
+        "ulimit -v 16000000 && exec {} run {} --invoke answer",
+        env!("CARGO_BIN_EXE_warden"),
+        hostile()
+    );
+    let o = Command::new("bash").arg("-c").arg(&cmd).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "answer: 42\n");
+    assert!(
+        stderr(&o).contains("falling back to on-demand"),
+        "{}",
+        stderr(&o)
+    );
+}
