@@ -323,3 +323,20 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
+    let g = repo("guests/deadlock.wat").display().to_string();
+    let o = run(&[
+        "run", &g, "--invoke", "ab", "--invoke", "ba", "--events", "json",
+    ]);
+    assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out == "ab: 0\n" || out == "ba: 0\n", "{out}");
+    assert!(
+        stderr(&o).contains(r#""event":"deadlock_detected""#),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
+}

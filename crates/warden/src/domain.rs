@@ -457,6 +457,7 @@ impl DomainShared {
                     Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
                     Err(e) => e.detail(),
                 },
+                memory_used: self.account.used(),
             });
         let _ = reply.send(result);
     }

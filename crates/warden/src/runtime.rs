@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use warden_core::budget::{BudgetStats, MemoryBudget, Pressure};
+use warden_core::budget::{BudgetStats, MemoryBudget, Pressure, PressureHandler};
 use warden_core::locks::LockTable;
 use warden_policy::{Action, Policy};
 
@@ -64,6 +64,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) events: EventBus,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) locks: Arc<LockTable>,
+    /// The embedder's pressure handler, called after the `memory_pressure` event.
+    pressure_handler: std::sync::RwLock<Option<PressureHandler>>,
     exit: ExitFn,
     exiting: AtomicBool,
     disabled: AtomicBool,
@@ -103,6 +105,7 @@ impl Runtime {
             events: EventBus::default(),
             budget,
             locks: LockTable::new(),
+            pressure_handler: std::sync::RwLock::new(None),
             exit: config.exit,
             exiting: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
@@ -122,6 +125,17 @@ impl Runtime {
     /// work with it too ([`MemoryBudget::reserve`]).
     pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
         &self.inner.budget
+    }
+
+    /// Installs the embedder's memory-pressure handler: called (on the thread whose
+    /// allocation crossed a water mark, after the `memory_pressure` event) once per crossing.
+    /// Keep it short; to unload domains from it, spawn a task. Replaces any earlier handler.
+    pub fn set_pressure_handler(&self, handler: impl Fn(Pressure) + Send + Sync + 'static) {
+        *self
+            .inner
+            .pressure_handler
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
     }
 
     /// Process-wide memory figures: budget, used, reserved, peak, denials.
@@ -258,6 +272,14 @@ impl RuntimeInner {
             reserved,
             budget,
         });
+        let handler = self
+            .pressure_handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = handler {
+            h(p);
+        }
         if unload && level == "high" {
             if let Some(victim) = self.largest_idle_domain() {
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {

@@ -296,3 +296,34 @@ async fn pressure_unloads_the_largest_idle_domain_and_never_a_busy_one() {
     assert_eq!(p[0]["budget"], 16 * MIB);
     sleeping.join().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedder_pressure_handler_sees_each_crossing_and_calls_report_memory() {
+    let (rt, rec) = rt_with_budget(4 * MIB);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    rt.set_pressure_handler(move |p| s2.lock().unwrap().push(p));
+    let m = rt.load_module(GUEST.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    // 64 KiB + 58 pages = 3.69 MiB: above the 90 % mark of 4 MiB (3.6 MiB).
+    assert_eq!(
+        i32_of(d.invoke("grow", &[Val::I32(58)], Default::default()).await),
+        1
+    );
+    d.unload().await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        matches!(seen[0], warden::warden_core::budget::Pressure::High { .. }),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(
+            seen[1],
+            warden::warden_core::budget::Pressure::Relieved { .. }
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 2);
+    let finished = rec.named("call_finished");
+    assert_eq!(finished[0]["memory_used"], 59 * 65536);
+}
