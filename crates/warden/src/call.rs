@@ -172,7 +172,9 @@ pub type CallResult = Result<CallOutput, CallError>;
 /// Options for one call.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
-    /// Passing this is a `deadline` failure (default action: abort; outcome `timeout`).
+    /// Passing this is a `deadline` failure (default action: abort; outcome `timeout`). It
+    /// counts from when the call starts running, not from when it was queued behind the
+    /// domain's running call.
     pub deadline: Option<Duration>,
     /// A background call does not keep `warden run` alive (DESIGN §2 "Shutdown").
     pub background: bool,

@@ -469,6 +469,7 @@ impl DomainShared {
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
     ) {
+        let _guard = WorkerGuard(self.clone());
         let mut state = self.state.subscribe();
         loop {
             let req = tokio::select! {
@@ -591,6 +592,36 @@ impl DomainShared {
         if action >= warden_policy::Action::UnloadDomain {
             self.apply_action(Some(ctl), action, AbortReason::Policy);
         }
+    }
+}
+
+/// If the worker ever ends without finishing its unload (it panicked: a bug in Warden, not
+/// in the guest), the domain is marked unloaded so no one waits forever, and the
+/// `fatal-runtime` failure is decided by policy (default: rude exit).
+struct WorkerGuard(Arc<DomainShared>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        let dom = &self.0;
+        if dom.done.borrow().is_some() {
+            return;
+        }
+        tracing::error!("the worker of {} ended unexpectedly", dom.id);
+        dom.mark_unloaded();
+        dom.rt.unregister(dom.id);
+        let action = dom
+            .rt
+            .policy
+            .decide(warden_policy::Failure::FatalRuntime, false);
+        dom.rt
+            .events
+            .emit(Some(dom.id), None, || EventKind::Escalation {
+                failure: Some(warden_policy::Failure::FatalRuntime.to_string()),
+                operation: None,
+                action: action.to_string(),
+                critical: false,
+            });
+        dom.rt.apply_process_action(action);
     }
 }
 
