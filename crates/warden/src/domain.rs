@@ -510,7 +510,7 @@ impl DomainShared {
             reply,
         } = req;
         let started = Instant::now();
-        if let Some(kind) = ctl.abort.take_delivery(true) {
+        if let Some(kind) = ctl.abort.take_delivery() {
             // Aborted while still queued: it never runs.
             self.finish(&ctl, Err(ctl.abort_error(kind)), started, reply);
             return;
@@ -643,7 +643,7 @@ fn epoch_check(
     cx: wasmtime::StoreContextMut<'_, DomainState>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     if let Some(ctl) = &cx.data().call {
-        if let Some(kind) = ctl.abort.take_delivery(false) {
+        if let Some(kind) = ctl.abort.take_delivery() {
             cx.data()
                 .dom
                 .rt

@@ -45,11 +45,18 @@ const MAX_LOG_BYTES: usize = 64 << 10;
 type Cx<'a> = Caller<'a, DomainState>;
 
 pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Result<()> {
-    linker.func_wrap("warden", "critical_enter", |cx: Cx<'_>| {
-        if let Some(ctl) = current(&cx) {
-            ctl.abort.critical_enter();
-        }
-    })?;
+    linker.func_wrap(
+        "warden",
+        "critical_enter",
+        |cx: Cx<'_>| -> wasmtime::Result<()> {
+            if let Some(ctl) = current(&cx) {
+                ctl.abort
+                    .critical_enter()
+                    .map_err(|e| wasmtime::format_err!("critical_enter: {e}"))?;
+            }
+            Ok(())
+        },
+    )?;
     linker.func_wrap(
         "warden",
         "critical_exit",
@@ -60,14 +67,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             ctl.abort.critical_exit().map_err(|_| {
                 wasmtime::format_err!("critical_exit without a matching critical_enter")
             })?;
-            deliver_if_due(&cx.data().dom, &ctl, false)
+            deliver_if_due(&cx.data().dom, &ctl)
         },
     )?;
-    linker.func_wrap("warden", "constrained_enter", |cx: Cx<'_>| {
-        if let Some(ctl) = current(&cx) {
-            ctl.abort.constrained_enter();
-        }
-    })?;
+    linker.func_wrap(
+        "warden",
+        "constrained_enter",
+        |cx: Cx<'_>| -> wasmtime::Result<()> {
+            if let Some(ctl) = current(&cx) {
+                ctl.abort
+                    .constrained_enter()
+                    .map_err(|e| wasmtime::format_err!("constrained_enter: {e}"))?;
+            }
+            Ok(())
+        },
+    )?;
     linker.func_wrap(
         "warden",
         "constrained_exit",
@@ -78,7 +92,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             ctl.abort.constrained_exit().map_err(|_| {
                 wasmtime::format_err!("constrained_exit without a matching constrained_enter")
             })?;
-            deliver_if_due(&cx.data().dom, &ctl, false)
+            deliver_if_due(&cx.data().dom, &ctl)
         },
     )?;
     linker.func_wrap("warden", "abort_requested", |cx: Cx<'_>| -> i32 {
@@ -136,10 +150,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
                 // the waiter. A polite abort does not land while other locks are held.
                 let acquire = dom.rt.locks.acquire(ctl.id.0, &name, timeout);
                 match wait_abortable(&dom, &ctl, acquire).await? {
-                    Ok(acquired) => {
-                        ctl.abort.lock_taken();
-                        Ok(acquired.code())
-                    }
+                    Ok(acquired) => match ctl.abort.lock_taken() {
+                        Ok(()) => Ok(acquired.code()),
+                        // A million locks held by one call: refuse this one.
+                        Err(_) => {
+                            let _ = dom.rt.locks.release(ctl.id.0, &name);
+                            Ok(BAD_ARGUMENT)
+                        }
+                    },
                     Err(LockError::Deadlock(cycle)) => {
                         dom.deadlock_victim(&ctl, &cycle);
                         Ok(DEADLOCK_VICTIM)
@@ -165,7 +183,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             }
             ctl.abort.lock_dropped();
             // Releasing the last lock may end a deferral: a pending abort lands here.
-            deliver_if_due(&dom, &ctl, false)?;
+            deliver_if_due(&dom, &ctl)?;
             Ok(0)
         },
     )?;
@@ -207,12 +225,8 @@ fn current(cx: &Cx<'_>) -> Option<Arc<CallCtl>> {
 }
 
 /// Delivers a pending abort at a point where a deferral may just have ended.
-pub(crate) fn deliver_if_due(
-    dom: &DomainShared,
-    ctl: &CallCtl,
-    in_wait: bool,
-) -> wasmtime::Result<()> {
-    match ctl.abort.take_delivery(in_wait) {
+pub(crate) fn deliver_if_due(dom: &DomainShared, ctl: &CallCtl) -> wasmtime::Result<()> {
+    match ctl.abort.take_delivery() {
         Some(kind) => {
             dom.rt.events.emit(Some(ctl.domain), Some(ctl.id), || {
                 EventKind::AbortDelivered {
@@ -236,7 +250,7 @@ pub(crate) async fn wait_abortable<F: std::future::Future>(
     let mut wait = std::pin::pin!(wait);
     loop {
         let changed = ctl.abort.changed();
-        deliver_if_due(dom, ctl, true)?;
+        deliver_if_due(dom, ctl)?;
         tokio::select! {
             out = &mut wait => return Ok(out),
             _ = changed => {}
