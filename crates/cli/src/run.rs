@@ -133,9 +133,11 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     }
     let bytes = std::fs::read(&args.module)
         .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
-    let mut rc = RuntimeConfig::default();
-    rc.policy = policy;
-    let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        policy,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {
