@@ -137,12 +137,16 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     }
     let bytes = std::fs::read(&args.module)
         .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
-    let mut rc = RuntimeConfig::default();
-    rc.policy = policy;
-    if let Some(b) = &args.memory_budget {
-        rc.memory_budget = Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?);
-    }
-    let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
+    let memory_budget = match &args.memory_budget {
+        Some(b) => Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?),
+        None => None,
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        policy,
+        memory_budget,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {

@@ -163,7 +163,7 @@ impl Drop for Owner {
         if shared.is_loaded() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    shared.unload(false).await;
+                    shared.request_unload(false).await;
                 });
             } else {
                 // No runtime to run the protocol on: closing the queue makes the worker
@@ -244,6 +244,11 @@ impl Domain {
             Driven::Finished(Err(e)) => {
                 let err = classify(&ctl, e);
                 shared.mark_unloaded();
+                // A failing start function is a failure like any other (the domain is gone
+                // already, so only the process actions have anything left to do).
+                if let Err(err) = &err {
+                    shared.decide_failure(&ctl, err);
+                }
                 return Err(Error::Instantiate(match err {
                     Ok(_) => "start function exited".into(),
                     Err(CallError::Trap { message, .. }) => message,
@@ -323,16 +328,18 @@ impl Domain {
     }
 
     /// Unloads the domain politely: block entry, abort the in-flight call (deferral
-    /// honoured), run `warden_on_unload`, release everything, drop the store. Bounded by the
-    /// policy's `unload-domain` operation. Concurrent and repeated unloads all get the one
-    /// result.
+    /// honoured), run `warden_on_unload`, release everything, drop the store. This is the
+    /// policy's `unload-domain` operation: its default action may make the unload rude (or
+    /// an exit action, which is taken before the unload runs), and its timeout bounds it.
+    /// Concurrent and repeated unloads all get the one result.
     pub async fn unload(&self) -> UnloadReport {
-        self.shared.unload(false).await
+        self.shared.request_unload(false).await
     }
 
     /// Unloads the domain rudely: block entry, rude abort, no finalizer, release, drop.
+    /// This is the policy's `rude-unload-domain` operation (its default action applies).
     pub async fn rude_unload(&self) -> UnloadReport {
-        self.shared.unload(true).await
+        self.shared.request_unload(true).await
     }
 
     /// Waits until the domain has been unloaded (by anyone) and returns the report.
@@ -362,11 +369,6 @@ impl DomainShared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Whether `ctl` is the call running in this domain now.
-    pub(crate) fn is_current(&self, ctl: &Arc<CallCtl>) -> bool {
-        self.current().is_some_and(|c| Arc::ptr_eq(&c, ctl))
     }
 
     pub(crate) fn block_entry(&self) {

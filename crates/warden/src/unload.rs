@@ -25,28 +25,94 @@ impl DomainShared {
         self.rude.load(Ordering::SeqCst) != 0
     }
 
+    /// An unload asked for by the embedder (or by dropping the last handle): the policy's
+    /// `unload-domain` / `rude-unload-domain` operation decides what it becomes, then the
+    /// unload runs. An `escalation` event records the decision when the policy changes it.
+    pub(crate) async fn request_unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        let mut rude = rude;
+        if self.is_loaded() {
+            let op = if rude {
+                Operation::RudeUnloadDomain
+            } else {
+                Operation::UnloadDomain
+            };
+            let asked = if rude {
+                Action::RudeUnloadDomain
+            } else {
+                Action::UnloadDomain
+            };
+            let policy = &self.rt.policy;
+            let action = policy.resolve(policy.operation(op).default);
+            if action != asked {
+                let call = self.current();
+                self.rt
+                    .events
+                    .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
+                        EventKind::Escalation {
+                            failure: None,
+                            operation: Some(op.to_string()),
+                            action: action.to_string(),
+                            critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
+                        }
+                    });
+                rude |= action >= Action::RudeUnloadDomain;
+                // The process action is taken; the unload still runs so that its callers
+                // are answered when the process does not end (an embedder's exit hook).
+                if action >= Action::ExitProcess {
+                    self.rt.apply_process_action(action);
+                }
+            }
+        }
+        self.unload(rude).await
+    }
+
     /// Unloads the domain (see [`Domain::unload`]); every caller gets the one report.
     pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        self.start_unload(rude);
+        self.wait_unloaded().await
+    }
+
+    /// Starts an unload now: when this returns, entry is blocked and the in-flight call's
+    /// abort requested. Only the first caller begins the protocol; a rude request escalates
+    /// a polite unload in progress.
+    pub(crate) fn start_unload(self: &Arc<Self>, rude: bool) {
+        let mut in_flight = None;
         let won = self.state.send_if_modified(|s| {
             let was_loaded = *s == LOADED;
             if was_loaded {
+                // Before the new state wakes the worker, which (when idle) goes straight to
+                // finish_unload: that must already see the unload as rude, and the call to
+                // abort is the one running now, never the finalizer the worker starts next.
+                if rude {
+                    self.set_rude();
+                }
+                in_flight = self.current();
                 *s = UNLOADING;
             }
             was_loaded
         });
-        if rude && !self.is_rude() && (won || *self.state.borrow() == UNLOADING) {
+        if rude && !self.is_rude() && *self.state.borrow() == UNLOADING {
             self.escalate_rude();
         }
         if won {
-            self.begin_unload(rude);
-            let dom = self.clone();
-            tokio::spawn(async move { dom.watch_unload().await });
+            self.begin_unload_of(rude, in_flight);
+            // Without a tokio runtime (an abort from a plain thread) the worker still
+            // unloads; only the policy's bounds on it are not watched.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let dom = self.clone();
+                handle.spawn(async move { dom.watch_unload().await });
+            }
         }
-        self.wait_unloaded().await
     }
 
     /// Block entry and abort the in-flight call (the worker does the rest).
     pub(crate) fn begin_unload(self: &Arc<Self>, rude: bool) {
+        self.begin_unload_of(rude, self.current());
+    }
+
+    /// [`begin_unload`](Self::begin_unload), aborting `in_flight`: the call that was running
+    /// when the unload won.
+    fn begin_unload_of(self: &Arc<Self>, rude: bool, in_flight: Option<Arc<CallCtl>>) {
         if rude {
             self.set_rude();
         }
@@ -56,7 +122,7 @@ impl DomainShared {
                 mode: if rude { "rude" } else { "polite" },
             });
         self.block_entry();
-        if let Some(ctl) = self.current() {
+        if let Some(ctl) = in_flight {
             let kind = if rude {
                 AbortKind::Rude
             } else {
@@ -91,14 +157,17 @@ impl DomainShared {
             if finished {
                 return;
             }
-            let action = policy.operation(op).on_timeout;
+            let action = policy.resolve(policy.operation(op).on_timeout);
+            let call = self.current();
             self.rt
                 .events
-                .emit(Some(self.id), None, || EventKind::Escalation {
-                    failure: None,
-                    operation: Some(op.to_string()),
-                    action: action.to_string(),
-                    critical: false,
+                .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
+                    EventKind::Escalation {
+                        failure: None,
+                        operation: Some(op.to_string()),
+                        action: action.to_string(),
+                        critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
+                    }
                 });
             match action {
                 Action::RudeUnloadDomain => {
@@ -197,7 +266,7 @@ impl DomainShared {
         let ctl = CallCtl::new(self.id, false);
         store.data_mut().call = Some(ctl.clone());
         self.set_current(Some(ctl.clone()));
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let bound = self.rt.policy.operation(Operation::FinalizerRun);
         let ran = {
             let fut = func.call_async(&mut *store, ());
@@ -206,7 +275,7 @@ impl DomainShared {
                     Some(t) => tokio::time::sleep(t).await,
                     None => std::future::pending().await,
                 }
-                let action = bound.on_timeout;
+                let action = self.rt.policy.resolve(bound.on_timeout);
                 self.rt
                     .events
                     .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
