@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use warden_core::shutdown::Shutdown;
 use warden_policy::{Action, Policy};
 
 use crate::call::CallError;
@@ -12,8 +13,9 @@ use crate::error::Error;
 use crate::events::{Event, EventBus, EventKind};
 use crate::exit_code;
 use crate::ids::DomainId;
+use crate::shutdown::RuntimeParticipant;
 
-/// What ends the process when the policy says so (`exit-process` and stronger).
+/// What ends the process, called once at the end of shutdown with the exit code.
 pub type ExitFn = Arc<dyn Fn(i32) + Send + Sync>;
 
 /// Runtime settings.
@@ -23,8 +25,10 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// The escalation policy (default: the `server` preset).
     pub policy: Policy,
-    /// Ends the process for the policy's exit actions, with the code of
-    /// [`exit_code`](crate::exit_code). Default: `std::process::exit`.
+    /// Ends the process, called exactly once at the end of shutdown (see
+    /// [`Runtime::exit`]): for the policy's exit actions with the code of
+    /// [`exit_code`](crate::exit_code), else with the code given to `exit`.
+    /// Default: `std::process::exit`.
     pub exit: ExitFn,
 }
 
@@ -52,8 +56,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: wasmtime::Linker<DomainState>,
     pub(crate) policy: Policy,
     pub(crate) events: EventBus,
-    exit: ExitFn,
-    exiting: AtomicBool,
+    /// The process's shutdown coordinator; it calls the exit fn.
+    pub(crate) shutdown: Arc<Shutdown>,
+    /// The coordinator holds it weakly; this is the strong reference that keeps it plugged in.
+    _participant: Arc<RuntimeParticipant>,
     disabled: AtomicBool,
     domains: Mutex<HashMap<DomainId, Weak<DomainShared>>>,
 }
@@ -64,7 +70,7 @@ pub(crate) struct RuntimeInner {
 /// one is expected).
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    pub(crate) inner: Arc<RuntimeInner>,
 }
 
 impl Runtime {
@@ -80,16 +86,18 @@ impl Runtime {
         })
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
         crate::host::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let inner = Arc::new(RuntimeInner {
+        let shutdown = Shutdown::new(crate::shutdown::config_from(&config.policy), config.exit);
+        let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
             policy: config.policy,
             events: EventBus::default(),
-            exit: config.exit,
-            exiting: AtomicBool::new(false),
+            shutdown: shutdown.clone(),
+            _participant: RuntimeParticipant::new(weak.clone()),
             disabled: AtomicBool::new(false),
             domains: Mutex::new(HashMap::new()),
         });
+        shutdown.set_participant(inner._participant.clone());
         Ok(Runtime { inner })
     }
 
@@ -137,11 +145,6 @@ impl Runtime {
     pub fn is_disabled(&self) -> bool {
         self.inner.disabled.load(Ordering::SeqCst)
     }
-
-    /// Whether the runtime has begun exiting and no longer admits calls.
-    pub fn is_exiting(&self) -> bool {
-        self.inner.exiting.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for RuntimeInner {
@@ -151,13 +154,15 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
-    fn lock_domains(&self) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
+    pub(crate) fn lock_domains(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
         self.domains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether new guest work may start.
     pub(crate) fn admit(&self) -> Result<(), CallError> {
-        if self.exiting.load(Ordering::SeqCst) {
+        if self.shutdown.is_exiting() {
             return Err(CallError::ProcessExiting);
         }
         if self.disabled.load(Ordering::SeqCst) {
@@ -205,9 +210,10 @@ impl RuntimeInner {
                 }
             }
             Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
-                if !self.exiting.swap(true, Ordering::SeqCst) {
-                    (self.exit)(exit_code::for_action(action));
-                }
+                // Through the coordinator: one winner, phases, watchdog. A more severe
+                // action during an exit cuts that exit short (escalation only moves up).
+                let mode = crate::shutdown::mode_for(action);
+                self.shutdown.escalate(exit_code::for_action(action), mode);
             }
             _ => {}
         }
