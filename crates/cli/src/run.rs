@@ -1,4 +1,14 @@
 //! `warden run`: each call in a fresh domain, one outcome each, a stable exit code.
+//!
+//! How a run ends: when the foreground calls are done, their domains are unloaded politely
+//! (each guest's `warden_on_unload` runs, bounded by policy) and their results printed; then
+//! the run takes the runtime's orderly exit path ([`Runtime::exit`]) with the run's code: stop
+//! admitting, exit hooks, the finalizers of domains still loaded (background ones that are
+//! idle; busy ones skip theirs), critical release, exit — all bounded by the policy's
+//! `process-exit` timeout. Background calls still running are not waited for. A first
+//! SIGTERM/SIGINT takes the same exit path at once, with code 117, without waiting for the
+//! foreground calls; a second signal ends the process at once with 118. A policy exit action
+//! goes through the same coordinator with its own code (114-116).
 
 use clap::Args;
 use std::io::Write;
@@ -6,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use warden::{
-    CallError, CallOptions, DomainConfig, Module, Runtime, RuntimeConfig, Val, WasiConfig,
-    exit_code,
+    CallError, CallOptions, CallOutput, DomainConfig, Module, Runtime, RuntimeConfig, Val,
+    WasiConfig, exit_code,
 };
 use warden_policy::Policy;
 
@@ -30,7 +40,8 @@ Exit codes:
   116    policy chose rude-exit-process (or the shutdown watchdog fired)
   117    first SIGTERM/SIGINT     118  second signal (rude exit)
   119    Warden's own invariant broke (fail-fast)
-When several calls fail, the code is that of the first failing --invoke in command-line order.";
+When several calls fail, the code is that of the first failing --invoke in command-line order.
+Background calls (--background-invoke) never decide the code.";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -40,6 +51,14 @@ pub struct RunArgs {
     /// concurrently, each in its own domain.
     #[arg(long = "invoke", value_name = "NAME")]
     invoke: Vec<String>,
+    /// Also call this export (no parameters) as a background call, in its own domain, started
+    /// once alongside the others (repeatable). Background calls do not keep the run alive:
+    /// when the foreground calls (--invoke, or `_start`) are done, the run exits without
+    /// waiting for them. A background call that finished prints its result like the others,
+    /// but never decides the exit code; its domain stays loaded until the exit, whose
+    /// finalizer phase runs its `warden_on_unload` if it is idle by then.
+    #[arg(long = "background-invoke", value_name = "NAME")]
+    background_invoke: Vec<String>,
     /// Bound each call: passing it is a `deadline` failure (e.g. 500ms, 2s, 1m).
     #[arg(long, value_name = "DURATION")]
     deadline: Option<String>,
@@ -77,6 +96,10 @@ struct Plan {
     module: Module,
     /// Exports to call; empty for a WASI command (`_start`).
     invokes: Vec<String>,
+    /// Exports to call as background calls.
+    background: Vec<String>,
+    /// Events go to stderr as JSON lines (so no plain messages there).
+    events_json: bool,
     config: DomainConfig,
     options: CallOptions,
     repeat: u64,
@@ -103,8 +126,18 @@ pub fn run(args: RunArgs) -> i32 {
         };
         execute(plan).await
     });
+    // Calls still running (background ones, or any the exit left behind) must not hold up
+    // the end of the process.
+    rt.shutdown_background();
     let _ = std::io::stdout().flush();
     code
+}
+
+/// Ends the process: the runtime's exit function (called once, at the end of shutdown) and
+/// the second signal.
+fn end_process(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn fail(code: i32, msg: String) -> i32 {
@@ -144,6 +177,7 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     let runtime = Runtime::new(RuntimeConfig {
         policy,
         memory_budget,
+        exit: Arc::new(|code| end_process(code)),
         ..RuntimeConfig::default()
     })
     .map_err(|e| e.to_string())?;
@@ -163,7 +197,11 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     } else {
         args.invoke.iter().map(String::as_str).collect()
     };
-    for name in &exports {
+    for name in exports
+        .iter()
+        .copied()
+        .chain(args.background_invoke.iter().map(String::as_str))
+    {
         check_export(&module, name)?;
     }
     let program = args
@@ -183,6 +221,8 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         runtime,
         module,
         invokes: args.invoke,
+        background: args.background_invoke,
+        events_json: args.events.is_some(),
         config,
         options: CallOptions {
             deadline,
@@ -219,6 +259,10 @@ type Finished = Vec<(String, Result<warden::CallOutput, warden::Error>)>;
 
 async fn execute(plan: Plan) -> i32 {
     let plan = Arc::new(plan);
+    if let Err(msg) = watch_signals(plan.runtime.clone(), plan.events_json) {
+        return fail(exit_code::FATAL, msg);
+    }
+    start_background(&plan);
     let rss_before = proc_status();
     let started = Instant::now();
     let mut last: Finished = Vec::new();
@@ -245,7 +289,97 @@ async fn execute(plan: Plan) -> i32 {
             plan.runtime.domain_count()
         );
     }
-    report(&last)
+    let code = report(&last);
+    // The foreground calls are done: the orderly exit path, with this run's code (unless a
+    // signal or a policy action started the exit first: then its code wins).
+    plan.runtime.exit(code);
+    plan.runtime.wait_exit().await.code
+}
+
+/// SIGTERM and SIGINT: the first starts an orderly exit, a second ends the process at once.
+#[cfg(unix)]
+fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("cannot watch {name}: {e}"))
+    };
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if !quiet {
+            eprintln!("warden: signalled; exiting in order (signal again to exit at once)");
+        }
+        runtime.exit(exit_code::SIGNALLED);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        end_process(exit_code::SIGNALLED_RUDE);
+    });
+    Ok(())
+}
+
+/// Ctrl-C where there are no Unix signals: the same two steps.
+#[cfg(not(unix))]
+fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        if !quiet {
+            eprintln!("warden: interrupted; exiting in order (again to exit at once)");
+        }
+        runtime.exit(exit_code::SIGNALLED);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            end_process(exit_code::SIGNALLED_RUDE);
+        }
+    });
+    Ok(())
+}
+
+/// Starts each background export once, in its own domain. The domain stays loaded until the
+/// process exits, so its finalizer runs in the exit's finalizer phase (if it is idle then).
+fn start_background(plan: &Arc<Plan>) {
+    for name in &plan.background {
+        let plan = plan.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let domain = match plan
+                .runtime
+                .create_domain(&plan.module, plan.config.clone())
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => return print_background(&name, Err(e)),
+            };
+            let options = CallOptions {
+                background: true,
+                ..plan.options.clone()
+            };
+            print_background(&name, domain.invoke(&name, &[], options).await);
+            // Hold the domain (dropping the last handle would unload it) until the exit.
+            std::future::pending::<()>().await;
+            drop(domain);
+        });
+    }
+}
+
+/// A finished background call: its values, or its failure (which sets no exit code). Being
+/// refused because the run is already exiting is not worth a line.
+fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
+    match result {
+        Ok(out) if out.exit_code.is_none() => {
+            let values: Vec<String> = out.values.iter().map(format_val).collect();
+            println!("{name}: {}", values.join(" ").trim_end());
+        }
+        Ok(_) => {}
+        Err(warden::Error::Call(CallError::ProcessExiting)) => {}
+        Err(e) => eprintln!("warden: {name} (background): {e}"),
+    }
 }
 
 /// Every export of the plan, concurrently, each in a fresh domain that is unloaded after.

@@ -398,6 +398,11 @@ impl CallHandle {
         );
     }
 
+    /// Whether the call was started as a background call ([`CallOptions::background`]).
+    pub fn is_background(&self) -> bool {
+        self.ctl.background
+    }
+
     /// Whether an abort has been requested for this call.
     pub fn abort_requested(&self) -> bool {
         self.ctl.abort.requested().is_some()

@@ -10,7 +10,7 @@
 //! its domain past the policy's bounds.
 
 use crate::escalation::Driven;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -144,6 +144,10 @@ pub(crate) struct DomainShared {
     pub(crate) locks_released: AtomicU64,
     /// Memory-gate bytes returned by calls the unload ended, for the unload report.
     pub(crate) reservations_released: AtomicU64,
+    /// Requests to run the finalizer at process exit, without unloading (shutdown.rs).
+    pub(crate) at_exit: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+    /// The finalizer has been claimed (it runs at most once: at exit or at unload).
+    pub(crate) finalized: AtomicBool,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -193,6 +197,7 @@ impl Domain {
         rt.check_imports(module)?;
         let id = DomainId::next();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (at_exit, at_exit_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(DomainShared {
             id,
             rt: rt.clone(),
@@ -208,6 +213,8 @@ impl Domain {
             account: Arc::new(rt.budget.account()),
             locks_released: AtomicU64::new(0),
             reservations_released: AtomicU64::new(0),
+            at_exit,
+            finalized: AtomicBool::new(false),
         });
         let wasi = module
             .inner
@@ -267,7 +274,7 @@ impl Domain {
             module: module.digest().to_string(),
         });
         let worker = shared.clone();
-        tokio::spawn(async move { worker.run(store, instance, rx).await });
+        tokio::spawn(async move { worker.run(store, instance, rx, at_exit_rx).await });
         Ok(Domain {
             _owner: Arc::new(Owner(shared.clone())),
             shared,
@@ -470,6 +477,7 @@ impl DomainShared {
         mut store: wasmtime::Store<DomainState>,
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
+        mut at_exit: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
     ) {
         let _guard = WorkerGuard(self.clone());
         let mut state = self.state.subscribe();
@@ -477,9 +485,20 @@ impl DomainShared {
             let req = tokio::select! {
                 biased;
                 _ = state.wait_for(|s| *s != LOADED) => None,
-                r = rx.recv() => r,
+                Some(reply) = at_exit.recv() => Some(Err(reply)),
+                r = rx.recv() => r.map(Ok),
             };
-            let Some(req) = req else { break };
+            let req = match req {
+                None => break,
+                Some(Ok(req)) => req,
+                Some(Err(reply)) => {
+                    self.finalize_at_exit(&mut store, &instance, reply).await;
+                    if *self.kill.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             self.run_call(&mut store, &instance, req).await;
             if *self.kill.borrow() {
                 break;
@@ -520,6 +539,11 @@ impl DomainShared {
         if !self.is_loaded() {
             self.calls_failed.fetch_add(1, Ordering::Relaxed);
             self.finish(&ctl, Err(CallError::DomainUnloaded), started, reply);
+            return;
+        }
+        if self.rt.shutdown.is_exiting() {
+            // Queued before the exit began, not started: a new call-in all the same.
+            self.finish(&ctl, Err(CallError::ProcessExiting), started, reply);
             return;
         }
         self.rt

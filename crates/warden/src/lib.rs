@@ -33,7 +33,9 @@ pub mod exit_code;
 pub mod host;
 pub mod ids;
 mod memory;
+mod release;
 pub mod runtime;
+pub mod shutdown;
 mod unload;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
@@ -43,6 +45,7 @@ pub use error::Error;
 pub use events::{Event, EventKind};
 pub use ids::{CallId, DomainId};
 pub use runtime::{ExitFn, Runtime, RuntimeConfig};
+pub use shutdown::{ExitMode, ExitReport, ExitStart, HookId, ShutdownStarted};
 pub use warden_core;
 pub use warden_policy;
 pub use warden_policy::{Action, Failure, Operation, Policy, Preset};

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use warden_core::budget::{BudgetStats, MemoryBudget, Pressure, PressureHandler};
 use warden_core::locks::LockTable;
+use warden_core::shutdown::Shutdown;
 use warden_policy::{Action, Policy};
 
 use crate::call::CallError;
@@ -14,8 +15,9 @@ use crate::error::Error;
 use crate::events::{Event, EventBus, EventKind};
 use crate::exit_code;
 use crate::ids::DomainId;
+use crate::shutdown::RuntimeParticipant;
 
-/// What ends the process when the policy says so (`exit-process` and stronger).
+/// What ends the process, called once at the end of shutdown with the exit code.
 pub type ExitFn = Arc<dyn Fn(i32) + Send + Sync>;
 
 /// Runtime settings.
@@ -25,8 +27,10 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// The escalation policy (default: the `server` preset).
     pub policy: Policy,
-    /// Ends the process for the policy's exit actions, with the code of
-    /// [`exit_code`](crate::exit_code). Default: `std::process::exit`.
+    /// Ends the process, called exactly once at the end of shutdown (see
+    /// [`Runtime::exit`]): for the policy's exit actions with the code of
+    /// [`exit_code`](crate::exit_code), else with the code given to `exit`.
+    /// Default: `std::process::exit`.
     pub exit: ExitFn,
     /// The process memory budget for guest memory, in bytes. `None` (the default): what the
     /// machine can give — the cgroup limit, else physical memory less a margin.
@@ -66,8 +70,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) locks: Arc<LockTable>,
     /// The embedder's pressure handler, called after the `memory_pressure` event.
     pressure_handler: std::sync::RwLock<Option<PressureHandler>>,
-    exit: ExitFn,
-    exiting: AtomicBool,
+    /// The process's shutdown coordinator; it calls the exit fn.
+    pub(crate) shutdown: Arc<Shutdown>,
+    /// The coordinator holds it weakly; this is the strong reference that keeps it plugged in.
+    _participant: Arc<RuntimeParticipant>,
     disabled: AtomicBool,
     domains: Mutex<HashMap<DomainId, Weak<DomainShared>>>,
 }
@@ -78,7 +84,7 @@ pub(crate) struct RuntimeInner {
 /// one is expected).
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    pub(crate) inner: Arc<RuntimeInner>,
 }
 
 impl Runtime {
@@ -98,7 +104,8 @@ impl Runtime {
             Some(bytes) => MemoryBudget::new(bytes),
             None => MemoryBudget::from_machine(),
         };
-        let inner = Arc::new(RuntimeInner {
+        let shutdown = Shutdown::new(crate::shutdown::config_from(&config.policy), config.exit);
+        let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
             policy: config.policy,
@@ -106,11 +113,12 @@ impl Runtime {
             budget,
             locks: LockTable::new(),
             pressure_handler: std::sync::RwLock::new(None),
-            exit: config.exit,
-            exiting: AtomicBool::new(false),
+            shutdown: shutdown.clone(),
+            _participant: RuntimeParticipant::new(weak.clone()),
             disabled: AtomicBool::new(false),
             domains: Mutex::new(HashMap::new()),
         });
+        shutdown.set_participant(inner._participant.clone());
         let weak = Arc::downgrade(&inner);
         let unload = config.unload_on_pressure;
         inner.budget.set_pressure_handler(Arc::new(move |p| {
@@ -193,11 +201,6 @@ impl Runtime {
     pub fn is_disabled(&self) -> bool {
         self.inner.disabled.load(Ordering::SeqCst)
     }
-
-    /// Whether the runtime has begun exiting and no longer admits calls.
-    pub fn is_exiting(&self) -> bool {
-        self.inner.exiting.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for RuntimeInner {
@@ -207,13 +210,15 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
-    fn lock_domains(&self) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
+    pub(crate) fn lock_domains(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
         self.domains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether new guest work may start.
     pub(crate) fn admit(&self) -> Result<(), CallError> {
-        if self.exiting.load(Ordering::SeqCst) {
+        if self.shutdown.is_exiting() {
             return Err(CallError::ProcessExiting);
         }
         if self.disabled.load(Ordering::SeqCst) {
@@ -309,9 +314,10 @@ impl RuntimeInner {
                 }
             }
             Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
-                if !self.exiting.swap(true, Ordering::SeqCst) {
-                    (self.exit)(exit_code::for_action(action));
-                }
+                // Through the coordinator: one winner, phases, watchdog. A more severe
+                // action during an exit cuts that exit short (escalation only moves up).
+                let mode = crate::shutdown::mode_for(action);
+                self.shutdown.escalate(exit_code::for_action(action), mode);
             }
             _ => {}
         }

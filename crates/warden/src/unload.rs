@@ -246,8 +246,9 @@ impl DomainShared {
         self.done.send_replace(Some(report));
     }
 
-    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation.
-    async fn run_finalizer(
+    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation; at
+    /// most once per domain (at exit or at unload, whichever comes first).
+    pub(crate) async fn run_finalizer(
         self: &Arc<Self>,
         store: &mut wasmtime::Store<DomainState>,
         instance: &wasmtime::Instance,
@@ -263,6 +264,9 @@ impl DomainShared {
                 });
             return false;
         };
+        if !self.claim_finalizer() {
+            return false;
+        }
         let ctl = CallCtl::new(self.id, false);
         store.data_mut().call = Some(ctl.clone());
         self.set_current(Some(ctl.clone()));
