@@ -550,3 +550,36 @@ async fn a_severer_exit_cuts_a_hung_orderly_exit_short() {
     assert!(!report.watchdog_fired);
     assert_eq!(exits(&rec), vec![16]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_release_at_exit_frees_a_running_calls_locks_and_reservations() {
+    let (rt, rec) = runtime_with(config(Policy::default()));
+    let d = domain(
+        &rt,
+        r#"(module
+            (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
+            (import "warden" "gate_reserve" (func $reserve (param i64) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "L")
+            (func (export "hold_and_spin")
+              (drop (call $acq (i32.const 0) (i32.const 1) (i64.const -1)))
+              (drop (call $reserve (i64.const 1048576)))
+              (loop $l (br $l))))"#,
+    )
+    .await;
+    let _spin = d
+        .call("hold_and_spin", &[], CallOptions::default())
+        .unwrap();
+    wait_until("the lock to be taken", || {
+        rt.locks().is_held("L") && rt.memory().reserved == 1 << 20
+    })
+    .await;
+    rt.exit(0);
+    let report = wait_exit(&rt).await;
+    assert!(report.phases_completed.contains(&Phase::CriticalRelease));
+    // The call is neither unwound nor waited for, but what it held is given back.
+    assert!(!rt.locks().is_held("L"));
+    assert_eq!(rt.memory().reserved, 0);
+    assert_eq!(rec.named("locks_orphaned")[0]["locks"][0], "L");
+    assert_eq!(exits(&rec), [0]);
+}
