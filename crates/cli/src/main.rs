@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run a WASI command (`_start`) or exported functions, each in a fresh domain.
     #[command(after_help = run::EXIT_CODES_HELP)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check, show and explain escalation policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Policy(cmd) => policy(cmd),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -473,10 +473,9 @@ fn report(finished: &Finished) -> i32 {
                     warden::Error::Call(err) => {
                         if let CallError::Trap { backtrace, .. }
                         | CallError::StackOverflow { backtrace } = err
+                            && !backtrace.is_empty()
                         {
-                            if !backtrace.is_empty() {
-                                eprintln!("{}", backtrace.trim_end());
-                            }
+                            eprintln!("{}", backtrace.trim_end());
                         }
                         exit_code::for_outcome(err.outcome())
                     }

@@ -175,7 +175,7 @@ impl AbortState {
         let want = code_of(kind);
         let before = self.update(|w| {
             (delivered_in(w) == NONE && requested_in(w) < want)
-                .then(|| (w & !(3 << REQUESTED)) | (want << REQUESTED))
+                .then_some((w & !(3 << REQUESTED)) | (want << REQUESTED))
         });
         self.wake.notify_waiters();
         match before {

@@ -557,7 +557,7 @@ impl DomainShared {
         if !self.is_loaded() {
             ctl.request_abort(self, AbortKind::Polite, AbortReason::Unload);
         }
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let result = match instance.get_func(&mut *store, &export) {
             None => Err(CallError::Trap {
                 message: format!("no exported function `{export}`"),
@@ -668,19 +668,19 @@ impl std::error::Error for AbortSignal {}
 fn epoch_check(
     cx: wasmtime::StoreContextMut<'_, DomainState>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
-    if let Some(ctl) = &cx.data().call {
-        if let Some(kind) = ctl.abort.take_delivery() {
-            cx.data()
-                .dom
-                .rt
-                .events
-                .emit(Some(ctl.domain), Some(ctl.id), || {
-                    EventKind::AbortDelivered {
-                        kind: kind_str(kind),
-                    }
-                });
-            return Err(AbortSignal(kind).into());
-        }
+    if let Some(ctl) = &cx.data().call
+        && let Some(kind) = ctl.abort.take_delivery()
+    {
+        cx.data()
+            .dom
+            .rt
+            .events
+            .emit(Some(ctl.domain), Some(ctl.id), || {
+                EventKind::AbortDelivered {
+                    kind: kind_str(kind),
+                }
+            });
+        return Err(AbortSignal(kind).into());
     }
     Ok(wasmtime::UpdateDeadline::Yield(1))
 }

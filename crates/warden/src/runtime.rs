@@ -285,14 +285,14 @@ impl RuntimeInner {
         if let Some(h) = handler {
             h(p);
         }
-        if unload && level == "high" {
-            if let Some(victim) = self.largest_idle_domain() {
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(async move {
-                        victim.unload(false).await;
-                    });
-                }
-            }
+        if unload
+            && level == "high"
+            && let Some(victim) = self.largest_idle_domain()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                victim.unload(false).await;
+            });
         }
     }
 
@@ -308,10 +308,8 @@ impl RuntimeInner {
     /// Carries out a process-wide action: the exit actions and `disable-runtime`.
     pub(crate) fn apply_process_action(&self, action: Action) {
         match action {
-            Action::DisableRuntime => {
-                if !self.disabled.swap(true, Ordering::SeqCst) {
-                    self.events.emit(None, None, || EventKind::RuntimeDisabled);
-                }
+            Action::DisableRuntime if !self.disabled.swap(true, Ordering::SeqCst) => {
+                self.events.emit(None, None, || EventKind::RuntimeDisabled);
             }
             Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
                 // Through the coordinator: one winner, phases, watchdog. A more severe

@@ -79,7 +79,7 @@ async fn random_locks_aborts_and_deadlines_never_hang_or_leak_a_lock() {
                     domain = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
                 }
                 // A random subset of up to three distinct locks, in random order.
-                let mut locks = vec![-1i32; 3];
+                let mut locks = [-1i32; 3];
                 for slot in locks.iter_mut() {
                     if rng.below(4) > 0 {
                         let l = rng.below(5) as i32;
