@@ -137,6 +137,9 @@ pub(crate) struct DomainShared {
     pub(crate) calls_failed: AtomicU64,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
     pub(crate) memory_used: AtomicU64,
+    /// Set when `begin_unload` is done; the worker waits for it before running any more
+    /// guest code, so the finalizer never races the abort meant for the call in flight.
+    pub(crate) unload_begun: watch::Sender<bool>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -198,6 +201,7 @@ impl Domain {
             done: watch::Sender::new(None),
             calls_failed: AtomicU64::new(0),
             memory_used: AtomicU64::new(0),
+            unload_begun: watch::Sender::new(false),
         });
         let wasi = module
             .inner

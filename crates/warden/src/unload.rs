@@ -64,6 +64,7 @@ impl DomainShared {
             };
             ctl.request_abort(self, kind, AbortReason::Unload);
         }
+        self.unload_begun.send_replace(true);
     }
 
     fn escalate_rude(self: &Arc<Self>) {
@@ -131,6 +132,11 @@ impl DomainShared {
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
     ) {
+        // The worker sees the state leave LOADED before the unloader has emitted
+        // `domain_unloading` and aborted the call in flight; no guest code runs until it has,
+        // so the events keep their order and that abort never lands on the finalizer.
+        // (`begin_unload` runs synchronously right after the state changes, so this is short.)
+        let _ = self.unload_begun.subscribe().wait_for(|begun| *begun).await;
         rx.close();
         while let Ok(req) = rx.try_recv() {
             self.calls_failed.fetch_add(1, Ordering::Relaxed);
