@@ -22,6 +22,7 @@ pub const IMPORTS: &[&str] = &[
     "abort_requested",
     "sleep_ms",
     "log",
+    "handle_close",
 ];
 
 /// `-8`: a bad argument (DESIGN §4).
@@ -85,6 +86,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             wait_abortable(&dom, &ctl, sleep).await?;
             Ok(0)
         })
+    })?;
+    // Not in DESIGN §4's table: the guest's side of the SafeHandle model (`handles.rs`).
+    // Closing drops the owner's reference; the release runs now unless host code is using
+    // the handle. A stale, forged or foreign value is `-8`, never another resource.
+    linker.func_wrap("warden", "handle_close", |cx: Cx<'_>, h: i32| -> i32 {
+        match cx.data().dom.handles.close(h as u32) {
+            Ok(()) => 0,
+            Err(_) => BAD_ARGUMENT,
+        }
     })?;
     linker.func_wrap(
         "warden",

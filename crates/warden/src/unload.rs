@@ -158,13 +158,14 @@ impl DomainShared {
                 });
         }
         let memory_released = store.data().memory.used();
-        // Critical release: after all guest code, never skipped.
+        // Critical release: after all guest code, never skipped, never timed out.
+        let handles_released = self.release_handles();
         drop(store);
         let report = UnloadReport {
             rude: self.is_rude(),
             calls_failed: self.calls_failed.load(Ordering::Relaxed),
             finalizer_ran,
-            handles_released: 0,
+            handles_released,
             locks_released: 0,
             reservations_released: 0,
             memory_released,
