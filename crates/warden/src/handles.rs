@@ -1,11 +1,14 @@
 //! A domain's handle table: host resources the domain's guest names by opaque `u32` handles
 //! (DESIGN §2 "Handles", the CLR's `SafeHandle`).
 //!
-//! Every domain owns one [`HandleTable`] with a quota of [`DomainConfig::max_handles`] live
-//! handles. The embedder puts its own resources in it with [`Domain::insert_handle`] and hands
-//! the returned `u32` to the guest (as a call argument or result); the guest gives it back
-//! later, and the host resolves it again with [`Domain::handle`] or [`Domain::with_handle`].
-//! A stale or forged value resolves to an error, never to another resource.
+//! Every domain owns one [`HandleTable`] with a quota of
+//! [`DomainConfig::max_handles`](crate::DomainConfig::max_handles) live handles. The embedder
+//! puts its own resources in it with [`Domain::insert_handle`] and hands the returned `u32` to
+//! the guest (as a call argument or result); the guest gives it back later, and the host
+//! resolves it again with [`Domain::handle`] or [`Domain::with_handle`]. A stale or forged
+//! value resolves to an error, never to another resource. The guest may close a handle with
+//! the `handle_close(h i32) -> i32` import (`0`, or `-8` for a stale, forged or foreign value;
+//! a Warden addition to DESIGN §4).
 //!
 //! - **Each use holds a reference.** [`Domain::handle`] returns a [`HandleGuard`] that keeps
 //!   the resource alive until it is dropped, even if the handle is closed meanwhile (by the
