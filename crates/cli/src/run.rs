@@ -14,9 +14,10 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use warden::{
-    CallError, CallOptions, CallOutput, DomainConfig, Module, Runtime, RuntimeConfig, Val,
+    CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Runtime, RuntimeConfig, Val,
     WasiConfig, exit_code,
 };
 use warden_policy::Policy;
@@ -81,6 +82,11 @@ pub struct RunArgs {
     /// With --repeat: make the N calls in one domain instead.
     #[arg(long = "reuse-domain")]
     reuse_domain: bool,
+    /// Soak aid: put N host handles (dummy resources that count their releases) in each
+    /// domain before its call, so every unload has handles to release. The run fails with
+    /// code 119 if any of them was not released exactly once.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    handles: u32,
     /// Give the guest an environment variable (repeatable). The host environment is not
     /// passed otherwise.
     #[arg(long = "env", value_name = "KEY=VALUE")]
@@ -104,6 +110,10 @@ struct Plan {
     options: CallOptions,
     repeat: u64,
     reuse_domain: bool,
+    /// `--handles`: host handles put in each domain, and how many were opened and released.
+    handles: u32,
+    handles_opened: AtomicU64,
+    handles_released: Arc<AtomicU64>,
 }
 
 pub fn run(args: RunArgs) -> i32 {
@@ -155,6 +165,8 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     if let Some(m) = &args.max_memory {
         config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
     }
+    // Room for the soak aid's handles (the quota still applies beyond its bound).
+    config.max_handles = config.max_handles.max(args.handles as usize);
     if args.repeat == 0 {
         return Err("--repeat: must be at least 1".into());
     }
@@ -230,6 +242,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         },
         repeat: args.repeat,
         reuse_domain: args.reuse_domain,
+        handles: args.handles,
+        handles_opened: AtomicU64::new(0),
+        handles_released: Arc::new(AtomicU64::new(0)),
     })
 }
 
@@ -276,6 +291,10 @@ async fn execute(plan: Plan) -> i32 {
             }
         }
     }
+    let (opened, released) = (
+        plan.handles_opened.load(Ordering::SeqCst),
+        plan.handles_released.load(Ordering::SeqCst),
+    );
     if plan.repeat > 1 {
         let rss_after = proc_status();
         eprintln!(
@@ -289,7 +308,14 @@ async fn execute(plan: Plan) -> i32 {
             plan.runtime.domain_count()
         );
     }
-    let code = report(&last);
+    if plan.handles > 0 {
+        eprintln!("warden: handles {opened} opened, {released} released");
+    }
+    let mut code = report(&last);
+    if opened != released {
+        eprintln!("warden: {opened} handles were opened but {released} released");
+        code = exit_code::FATAL;
+    }
     // The foreground calls are done: the orderly exit path, with this run's code (unless a
     // signal or a policy action started the exit first: then its code wins).
     plan.runtime.exit(code);
@@ -399,6 +425,10 @@ async fn run_cycle(plan: &Arc<Plan>) -> Finished {
                         .runtime
                         .create_domain(&plan.module, plan.config.clone())
                         .await?;
+                    if let Err(e) = open_handles(&plan, &domain) {
+                        domain.unload().await;
+                        return Err(e);
+                    }
                     let out = domain.invoke(&name, &[], plan.options.clone()).await;
                     domain.unload().await;
                     out
@@ -435,6 +465,10 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
                 .runtime
                 .create_domain(&plan.module, plan.config.clone())
                 .await?;
+            if let Err(e) = open_handles(plan, &domain) {
+                domain.unload().await;
+                return Err(e);
+            }
             let mut out = None;
             for _ in 0..plan.repeat {
                 match domain.invoke(&name, &[], plan.options.clone()).await {
@@ -452,6 +486,18 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
         finished.push((name, result));
     }
     finished
+}
+
+/// `--handles N`: puts N dummy host resources in the domain, each counting its release.
+fn open_handles(plan: &Plan, domain: &Domain) -> Result<(), warden::Error> {
+    for i in 0..plan.handles {
+        let released = plan.handles_released.clone();
+        plan.handles_opened.fetch_add(1, Ordering::SeqCst);
+        domain.insert_handle(i, move |_| {
+            released.fetch_add(1, Ordering::SeqCst);
+        })?;
+    }
+    Ok(())
 }
 
 /// Prints results (`NAME: VALUES`) and failures; returns the process exit code.

@@ -23,6 +23,7 @@ use crate::call::{
 use crate::engine::Module;
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::handles::DomainHandles;
 use crate::ids::DomainId;
 use crate::memory::GuestMemory;
 use crate::runtime::RuntimeInner;
@@ -42,6 +43,9 @@ pub struct DomainConfig {
     pub max_tables: usize,
     /// Bound on instantiation (a start function is guest code too). Default 10 s.
     pub start_deadline: Option<Duration>,
+    /// Live handles the domain's handle table may hold (open, or closed but still borrowed);
+    /// clamped to [`warden_core::handles::MAX_QUOTA`]. Default 4096.
+    pub max_handles: usize,
     /// WASI settings, for modules that import `wasi_snapshot_preview1`.
     pub wasi: WasiConfig,
 }
@@ -55,6 +59,7 @@ impl Default for DomainConfig {
             max_memories: 1,
             max_tables: 4,
             start_deadline: Some(Duration::from_secs(10)),
+            max_handles: 4096,
             wasi: WasiConfig::default(),
         }
     }
@@ -93,7 +98,8 @@ pub struct UnloadReport {
     pub calls_failed: u64,
     /// Whether the guest finalizer ran to completion.
     pub finalizer_ran: bool,
-    /// Handles released.
+    /// Handles closed by the critical release. Each is released then, or when the host use
+    /// that borrows it (a [`HandleGuard`](crate::HandleGuard)) ends.
     pub handles_released: u64,
     /// Host locks released (poisoned).
     pub locks_released: u64,
@@ -148,13 +154,18 @@ pub(crate) struct DomainShared {
     pub(crate) at_exit: mpsc::UnboundedSender<oneshot::Sender<bool>>,
     /// The finalizer has been claimed (it runs at most once: at exit or at unload).
     pub(crate) finalized: AtomicBool,
+    /// The domain's host resources (see `handles.rs`).
+    pub(crate) handles: DomainHandles,
+    /// Set when `begin_unload` is done; the worker waits for it before running any more
+    /// guest code, so the finalizer never races the abort meant for the call in flight.
+    pub(crate) unload_begun: watch::Sender<bool>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
 /// the domain is unloaded politely in the background.
 #[derive(Clone)]
 pub struct Domain {
-    shared: Arc<DomainShared>,
+    pub(crate) shared: Arc<DomainShared>,
     _owner: Arc<Owner>,
 }
 
@@ -215,6 +226,8 @@ impl Domain {
             reservations_released: AtomicU64::new(0),
             at_exit,
             finalized: AtomicBool::new(false),
+            handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
+            unload_begun: watch::Sender::new(false),
         });
         let wasi = module
             .inner

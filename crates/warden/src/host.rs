@@ -27,6 +27,7 @@ pub const IMPORTS: &[&str] = &[
     "lock_release",
     "gate_reserve",
     "gate_release",
+    "handle_close",
 ];
 
 /// `-2`: the wait was chosen as a deadlock victim (DESIGN §4).
@@ -111,6 +112,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
             wait_abortable(&dom, &ctl, sleep).await?;
             Ok(0)
         })
+    })?;
+    // Not in DESIGN §4's table: the guest's side of the SafeHandle model (`handles.rs`).
+    // Closing drops the owner's reference; the release runs now unless host code is using
+    // the handle. A stale, forged or foreign value is `-8`, never another resource.
+    linker.func_wrap("warden", "handle_close", |cx: Cx<'_>, h: i32| -> i32 {
+        match cx.data().dom.handles.close(h as u32) {
+            Ok(()) => 0,
+            Err(_) => BAD_ARGUMENT,
+        }
     })?;
     linker.func_wrap(
         "warden",

@@ -16,10 +16,13 @@ impl DomainShared {
     /// or a call, never panic, and be safe to call more than once (the second call finds
     /// nothing left). Linear memory and tables live in the store and go with the process.
     ///
-    /// Host locks and memory-gate reservations belong to calls: those of the call running
+    /// Handles belong to the domain and are all closed. Host locks and memory-gate
+    /// reservations belong to calls: those of the call running
     /// now are released here (its locks poisoned, as for any owner that did not release
     /// them). A call that ends afterwards finds nothing left to release.
     pub(crate) fn critical_release(&self) {
+        // Every handle: released now, or when a host use still in progress ends.
+        self.release_handles();
         let Some(ctl) = self.current() else { return };
         ctl.gate().release_all();
         let orphaned = self.rt.locks.release_orphaned(ctl.id.0);

@@ -130,6 +130,7 @@ impl DomainShared {
             };
             ctl.request_abort(self, kind, AbortReason::Unload);
         }
+        self.unload_begun.send_replace(true);
     }
 
     fn escalate_rude(self: &Arc<Self>) {
@@ -200,6 +201,11 @@ impl DomainShared {
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
     ) {
+        // The worker sees the state leave LOADED before the unloader has emitted
+        // `domain_unloading` and aborted the call in flight; no guest code runs until it has,
+        // so the events keep their order and that abort never lands on the finalizer.
+        // (`begin_unload` runs synchronously right after the state changes, so this is short.)
+        let _ = self.unload_begun.subscribe().wait_for(|begun| *begun).await;
         rx.close();
         while let Ok(req) = rx.try_recv() {
             self.calls_failed.fetch_add(1, Ordering::Relaxed);
@@ -221,13 +227,14 @@ impl DomainShared {
                 });
         }
         let memory_released = store.data().memory.used();
-        // Critical release: after all guest code, never skipped.
+        // Critical release: after all guest code, never skipped, never timed out.
+        let handles_released = self.release_handles();
         drop(store);
         let report = UnloadReport {
             rude: self.is_rude(),
             calls_failed: self.calls_failed.load(Ordering::Relaxed),
             finalizer_ran,
-            handles_released: 0,
+            handles_released,
             locks_released: self.locks_released.load(Ordering::Relaxed),
             reservations_released: self.reservations_released.load(Ordering::Relaxed),
             memory_released,

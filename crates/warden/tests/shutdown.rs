@@ -552,7 +552,7 @@ async fn a_severer_exit_cuts_a_hung_orderly_exit_short() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn critical_release_at_exit_frees_a_running_calls_locks_and_reservations() {
+async fn critical_release_at_exit_frees_handles_and_a_running_calls_locks_and_reservations() {
     let (rt, rec) = runtime_with(config(Policy::default()));
     let d = domain(
         &rt,
@@ -567,6 +567,10 @@ async fn critical_release_at_exit_frees_a_running_calls_locks_and_reservations()
               (loop $l (br $l))))"#,
     )
     .await;
+    let released = Arc::new(Mutex::new(0));
+    let r2 = released.clone();
+    d.insert_handle(7u32, move |_| *r2.lock().unwrap() += 1)
+        .unwrap();
     let _spin = d
         .call("hold_and_spin", &[], CallOptions::default())
         .unwrap();
@@ -580,6 +584,7 @@ async fn critical_release_at_exit_frees_a_running_calls_locks_and_reservations()
     // The call is neither unwound nor waited for, but what it held is given back.
     assert!(!rt.locks().is_held("L"));
     assert_eq!(rt.memory().reserved, 0);
+    assert_eq!((d.handles_live(), *released.lock().unwrap()), (0, 1));
     assert_eq!(rec.named("locks_orphaned")[0]["locks"][0], "L");
     assert_eq!(exits(&rec), [0]);
 }
