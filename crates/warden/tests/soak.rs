@@ -1,6 +1,7 @@
 //! Zero growth (DESIGN §2: "Repeated create/unload cycles must not grow the process"): many
-//! create → open handles → call → unload cycles, with process memory, open file descriptors,
-//! live domains and handle releases back at their baseline.
+//! create → open handles → call (taking a host lock and a memory-gate reservation) → unload
+//! cycles, with process memory, open file descriptors, live domains, handle releases, the lock
+//! table and the memory budget back at their baseline.
 //!
 //! This file holds one test on purpose: RSS and descriptor counts are process-wide, so the
 //! test needs a process of its own (each test file is one) with no other test running beside
@@ -13,17 +14,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use warden::{CallOptions, DomainConfig, Val};
 
-/// A guest that touches some memory, then closes the handle it is given.
+/// A guest that takes a host lock and a memory-gate reservation (returned at call end),
+/// touches some memory, then closes the handle it is given and releases the lock.
 const GUEST: &str = r#"
 (module
   (import "warden" "handle_close" (func $close (param i32) (result i32)))
+  (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
+  (import "warden" "lock_release" (func $rel (param i32 i32) (result i32)))
+  (import "warden" "gate_reserve" (func $reserve (param i64) (result i32)))
   (memory (export "memory") 2)
+  (data (i32.const 131068) "soak")
   (func (export "work") (param $h i32) (result i32)
     (local $i i32)
+    (if (call $acq (i32.const 131068) (i32.const 4) (i64.const -1)) (then unreachable))
+    (if (i32.le_s (call $reserve (i64.const 65536)) (i32.const 0)) (then unreachable))
+    (local.set $i (i32.const 0))
     (loop $l
       (i32.store (local.get $i) (local.get $i))
       (local.set $i (i32.add (local.get $i) (i32.const 4096)))
       (br_if $l (i32.lt_u (local.get $i) (i32.const 131072))))
+    (if (call $rel (i32.const 131068) (i32.const 4)) (then unreachable))
     (call $close (local.get $h)))
   (func (export "warden_on_unload")))
 "#;
@@ -97,6 +107,14 @@ async fn create_call_unload_cycles_return_to_baseline() {
          {fds_after}"
     );
     assert_eq!(rt.domain_count(), 0);
+    assert!(!rt.locks().is_held("soak"));
+    assert_eq!(rt.locks().lock_count(), 0, "the lock table does not grow");
+    let memory = rt.memory();
+    assert_eq!(
+        (memory.used, memory.reserved),
+        (0, 0),
+        "the budget is back at zero"
+    );
     assert_eq!(opened.load(Ordering::SeqCst), CYCLES * HANDLES);
     assert_eq!(released.load(Ordering::SeqCst), CYCLES * HANDLES);
     assert_eq!(fds_after, fds_before, "file descriptors leaked");
