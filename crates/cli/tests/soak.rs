@@ -61,3 +61,19 @@ fn handles_must_be_a_number() {
         .expect("run warden");
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn the_soak_guest_takes_locks_and_reservations_and_leaves_nothing() {
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["run"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guests/soak.wat"))
+        .args(["--invoke", "cycle", "--repeat", "100", "--handles", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cycle: 0\n");
+    assert!(err.contains("100 cycles"), "{err}");
+    assert!(err.contains("domains left 0"), "{err}");
+    assert!(err.contains("handles 200 opened, 200 released"), "{err}");
+}
