@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run a WASI command (`_start`) or exported functions, each in a fresh domain.
     #[command(after_help = run::EXIT_CODES_HELP)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check, show and explain escalation policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -49,9 +49,20 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Warnings (e.g. the allocator falling back to on-demand) go to stderr; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Policy(cmd) => policy(cmd),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -1,13 +1,24 @@
 //! `warden run`: each call in a fresh domain, one outcome each, a stable exit code.
+//!
+//! How a run ends: when the foreground calls are done, their domains are unloaded politely
+//! (each guest's `warden_on_unload` runs, bounded by policy) and their results printed; then
+//! the run takes the runtime's orderly exit path ([`Runtime::exit`]) with the run's code: stop
+//! admitting, exit hooks, the finalizers of domains still loaded (background ones that are
+//! idle; busy ones skip theirs), critical release, exit — all bounded by the policy's
+//! `process-exit` timeout. Background calls still running are not waited for. A first
+//! SIGTERM/SIGINT takes the same exit path at once, with code 117, without waiting for the
+//! foreground calls; a second signal ends the process at once with 118. A policy exit action
+//! goes through the same coordinator with its own code (114-116).
 
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use warden::{
-    CallError, CallOptions, DomainConfig, Module, Runtime, RuntimeConfig, Val, WasiConfig,
-    exit_code,
+    CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Runtime, RuntimeConfig, Val,
+    WasiConfig, exit_code,
 };
 use warden_policy::Policy;
 
@@ -30,7 +41,8 @@ Exit codes:
   116    policy chose rude-exit-process (or the shutdown watchdog fired)
   117    first SIGTERM/SIGINT     118  second signal (rude exit)
   119    Warden's own invariant broke (fail-fast)
-When several calls fail, the code is that of the first failing --invoke in command-line order.";
+When several calls fail, the code is that of the first failing --invoke in command-line order.
+Background calls (--background-invoke) never decide the code.";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -40,12 +52,24 @@ pub struct RunArgs {
     /// concurrently, each in its own domain.
     #[arg(long = "invoke", value_name = "NAME")]
     invoke: Vec<String>,
+    /// Also call this export (no parameters) as a background call, in its own domain, started
+    /// once alongside the others (repeatable). Background calls do not keep the run alive:
+    /// when the foreground calls (--invoke, or `_start`) are done, the run exits without
+    /// waiting for them. A background call that finished prints its result like the others,
+    /// but never decides the exit code; its domain stays loaded until the exit, whose
+    /// finalizer phase runs its `warden_on_unload` if it is idle by then.
+    #[arg(long = "background-invoke", value_name = "NAME")]
+    background_invoke: Vec<String>,
     /// Bound each call: passing it is a `deadline` failure (e.g. 500ms, 2s, 1m).
     #[arg(long, value_name = "DURATION")]
     deadline: Option<String>,
     /// Linear memory each domain may hold (e.g. 8MiB).
     #[arg(long = "max-memory", value_name = "SIZE")]
     max_memory: Option<String>,
+    /// Process-wide budget for guest memory (e.g. 256MiB). Default: what the machine can give
+    /// (the cgroup limit, else physical memory less a margin).
+    #[arg(long = "memory-budget", value_name = "SIZE")]
+    memory_budget: Option<String>,
     /// Escalation policy: a preset (server, clr, sqlserver, fail-fast) or a TOML file.
     #[arg(long, value_name = "PRESET|FILE", default_value = "server")]
     policy: String,
@@ -58,6 +82,11 @@ pub struct RunArgs {
     /// With --repeat: make the N calls in one domain instead.
     #[arg(long = "reuse-domain")]
     reuse_domain: bool,
+    /// Soak aid: put N host handles (dummy resources that count their releases) in each
+    /// domain before its call, so every unload has handles to release. The run fails with
+    /// code 119 if any of them was not released exactly once.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    handles: u32,
     /// Give the guest an environment variable (repeatable). The host environment is not
     /// passed otherwise.
     #[arg(long = "env", value_name = "KEY=VALUE")]
@@ -73,10 +102,18 @@ struct Plan {
     module: Module,
     /// Exports to call; empty for a WASI command (`_start`).
     invokes: Vec<String>,
+    /// Exports to call as background calls.
+    background: Vec<String>,
+    /// Events go to stderr as JSON lines (so no plain messages there).
+    events_json: bool,
     config: DomainConfig,
     options: CallOptions,
     repeat: u64,
     reuse_domain: bool,
+    /// `--handles`: host handles put in each domain, and how many were opened and released.
+    handles: u32,
+    handles_opened: AtomicU64,
+    handles_released: Arc<AtomicU64>,
 }
 
 pub fn run(args: RunArgs) -> i32 {
@@ -99,8 +136,18 @@ pub fn run(args: RunArgs) -> i32 {
         };
         execute(plan).await
     });
+    // Calls still running (background ones, or any the exit left behind) must not hold up
+    // the end of the process.
+    rt.shutdown_background();
     let _ = std::io::stdout().flush();
     code
+}
+
+/// Ends the process: the runtime's exit function (called once, at the end of shutdown) and
+/// the second signal.
+fn end_process(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn fail(code: i32, msg: String) -> i32 {
@@ -118,6 +165,8 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     if let Some(m) = &args.max_memory {
         config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
     }
+    // Room for the soak aid's handles (the quota still applies beyond its bound).
+    config.max_handles = config.max_handles.max(args.handles as usize);
     if args.repeat == 0 {
         return Err("--repeat: must be at least 1".into());
     }
@@ -133,9 +182,17 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     }
     let bytes = std::fs::read(&args.module)
         .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
-    let mut rc = RuntimeConfig::default();
-    rc.policy = policy;
-    let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
+    let memory_budget = match &args.memory_budget {
+        Some(b) => Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?),
+        None => None,
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        policy,
+        memory_budget,
+        exit: Arc::new(|code| end_process(code)),
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {
@@ -152,7 +209,11 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
     } else {
         args.invoke.iter().map(String::as_str).collect()
     };
-    for name in &exports {
+    for name in exports
+        .iter()
+        .copied()
+        .chain(args.background_invoke.iter().map(String::as_str))
+    {
         check_export(&module, name)?;
     }
     let program = args
@@ -172,6 +233,8 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         runtime,
         module,
         invokes: args.invoke,
+        background: args.background_invoke,
+        events_json: args.events.is_some(),
         config,
         options: CallOptions {
             deadline,
@@ -179,6 +242,9 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         },
         repeat: args.repeat,
         reuse_domain: args.reuse_domain,
+        handles: args.handles,
+        handles_opened: AtomicU64::new(0),
+        handles_released: Arc::new(AtomicU64::new(0)),
     })
 }
 
@@ -208,6 +274,10 @@ type Finished = Vec<(String, Result<warden::CallOutput, warden::Error>)>;
 
 async fn execute(plan: Plan) -> i32 {
     let plan = Arc::new(plan);
+    if let Err(msg) = watch_signals(plan.runtime.clone(), plan.events_json) {
+        return fail(exit_code::FATAL, msg);
+    }
+    start_background(&plan);
     let rss_before = proc_status();
     let started = Instant::now();
     let mut last: Finished = Vec::new();
@@ -221,6 +291,10 @@ async fn execute(plan: Plan) -> i32 {
             }
         }
     }
+    let (opened, released) = (
+        plan.handles_opened.load(Ordering::SeqCst),
+        plan.handles_released.load(Ordering::SeqCst),
+    );
     if plan.repeat > 1 {
         let rss_after = proc_status();
         eprintln!(
@@ -234,7 +308,104 @@ async fn execute(plan: Plan) -> i32 {
             plan.runtime.domain_count()
         );
     }
-    report(&last)
+    if plan.handles > 0 {
+        eprintln!("warden: handles {opened} opened, {released} released");
+    }
+    let mut code = report(&last);
+    if opened != released {
+        eprintln!("warden: {opened} handles were opened but {released} released");
+        code = exit_code::FATAL;
+    }
+    // The foreground calls are done: the orderly exit path, with this run's code (unless a
+    // signal or a policy action started the exit first: then its code wins).
+    plan.runtime.exit(code);
+    plan.runtime.wait_exit().await.code
+}
+
+/// SIGTERM and SIGINT: the first starts an orderly exit, a second ends the process at once.
+#[cfg(unix)]
+fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("cannot watch {name}: {e}"))
+    };
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if !quiet {
+            eprintln!("warden: signalled; exiting in order (signal again to exit at once)");
+        }
+        runtime.exit(exit_code::SIGNALLED);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        end_process(exit_code::SIGNALLED_RUDE);
+    });
+    Ok(())
+}
+
+/// Ctrl-C where there are no Unix signals: the same two steps.
+#[cfg(not(unix))]
+fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        if !quiet {
+            eprintln!("warden: interrupted; exiting in order (again to exit at once)");
+        }
+        runtime.exit(exit_code::SIGNALLED);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            end_process(exit_code::SIGNALLED_RUDE);
+        }
+    });
+    Ok(())
+}
+
+/// Starts each background export once, in its own domain. The domain stays loaded until the
+/// process exits, so its finalizer runs in the exit's finalizer phase (if it is idle then).
+fn start_background(plan: &Arc<Plan>) {
+    for name in &plan.background {
+        let plan = plan.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let domain = match plan
+                .runtime
+                .create_domain(&plan.module, plan.config.clone())
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => return print_background(&name, Err(e)),
+            };
+            let options = CallOptions {
+                background: true,
+                ..plan.options.clone()
+            };
+            print_background(&name, domain.invoke(&name, &[], options).await);
+            // Hold the domain (dropping the last handle would unload it) until the exit.
+            std::future::pending::<()>().await;
+            drop(domain);
+        });
+    }
+}
+
+/// A finished background call: its values, or its failure (which sets no exit code). Being
+/// refused because the run is already exiting is not worth a line.
+fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
+    match result {
+        Ok(out) if out.exit_code.is_none() => {
+            let values: Vec<String> = out.values.iter().map(format_val).collect();
+            println!("{name}: {}", values.join(" ").trim_end());
+        }
+        Ok(_) => {}
+        Err(warden::Error::Call(CallError::ProcessExiting)) => {}
+        Err(e) => eprintln!("warden: {name} (background): {e}"),
+    }
 }
 
 /// Every export of the plan, concurrently, each in a fresh domain that is unloaded after.
@@ -254,6 +425,10 @@ async fn run_cycle(plan: &Arc<Plan>) -> Finished {
                         .runtime
                         .create_domain(&plan.module, plan.config.clone())
                         .await?;
+                    if let Err(e) = open_handles(&plan, &domain) {
+                        domain.unload().await;
+                        return Err(e);
+                    }
                     let out = domain.invoke(&name, &[], plan.options.clone()).await;
                     domain.unload().await;
                     out
@@ -290,6 +465,10 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
                 .runtime
                 .create_domain(&plan.module, plan.config.clone())
                 .await?;
+            if let Err(e) = open_handles(plan, &domain) {
+                domain.unload().await;
+                return Err(e);
+            }
             let mut out = None;
             for _ in 0..plan.repeat {
                 match domain.invoke(&name, &[], plan.options.clone()).await {
@@ -307,6 +486,18 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
         finished.push((name, result));
     }
     finished
+}
+
+/// `--handles N`: puts N dummy host resources in the domain, each counting its release.
+fn open_handles(plan: &Plan, domain: &Domain) -> Result<(), warden::Error> {
+    for i in 0..plan.handles {
+        let released = plan.handles_released.clone();
+        plan.handles_opened.fetch_add(1, Ordering::SeqCst);
+        domain.insert_handle(i, move |_| {
+            released.fetch_add(1, Ordering::SeqCst);
+        })?;
+    }
+    Ok(())
 }
 
 /// Prints results (`NAME: VALUES`) and failures; returns the process exit code.
@@ -328,10 +519,9 @@ fn report(finished: &Finished) -> i32 {
                     warden::Error::Call(err) => {
                         if let CallError::Trap { backtrace, .. }
                         | CallError::StackOverflow { backtrace } = err
+                            && !backtrace.is_empty()
                         {
-                            if !backtrace.is_empty() {
-                                eprintln!("{}", backtrace.trim_end());
-                            }
+                            eprintln!("{}", backtrace.trim_end());
                         }
                         exit_code::for_outcome(err.outcome())
                     }

@@ -276,3 +276,67 @@ fn help_documents_exit_codes() {
         assert!(out.contains(code), "{out}");
     }
 }
+
+#[test]
+fn memory_budget_caps_guest_memory_across_the_process() {
+    // The domain's own limit would allow 64 MiB; the process budget of 2 MiB denies first.
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "hog",
+        "--max-memory",
+        "64MiB",
+        "--memory-budget",
+        "2MiB",
+        "--events",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(105), "{}", stderr(&o));
+    assert!(stderr(&o).contains(r#""limit":"budget""#), "{}", stderr(&o));
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--memory-budget",
+        "tons",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
+}
+
+#[test]
+fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
+    // 1000 pool slots of 4 GiB cannot be reserved under a 16 GiB address-space limit.
+    let cmd = format!(
+        "ulimit -v 16000000 && exec {} run {} --invoke answer",
+        env!("CARGO_BIN_EXE_warden"),
+        hostile()
+    );
+    let o = Command::new("bash").arg("-c").arg(&cmd).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "answer: 42\n");
+    assert!(
+        stderr(&o).contains("falling back to on-demand"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
+    let g = repo("guests/deadlock.wat").display().to_string();
+    let o = run(&[
+        "run", &g, "--invoke", "ab", "--invoke", "ba", "--events", "json",
+    ]);
+    assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out == "ab: 0\n" || out == "ba: 0\n", "{out}");
+    assert!(
+        stderr(&o).contains(r#""event":"deadlock_detected""#),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
+}

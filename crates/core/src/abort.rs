@@ -8,23 +8,29 @@
 //! position in that protocol; the runtime consults it at every epoch check, in every host
 //! function that ends a deferral, and in every host wait.
 //!
-//! Ordering argument (why no abort is lost): [`AbortState::request`] publishes the request and
-//! then reads the deferral counters; the guest side decrements a counter and then reads the
-//! request (both `SeqCst`). At least one side sees the other, so either the requester sees the
-//! call deliverable (and forces an epoch check), or the guest sees the request inside
-//! `critical_exit` / `lock_release` and unwinds there. The periodic epoch check is a third net.
+//! Why no abort is lost: the request, the delivery mark and the three deferral counters are one
+//! atomic word, and every transition is a single read-modify-write of it. So a request and a
+//! deferral ending are totally ordered: either the request comes first and the guest sees it
+//! at its exit (`critical_exit`, `lock_release` unwind there), or the exit comes first and the
+//! requester sees the call deliverable (and forces an epoch check). The periodic epoch check is
+//! a third net. A loom model checks this in every interleaving (`abort::loom_tests`).
 //!
 //! What this does not do: it does not stop code. Delivery is the runtime's job (an epoch
 //! callback or a host function returning the abort as an error); this type only answers "is
 //! there an abort, and may it land now?".
 
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::SeqCst};
+#[cfg(not(all(test, loom)))]
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+// Under the loom model (tests only) the word is loom's, so every interleaving of a request
+// with a deferral ending is explored.
+#[cfg(all(test, loom))]
+use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use tokio::sync::Notify;
 
 /// How hard an abort is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AbortKind {
-    /// Deferred by critical regions, held host locks, constrained regions and host functions.
+    /// Deferred by critical regions, held host locks and constrained regions.
     Polite,
     /// Deferred only by constrained regions.
     Rude,
@@ -39,8 +45,6 @@ pub enum Deferral {
     Critical,
     /// The call holds one or more host locks.
     Lock,
-    /// The call is inside a host function (the abort lands when it returns to wasm).
-    HostCall,
 }
 
 impl Deferral {
@@ -50,10 +54,19 @@ impl Deferral {
             Deferral::Constrained => "constrained_region",
             Deferral::Critical => "critical_region",
             Deferral::Lock => "lock_held",
-            Deferral::HostCall => "host_call",
         }
     }
 }
+
+/// A region exit with no matching enter (a guest bug; the runtime traps the call).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("region exit without a matching enter")]
+pub struct Unbalanced;
+
+/// A region or lock count would pass [`MAX_DEPTH`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("more than {MAX_DEPTH} nested regions or held locks")]
+pub struct TooDeep;
 
 /// What [`AbortState::request`] found.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -68,20 +81,81 @@ pub enum RequestOutcome {
     AlreadyDelivered,
 }
 
-const NONE: u8 = 0;
-const POLITE: u8 = 1;
-const RUDE: u8 = 2;
+/// Deepest nesting of critical or constrained regions, and most host locks, one call may hold.
+pub const MAX_DEPTH: u64 = (1 << 20) - 1;
+
+// The whole state is one word, so that every transition is one read-modify-write of one
+// location: a request and a deferral ending are totally ordered, whatever the memory model.
+//   bits  0..20  critical depth      bits 40..60  held host locks
+//   bits 20..40  constrained depth   bits 60..62  requested (0 none, 1 polite, 2 rude)
+//                                     bits 62..64  delivered (same coding)
+const CRITICAL: u32 = 0;
+const CONSTRAINED: u32 = 20;
+const LOCKS: u32 = 40;
+const REQUESTED: u32 = 60;
+const DELIVERED: u32 = 62;
+const FIELD: u64 = MAX_DEPTH;
+const NONE: u64 = 0;
+const POLITE: u64 = 1;
+const RUDE: u64 = 2;
+
+fn field(word: u64, at: u32) -> u64 {
+    (word >> at) & FIELD
+}
+
+fn kind_of(code: u64) -> Option<AbortKind> {
+    match code {
+        POLITE => Some(AbortKind::Polite),
+        RUDE => Some(AbortKind::Rude),
+        _ => None,
+    }
+}
+
+fn code_of(kind: AbortKind) -> u64 {
+    match kind {
+        AbortKind::Polite => POLITE,
+        AbortKind::Rude => RUDE,
+    }
+}
+
+fn requested_in(word: u64) -> u64 {
+    (word >> REQUESTED) & 3
+}
+
+fn delivered_in(word: u64) -> u64 {
+    (word >> DELIVERED) & 3
+}
+
+fn deferral_in(word: u64, kind: AbortKind) -> Option<Deferral> {
+    if field(word, CONSTRAINED) > 0 {
+        return Some(Deferral::Constrained);
+    }
+    if kind == AbortKind::Rude {
+        return None;
+    }
+    if field(word, CRITICAL) > 0 {
+        return Some(Deferral::Critical);
+    }
+    if field(word, LOCKS) > 0 {
+        return Some(Deferral::Lock);
+    }
+    None
+}
+
+/// The abort that may land in state `word`, if any.
+fn deliverable_in(word: u64) -> Option<AbortKind> {
+    if delivered_in(word) != NONE {
+        return None;
+    }
+    let kind = kind_of(requested_in(word))?;
+    deferral_in(word, kind).is_none().then_some(kind)
+}
 
 /// One call's abort record. Shared (behind an `Arc`) between the call's own task, which moves
 /// the deferral counters, and any task that requests an abort.
 #[derive(Debug, Default)]
 pub struct AbortState {
-    requested: AtomicU8,
-    delivered: AtomicU8,
-    critical: AtomicU32,
-    constrained: AtomicU32,
-    locks: AtomicU32,
-    host: AtomicU32,
+    word: AtomicU64,
     wake: Notify,
 }
 
@@ -91,153 +165,124 @@ impl AbortState {
         Self::default()
     }
 
+    fn update(&self, f: impl Fn(u64) -> Option<u64>) -> Result<u64, u64> {
+        self.word.fetch_update(SeqCst, SeqCst, f)
+    }
+
     /// Requests an abort of the given kind. A rude request upgrades a pending polite one; a
     /// polite request never downgrades a rude one. Wakes host waits so they can re-check.
     pub fn request(&self, kind: AbortKind) -> RequestOutcome {
-        if self.delivered.load(SeqCst) != NONE {
-            return RequestOutcome::AlreadyDelivered;
-        }
-        let want = match kind {
-            AbortKind::Polite => POLITE,
-            AbortKind::Rude => RUDE,
-        };
-        let before = self.requested.fetch_max(want, SeqCst);
+        let want = code_of(kind);
+        let before = self.update(|w| {
+            (delivered_in(w) == NONE && requested_in(w) < want)
+                .then_some((w & !(3 << REQUESTED)) | (want << REQUESTED))
+        });
         self.wake.notify_waiters();
-        if before >= want {
-            return RequestOutcome::AlreadyRequested;
-        }
-        // Host functions are not reported as a deferral: waits are woken, and any other host
-        // function returns to wasm, where the next epoch check delivers.
-        match self.deferral_for(kind, false) {
-            None => RequestOutcome::Deliverable,
-            Some(d) => RequestOutcome::Deferred(d),
+        match before {
+            Err(w) if delivered_in(w) != NONE => RequestOutcome::AlreadyDelivered,
+            Err(_) => RequestOutcome::AlreadyRequested,
+            // The deferral is judged on the same word the request was written into.
+            Ok(w) => match deferral_in(w, kind) {
+                None => RequestOutcome::Deliverable,
+                Some(d) => RequestOutcome::Deferred(d),
+            },
         }
     }
 
     /// The pending abort, if any (what the guest's `abort_requested()` reports).
     pub fn requested(&self) -> Option<AbortKind> {
-        match self.requested.load(SeqCst) {
-            POLITE => Some(AbortKind::Polite),
-            RUDE => Some(AbortKind::Rude),
-            _ => None,
-        }
+        kind_of(requested_in(self.word.load(SeqCst)))
     }
 
-    /// Why the pending abort (or one of `kind`) cannot land now; `None` when it can.
-    /// `count_host` says whether being inside a host function defers it (true for the epoch
-    /// check, false for host waits, which are the abortable exception).
-    pub fn deferral_for(&self, kind: AbortKind, count_host: bool) -> Option<Deferral> {
-        if self.constrained.load(SeqCst) > 0 {
-            return Some(Deferral::Constrained);
-        }
-        if kind == AbortKind::Rude {
-            return None;
-        }
-        if self.critical.load(SeqCst) > 0 {
-            return Some(Deferral::Critical);
-        }
-        if self.locks.load(SeqCst) > 0 {
-            return Some(Deferral::Lock);
-        }
-        if count_host && self.host.load(SeqCst) > 0 {
-            return Some(Deferral::HostCall);
-        }
-        None
+    /// Why an abort of `kind` could not land now; `None` when it could.
+    pub fn deferral_for(&self, kind: AbortKind) -> Option<Deferral> {
+        deferral_in(self.word.load(SeqCst), kind)
     }
 
-    /// The kind of abort that may land at this point, if any. `in_wait` is true inside an
-    /// abortable host wait (sleep, lock wait), where being in a host function does not defer.
-    pub fn deliverable(&self, in_wait: bool) -> Option<AbortKind> {
-        let kind = self.requested()?;
-        if self.delivered.load(SeqCst) != NONE {
-            return None;
-        }
-        self.deferral_for(kind, !in_wait).is_none().then_some(kind)
+    /// The kind of abort that may land at this point, if any.
+    pub fn deliverable(&self) -> Option<AbortKind> {
+        deliverable_in(self.word.load(SeqCst))
     }
 
     /// Marks the abort as delivered (the caller is about to unwind the call). Returns the kind
     /// delivered, or `None` if nothing was deliverable or it was already delivered.
-    pub fn take_delivery(&self, in_wait: bool) -> Option<AbortKind> {
-        let kind = self.deliverable(in_wait)?;
-        let code = if kind == AbortKind::Rude {
-            RUDE
-        } else {
-            POLITE
-        };
-        self.delivered
-            .compare_exchange(NONE, code, SeqCst, SeqCst)
+    pub fn take_delivery(&self) -> Option<AbortKind> {
+        self.update(|w| deliverable_in(w).map(|k| w | (code_of(k) << DELIVERED)))
             .ok()
-            .map(|_| kind)
+            .and_then(deliverable_in)
     }
 
     /// The abort that unwound the call, if one did.
     pub fn delivered(&self) -> Option<AbortKind> {
-        match self.delivered.load(SeqCst) {
-            POLITE => Some(AbortKind::Polite),
-            RUDE => Some(AbortKind::Rude),
-            _ => None,
-        }
+        kind_of(delivered_in(self.word.load(SeqCst)))
     }
 
-    /// Enters a critical region.
-    pub fn critical_enter(&self) {
-        self.critical.fetch_add(1, SeqCst);
+    fn enter(&self, at: u32) -> Result<(), TooDeep> {
+        self.update(|w| (field(w, at) < MAX_DEPTH).then(|| w + (1 << at)))
+            .map(drop)
+            .map_err(|_| TooDeep)
     }
 
-    /// Leaves a critical region. `Err(())` when none was entered (an unbalanced exit).
-    pub fn critical_exit(&self) -> Result<(), ()> {
-        dec(&self.critical)
-    }
-
-    /// Enters a constrained region.
-    pub fn constrained_enter(&self) {
-        self.constrained.fetch_add(1, SeqCst);
-    }
-
-    /// Leaves a constrained region. `Err(())` when none was entered.
-    pub fn constrained_exit(&self) -> Result<(), ()> {
-        let r = dec(&self.constrained);
-        // A rude abort may have become deliverable to a waiting host call.
+    fn exit(&self, at: u32) -> Result<(), Unbalanced> {
+        let r = self
+            .update(|w| (field(w, at) > 0).then(|| w - (1 << at)))
+            .map(drop)
+            .map_err(|_| Unbalanced);
+        // An abort may have become deliverable to a waiting host call.
         self.wake.notify_waiters();
         r
     }
 
+    /// Enters a critical region.
+    pub fn critical_enter(&self) -> Result<(), TooDeep> {
+        self.enter(CRITICAL)
+    }
+
+    /// Leaves a critical region. `Err` when none was entered (an unbalanced exit).
+    pub fn critical_exit(&self) -> Result<(), Unbalanced> {
+        self.exit(CRITICAL)
+    }
+
+    /// Enters a constrained region.
+    pub fn constrained_enter(&self) -> Result<(), TooDeep> {
+        self.enter(CONSTRAINED)
+    }
+
+    /// Leaves a constrained region. `Err` when none was entered.
+    pub fn constrained_exit(&self) -> Result<(), Unbalanced> {
+        self.exit(CONSTRAINED)
+    }
+
     /// Records that the call now holds one more host lock.
-    pub fn lock_taken(&self) {
-        self.locks.fetch_add(1, SeqCst);
+    pub fn lock_taken(&self) -> Result<(), TooDeep> {
+        self.enter(LOCKS)
     }
 
     /// Records that the call released a host lock.
     pub fn lock_dropped(&self) {
-        let _ = dec(&self.locks);
-    }
-
-    /// Marks entry into a host function (polite aborts land when it returns).
-    pub fn host_enter(&self) {
-        self.host.fetch_add(1, SeqCst);
-    }
-
-    /// Marks the return from a host function.
-    pub fn host_exit(&self) {
-        let _ = dec(&self.host);
+        let _ = self.exit(LOCKS);
     }
 
     /// Whether a failure now would hit the call in a critical state (a critical or constrained
     /// region, or holding host locks): the policy's `critical-escalation` floor applies.
     pub fn is_critical(&self) -> bool {
-        self.critical.load(SeqCst) > 0
-            || self.constrained.load(SeqCst) > 0
-            || self.locks.load(SeqCst) > 0
+        let w = self.word.load(SeqCst);
+        field(w, CRITICAL) > 0 || field(w, CONSTRAINED) > 0 || field(w, LOCKS) > 0
     }
 
     /// Current depth of critical regions.
-    pub fn critical_depth(&self) -> u32 {
-        self.critical.load(SeqCst)
+    pub fn critical_depth(&self) -> u64 {
+        field(self.word.load(SeqCst), CRITICAL)
     }
 
     /// Current depth of constrained regions.
-    pub fn constrained_depth(&self) -> u32 {
-        self.constrained.load(SeqCst)
+    pub fn constrained_depth(&self) -> u64 {
+        field(self.word.load(SeqCst), CONSTRAINED)
+    }
+
+    /// Host locks the call holds, as far as this record knows.
+    pub fn locks_held(&self) -> u64 {
+        field(self.word.load(SeqCst), LOCKS)
     }
 
     /// Resolves the next time an abort is requested or a deferral may have ended. Create the
@@ -248,69 +293,101 @@ impl AbortState {
     }
 }
 
-fn dec(counter: &AtomicU32) -> Result<(), ()> {
-    counter
-        .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
-        .map(|_| ())
-        .map_err(|_| ())
+/// Model check (run with `RUSTFLAGS="--cfg loom" cargo test -p warden-core --release --lib
+/// abort::loom`): in every interleaving of a requester with a guest leaving its last
+/// deferral, either the requester sees the call deliverable or the guest sees the request at
+/// its exit — no abort is lost — and it is delivered exactly once.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    fn race(guest_holds_lock: bool) {
+        loom::model(move || {
+            let s = Arc::new(AbortState::new());
+            s.critical_enter().unwrap();
+            if guest_holds_lock {
+                s.lock_taken().unwrap();
+            }
+            let requester = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.request(AbortKind::Polite))
+            };
+            // The guest leaves its regions; at each exit it checks for a deliverable abort,
+            // as critical_exit and lock_release do.
+            s.critical_exit().unwrap();
+            let mut delivered = s.take_delivery().is_some();
+            if guest_holds_lock {
+                s.lock_dropped();
+                delivered |= s.take_delivery().is_some();
+            }
+            let outcome = requester.join().unwrap();
+            assert!(
+                delivered || outcome == RequestOutcome::Deliverable,
+                "abort lost: {outcome:?}"
+            );
+            // The epoch check afterwards delivers at most once more, and only if no exit did.
+            let at_epoch = s.take_delivery().is_some();
+            assert!(delivered ^ at_epoch, "delivered exactly once");
+        });
+    }
+
+    #[test]
+    fn request_racing_critical_exit() {
+        race(false);
+    }
+
+    #[test]
+    fn request_racing_the_last_lock_release() {
+        race(true);
+    }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn polite_abort_is_deferred_by_critical_and_locks_but_not_rude() {
         let s = AbortState::new();
-        s.critical_enter();
+        s.critical_enter().unwrap();
         assert_eq!(
             s.request(AbortKind::Polite),
             RequestOutcome::Deferred(Deferral::Critical)
         );
-        assert_eq!(s.deliverable(false), None);
-        s.lock_taken();
+        assert_eq!(s.deliverable(), None);
+        s.lock_taken().unwrap();
         s.critical_exit().unwrap();
-        assert_eq!(s.deliverable(false), None, "still holds a lock");
+        assert_eq!(s.deliverable(), None, "still holds a lock");
         s.lock_dropped();
-        assert_eq!(s.deliverable(false), Some(AbortKind::Polite));
+        assert_eq!(s.deliverable(), Some(AbortKind::Polite));
 
         let s = AbortState::new();
-        s.critical_enter();
-        s.lock_taken();
+        s.critical_enter().unwrap();
+        s.lock_taken().unwrap();
         assert_eq!(s.request(AbortKind::Rude), RequestOutcome::Deliverable);
-        assert_eq!(s.take_delivery(false), Some(AbortKind::Rude));
-        assert_eq!(s.take_delivery(false), None, "delivered once");
+        assert_eq!(s.take_delivery(), Some(AbortKind::Rude));
+        assert_eq!(s.take_delivery(), None, "delivered once");
         assert_eq!(s.request(AbortKind::Rude), RequestOutcome::AlreadyDelivered);
     }
 
     #[test]
     fn constrained_region_defers_even_rude() {
         let s = AbortState::new();
-        s.constrained_enter();
+        s.constrained_enter().unwrap();
         assert_eq!(
             s.request(AbortKind::Rude),
             RequestOutcome::Deferred(Deferral::Constrained)
         );
-        assert_eq!(s.deliverable(true), None);
+        assert_eq!(s.deliverable(), None);
         s.constrained_exit().unwrap();
-        assert_eq!(s.deliverable(true), Some(AbortKind::Rude));
-    }
-
-    #[test]
-    fn host_calls_defer_only_outside_waits() {
-        let s = AbortState::new();
-        s.host_enter();
-        assert_eq!(s.request(AbortKind::Polite), RequestOutcome::Deliverable);
-        assert_eq!(s.deliverable(false), None);
-        assert_eq!(s.deliverable(true), Some(AbortKind::Polite));
-        s.host_exit();
-        assert_eq!(s.deliverable(false), Some(AbortKind::Polite));
+        assert_eq!(s.deliverable(), Some(AbortKind::Rude));
     }
 
     #[test]
     fn rude_upgrades_polite_and_polite_never_downgrades() {
         let s = AbortState::new();
-        s.critical_enter();
+        s.critical_enter().unwrap();
         assert!(matches!(
             s.request(AbortKind::Polite),
             RequestOutcome::Deferred(_)
@@ -328,6 +405,20 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_bounded_and_never_spills_into_other_fields() {
+        let s = AbortState::new();
+        for _ in 0..MAX_DEPTH {
+            s.critical_enter().unwrap();
+        }
+        assert_eq!(s.critical_enter(), Err(TooDeep));
+        assert_eq!(s.critical_depth(), MAX_DEPTH);
+        assert_eq!(s.constrained_depth(), 0);
+        assert_eq!(s.requested(), None);
+        assert_eq!(s.request(AbortKind::Rude), RequestOutcome::Deliverable);
+        assert_eq!(s.critical_depth(), MAX_DEPTH);
+    }
+
+    #[test]
     fn unbalanced_exits_are_errors_and_leave_counters_at_zero() {
         let s = AbortState::new();
         assert!(s.critical_exit().is_err());
@@ -342,14 +433,14 @@ mod tests {
     fn request_racing_critical_exit_is_never_lost() {
         for _ in 0..2000 {
             let s = std::sync::Arc::new(AbortState::new());
-            s.critical_enter();
+            s.critical_enter().unwrap();
             let r = {
                 let s = s.clone();
                 std::thread::spawn(move || s.request(AbortKind::Polite))
             };
             let exited_sees = {
                 s.critical_exit().unwrap();
-                s.deliverable(false)
+                s.deliverable()
             };
             let outcome = r.join().unwrap();
             // Either side saw the other, and afterwards it is certainly deliverable.
@@ -357,7 +448,7 @@ mod tests {
                 exited_sees.is_some() || outcome == RequestOutcome::Deliverable,
                 "abort lost: {outcome:?}"
             );
-            assert_eq!(s.deliverable(false), Some(AbortKind::Polite));
+            assert_eq!(s.deliverable(), Some(AbortKind::Polite));
         }
     }
 
@@ -369,7 +460,7 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     let n = s.changed();
-                    if s.deliverable(true).is_some() {
+                    if s.deliverable().is_some() {
                         return;
                     }
                     n.await;

@@ -7,11 +7,12 @@
 //! `join` and by one `call_finished` event.
 
 use serde::Serialize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 use warden_core::abort::{AbortKind, AbortState, RequestOutcome};
+use warden_core::budget::Reservation;
 
 use crate::domain::DomainShared;
 use crate::events::EventKind;
@@ -171,7 +172,9 @@ pub type CallResult = Result<CallOutput, CallError>;
 /// Options for one call.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
-    /// Passing this is a `deadline` failure (default action: abort; outcome `timeout`).
+    /// Passing this is a `deadline` failure (default action: abort; outcome `timeout`). It
+    /// counts from when the call starts running, not from when it was queued behind the
+    /// domain's running call.
     pub deadline: Option<Duration>,
     /// A background call does not keep `warden run` alive (DESIGN §2 "Shutdown").
     pub background: bool,
@@ -235,6 +238,52 @@ pub(crate) struct CallCtl {
     /// Wakes the worker so it can start escalation timers for a new request.
     pub(crate) kick: Notify,
     pub(crate) background: bool,
+    /// Memory-gate reservations the call holds, by token; returned when the call ends.
+    pub(crate) gate: Mutex<Gate>,
+}
+
+/// A call's memory-gate reservations: the one its options declared (token 0) and those the
+/// guest took with `gate_reserve` (positive tokens).
+#[derive(Default)]
+pub(crate) struct Gate {
+    next: i32,
+    held: Vec<(i32, Reservation)>,
+}
+
+impl Gate {
+    /// Keeps a reservation; returns its token (positive), or `None` when tokens ran out.
+    pub(crate) fn keep(&mut self, r: Reservation) -> Option<i32> {
+        self.next = self.next.checked_add(1)?;
+        self.held.push((self.next, r));
+        Some(self.next)
+    }
+
+    pub(crate) fn keep_declared(&mut self, r: Reservation) {
+        self.held.push((0, r));
+    }
+
+    /// Returns the reservation with `token` to the budget; false when there is none.
+    pub(crate) fn release(&mut self, token: i32) -> bool {
+        match self.held.iter().position(|(t, _)| *t == token && token > 0) {
+            Some(i) => {
+                self.held.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every reservation, for growth to spend first.
+    pub(crate) fn reservations(&self) -> Vec<&Reservation> {
+        self.held.iter().map(|(_, r)| r).collect()
+    }
+
+    /// Returns everything; the bytes returned.
+    pub(crate) fn release_all(&mut self) -> u64 {
+        let bytes = self.held.iter().map(|(_, r)| r.bytes()).sum();
+        self.held.clear();
+        bytes
+    }
 }
 
 impl CallCtl {
@@ -247,7 +296,12 @@ impl CallCtl {
             memory_denied: AtomicBool::new(false),
             kick: Notify::new(),
             background,
+            gate: Mutex::new(Gate::default()),
         })
+    }
+
+    pub(crate) fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn reason(&self) -> Option<AbortReason> {
@@ -342,6 +396,11 @@ impl CallHandle {
             warden_policy::Operation::RudeAbort,
             AbortReason::Embedder,
         );
+    }
+
+    /// Whether the call was started as a background call ([`CallOptions::background`]).
+    pub fn is_background(&self) -> bool {
+        self.ctl.background
     }
 
     /// Whether an abort has been requested for this call.

@@ -10,11 +10,12 @@
 //! its domain past the policy's bounds.
 
 use crate::escalation::Driven;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use warden_core::abort::AbortKind;
+use warden_core::budget::{AccountStats, MemoryAccount};
 
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
@@ -22,6 +23,7 @@ use crate::call::{
 use crate::engine::Module;
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::handles::DomainHandles;
 use crate::ids::DomainId;
 use crate::memory::GuestMemory;
 use crate::runtime::RuntimeInner;
@@ -41,6 +43,9 @@ pub struct DomainConfig {
     pub max_tables: usize,
     /// Bound on instantiation (a start function is guest code too). Default 10 s.
     pub start_deadline: Option<Duration>,
+    /// Live handles the domain's handle table may hold (open, or closed but still borrowed);
+    /// clamped to [`warden_core::handles::MAX_QUOTA`]. Default 4096.
+    pub max_handles: usize,
     /// WASI settings, for modules that import `wasi_snapshot_preview1`.
     pub wasi: WasiConfig,
 }
@@ -54,6 +59,7 @@ impl Default for DomainConfig {
             max_memories: 1,
             max_tables: 4,
             start_deadline: Some(Duration::from_secs(10)),
+            max_handles: 4096,
             wasi: WasiConfig::default(),
         }
     }
@@ -92,7 +98,8 @@ pub struct UnloadReport {
     pub calls_failed: u64,
     /// Whether the guest finalizer ran to completion.
     pub finalizer_ran: bool,
-    /// Handles released.
+    /// Handles closed by the critical release. Each is released then, or when the host use
+    /// that borrows it (a [`HandleGuard`](crate::HandleGuard)) ends.
     pub handles_released: u64,
     /// Host locks released (poisoned).
     pub locks_released: u64,
@@ -137,13 +144,28 @@ pub(crate) struct DomainShared {
     pub(crate) calls_failed: AtomicU64,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
     pub(crate) memory_used: AtomicU64,
+    /// The domain's account with the process memory budget.
+    pub(crate) account: Arc<MemoryAccount>,
+    /// Host locks its calls left held (released poisoned), for the unload report.
+    pub(crate) locks_released: AtomicU64,
+    /// Memory-gate bytes returned by calls the unload ended, for the unload report.
+    pub(crate) reservations_released: AtomicU64,
+    /// Requests to run the finalizer at process exit, without unloading (shutdown.rs).
+    pub(crate) at_exit: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+    /// The finalizer has been claimed (it runs at most once: at exit or at unload).
+    pub(crate) finalized: AtomicBool,
+    /// The domain's host resources (see `handles.rs`).
+    pub(crate) handles: DomainHandles,
+    /// Set when `begin_unload` is done; the worker waits for it before running any more
+    /// guest code, so the finalizer never races the abort meant for the call in flight.
+    pub(crate) unload_begun: watch::Sender<bool>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
 /// the domain is unloaded politely in the background.
 #[derive(Clone)]
 pub struct Domain {
-    shared: Arc<DomainShared>,
+    pub(crate) shared: Arc<DomainShared>,
     _owner: Arc<Owner>,
 }
 
@@ -156,7 +178,7 @@ impl Drop for Owner {
         if shared.is_loaded() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    shared.unload(false).await;
+                    shared.request_unload(false).await;
                 });
             } else {
                 // No runtime to run the protocol on: closing the queue makes the worker
@@ -186,6 +208,7 @@ impl Domain {
         rt.check_imports(module)?;
         let id = DomainId::next();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (at_exit, at_exit_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(DomainShared {
             id,
             rt: rt.clone(),
@@ -198,6 +221,13 @@ impl Domain {
             done: watch::Sender::new(None),
             calls_failed: AtomicU64::new(0),
             memory_used: AtomicU64::new(0),
+            account: Arc::new(rt.budget.account()),
+            locks_released: AtomicU64::new(0),
+            reservations_released: AtomicU64::new(0),
+            at_exit,
+            finalized: AtomicBool::new(false),
+            handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
+            unload_begun: watch::Sender::new(false),
         });
         let wasi = module
             .inner
@@ -228,11 +258,17 @@ impl Domain {
         };
         shared.set_current(None);
         store.data_mut().call = None;
+        shared.end_of_call(&ctl);
         let instance = match ran {
             Driven::Finished(Ok(instance)) => instance,
             Driven::Finished(Err(e)) => {
                 let err = classify(&ctl, e);
                 shared.mark_unloaded();
+                // A failing start function is a failure like any other (the domain is gone
+                // already, so only the process actions have anything left to do).
+                if let Err(err) = &err {
+                    shared.decide_failure(&ctl, err);
+                }
                 return Err(Error::Instantiate(match err {
                     Ok(_) => "start function exited".into(),
                     Err(CallError::Trap { message, .. }) => message,
@@ -251,7 +287,7 @@ impl Domain {
             module: module.digest().to_string(),
         });
         let worker = shared.clone();
-        tokio::spawn(async move { worker.run(store, instance, rx).await });
+        tokio::spawn(async move { worker.run(store, instance, rx, at_exit_rx).await });
         Ok(Domain {
             _owner: Arc::new(Owner(shared.clone())),
             shared,
@@ -276,6 +312,12 @@ impl Domain {
     /// Bytes of linear memory and tables the domain holds now.
     pub fn memory_used(&self) -> u64 {
         self.shared.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// The domain's memory figures: linear memory and tables charged to the process budget
+    /// (`used`, `peak`), memory-gate bytes it holds (`reserved`), growths denied.
+    pub fn memory_stats(&self) -> AccountStats {
+        self.shared.account.stats()
     }
 
     /// Whether a call is running in the domain now.
@@ -306,16 +348,18 @@ impl Domain {
     }
 
     /// Unloads the domain politely: block entry, abort the in-flight call (deferral
-    /// honoured), run `warden_on_unload`, release everything, drop the store. Bounded by the
-    /// policy's `unload-domain` operation. Concurrent and repeated unloads all get the one
-    /// result.
+    /// honoured), run `warden_on_unload`, release everything, drop the store. This is the
+    /// policy's `unload-domain` operation: its default action may make the unload rude (or
+    /// an exit action, which is taken before the unload runs), and its timeout bounds it.
+    /// Concurrent and repeated unloads all get the one result.
     pub async fn unload(&self) -> UnloadReport {
-        self.shared.unload(false).await
+        self.shared.request_unload(false).await
     }
 
     /// Unloads the domain rudely: block entry, rude abort, no finalizer, release, drop.
+    /// This is the policy's `rude-unload-domain` operation (its default action applies).
     pub async fn rude_unload(&self) -> UnloadReport {
-        self.shared.unload(true).await
+        self.shared.request_unload(true).await
     }
 
     /// Waits until the domain has been unloaded (by anyone) and returns the report.
@@ -379,6 +423,22 @@ impl DomainShared {
             refuse(e, reply);
             return Ok(handle);
         }
+        if let Some(bytes) = options.reserve {
+            // The memory gate: a soft OOM before any work starts, never an escalation.
+            match self.account.reserve(bytes) {
+                Ok(r) => ctl.gate().keep_declared(r),
+                Err(e) => {
+                    refuse(
+                        CallError::InsufficientMemory {
+                            requested: e.requested,
+                            available: e.available,
+                        },
+                        reply,
+                    );
+                    return Ok(handle);
+                }
+            }
+        }
         let req = CallRequest {
             ctl: ctl.clone(),
             export: export.to_string(),
@@ -419,6 +479,7 @@ impl DomainShared {
                     Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
                     Err(e) => e.detail(),
                 },
+                memory_used: self.account.used(),
             });
         let _ = reply.send(result);
     }
@@ -429,15 +490,28 @@ impl DomainShared {
         mut store: wasmtime::Store<DomainState>,
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
+        mut at_exit: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
     ) {
+        let _guard = WorkerGuard(self.clone());
         let mut state = self.state.subscribe();
         loop {
             let req = tokio::select! {
                 biased;
                 _ = state.wait_for(|s| *s != LOADED) => None,
-                r = rx.recv() => r,
+                Some(reply) = at_exit.recv() => Some(Err(reply)),
+                r = rx.recv() => r.map(Ok),
             };
-            let Some(req) = req else { break };
+            let req = match req {
+                None => break,
+                Some(Ok(req)) => req,
+                Some(Err(reply)) => {
+                    self.finalize_at_exit(&mut store, &instance, reply).await;
+                    if *self.kill.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             self.run_call(&mut store, &instance, req).await;
             if *self.kill.borrow() {
                 break;
@@ -470,7 +544,7 @@ impl DomainShared {
             reply,
         } = req;
         let started = Instant::now();
-        if let Some(kind) = ctl.abort.take_delivery(true) {
+        if let Some(kind) = ctl.abort.take_delivery() {
             // Aborted while still queued: it never runs.
             self.finish(&ctl, Err(ctl.abort_error(kind)), started, reply);
             return;
@@ -478,6 +552,11 @@ impl DomainShared {
         if !self.is_loaded() {
             self.calls_failed.fetch_add(1, Ordering::Relaxed);
             self.finish(&ctl, Err(CallError::DomainUnloaded), started, reply);
+            return;
+        }
+        if self.rt.shutdown.is_exiting() {
+            // Queued before the exit began, not started: a new call-in all the same.
+            self.finish(&ctl, Err(CallError::ProcessExiting), started, reply);
             return;
         }
         self.rt
@@ -491,7 +570,7 @@ impl DomainShared {
         if !self.is_loaded() {
             ctl.request_abort(self, AbortKind::Polite, AbortReason::Unload);
         }
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let result = match instance.get_func(&mut *store, &export) {
             None => Err(CallError::Trap {
                 message: format!("no exported function `{export}`"),
@@ -517,10 +596,7 @@ impl DomainShared {
         };
         self.set_current(None);
         store.data_mut().call = None;
-        let killed = *self.kill.borrow();
-        if !killed {
-            self.end_of_call(&ctl, store);
-        }
+        self.end_of_call(&ctl);
         if let Err(e) = &result {
             if e.outcome() == crate::call::Outcome::DomainUnloaded {
                 self.calls_failed.fetch_add(1, Ordering::Relaxed);
@@ -530,9 +606,61 @@ impl DomainShared {
         self.finish(&ctl, result, started, reply);
     }
 
-    /// Clean-up owed at the end of every call, however it ended.
-    fn end_of_call(&self, ctl: &CallCtl, store: &mut wasmtime::Store<DomainState>) {
-        let _ = (ctl, store);
+    /// Clean-up owed at the end of every call, however it ended (even when its future was
+    /// dropped): its memory-gate reservations go back, and host locks it still holds are
+    /// released, poisoned, and decided as an `orphaned-lock` failure.
+    pub(crate) fn end_of_call(self: &Arc<Self>, ctl: &Arc<CallCtl>) {
+        let returned = ctl.gate().release_all();
+        if !self.is_loaded() {
+            // Returned by the unload (the in-flight call it ended), for its report.
+            self.reservations_released
+                .fetch_add(returned, Ordering::Relaxed);
+        }
+        let orphaned = self.rt.locks.release_orphaned(ctl.id.0);
+        if orphaned.is_empty() {
+            return;
+        }
+        self.locks_released
+            .fetch_add(orphaned.len() as u64, Ordering::Relaxed);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::LocksOrphaned {
+                locks: orphaned,
+            });
+        let action = self.decide(ctl, warden_policy::Failure::OrphanedLock);
+        if action >= warden_policy::Action::UnloadDomain {
+            self.apply_action(Some(ctl), action, AbortReason::Policy);
+        }
+    }
+}
+
+/// If the worker ever ends without finishing its unload (it panicked: a bug in Warden, not
+/// in the guest), the domain is marked unloaded so no one waits forever, and the
+/// `fatal-runtime` failure is decided by policy (default: rude exit).
+struct WorkerGuard(Arc<DomainShared>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        let dom = &self.0;
+        if dom.done.borrow().is_some() {
+            return;
+        }
+        tracing::error!("the worker of {} ended unexpectedly", dom.id);
+        dom.mark_unloaded();
+        dom.rt.unregister(dom.id);
+        let action = dom
+            .rt
+            .policy
+            .decide(warden_policy::Failure::FatalRuntime, false);
+        dom.rt
+            .events
+            .emit(Some(dom.id), None, || EventKind::Escalation {
+                failure: Some(warden_policy::Failure::FatalRuntime.to_string()),
+                operation: None,
+                action: action.to_string(),
+                critical: false,
+            });
+        dom.rt.apply_process_action(action);
     }
 }
 
@@ -553,19 +681,19 @@ impl std::error::Error for AbortSignal {}
 fn epoch_check(
     cx: wasmtime::StoreContextMut<'_, DomainState>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
-    if let Some(ctl) = &cx.data().call {
-        if let Some(kind) = ctl.abort.take_delivery(false) {
-            cx.data()
-                .dom
-                .rt
-                .events
-                .emit(Some(ctl.domain), Some(ctl.id), || {
-                    EventKind::AbortDelivered {
-                        kind: kind_str(kind),
-                    }
-                });
-            return Err(AbortSignal(kind).into());
-        }
+    if let Some(ctl) = &cx.data().call
+        && let Some(kind) = ctl.abort.take_delivery()
+    {
+        cx.data()
+            .dom
+            .rt
+            .events
+            .emit(Some(ctl.domain), Some(ctl.id), || {
+                EventKind::AbortDelivered {
+                    kind: kind_str(kind),
+                }
+            });
+        return Err(AbortSignal(kind).into());
     }
     Ok(wasmtime::UpdateDeadline::Yield(1))
 }

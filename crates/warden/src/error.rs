@@ -48,6 +48,18 @@ pub enum Error {
     /// The engine could not be created.
     #[error("cannot create engine: {0}")]
     Engine(String),
+    /// A handle operation failed: the handle is stale or forged, or the domain's handle
+    /// quota is reached.
+    #[error(transparent)]
+    Handle(#[from] warden_core::handles::HandleError),
+    /// The handle names a resource of another type than the one asked for.
+    #[error("handle {handle:#010x} does not hold a `{expected}`")]
+    HandleType {
+        /// The handle value.
+        handle: u32,
+        /// The type asked for.
+        expected: &'static str,
+    },
     /// A call ended in a failure outcome.
     #[error(transparent)]
     Call(#[from] CallError),

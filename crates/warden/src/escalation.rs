@@ -34,6 +34,27 @@ impl DomainShared {
         }
     }
 
+    /// A lock wait of `ctl` closed a cycle: it is the victim. Its `lock_acquire` returns -2;
+    /// the `deadlock` failure is decided by policy, and an action that ends the call marks it
+    /// a deadlock victim (it lands once the guest leaves its deferred state, e.g. by releasing
+    /// its locks to back out).
+    pub(crate) fn deadlock_victim(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        cycle: &warden_core::locks::DeadlockCycle,
+    ) {
+        self.rt.events.emit(Some(self.id), Some(ctl.id), || {
+            EventKind::DeadlockDetected {
+                cycle: cycle.edges.iter().map(describe_edge).collect(),
+            }
+        });
+        let action = self.decide(ctl, Failure::Deadlock);
+        // `throw` is the -2 the guest sees; anything stronger also ends the call.
+        if action > Action::Throw {
+            self.apply_action(Some(ctl), action, AbortReason::Deadlock);
+        }
+    }
+
     /// The policy's action for a failure of `ctl`, recorded as an `escalation` event.
     pub(crate) fn decide(&self, ctl: &CallCtl, failure: Failure) -> Action {
         let critical = ctl.abort.is_critical();
@@ -56,14 +77,22 @@ impl DomainShared {
         op: Operation,
         reason: AbortReason,
     ) {
-        let action = self.rt.policy.resolve(self.rt.policy.operation(op).default);
+        let critical = ctl.abort.is_critical();
+        // A rude abort of a call in a critical region is the `rude-abort-critical` operation.
+        let op = if op == Operation::RudeAbort && critical {
+            Operation::RudeAbortCritical
+        } else {
+            op
+        };
+        let policy = &self.rt.policy;
+        let action = policy.resolve_for(policy.operation(op).default, critical);
         self.rt
             .events
             .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
                 failure: None,
                 operation: Some(op.to_string()),
                 action: action.to_string(),
-                critical: ctl.abort.is_critical(),
+                critical,
             });
         self.apply_action(Some(ctl), action, reason);
     }
@@ -92,11 +121,11 @@ impl DomainShared {
                 if let Some(ctl) = ctl {
                     ctl.set_reason(reason);
                 }
-                let rude = action == Action::RudeUnloadDomain;
-                let dom = self.clone();
-                tokio::spawn(async move {
-                    dom.unload(rude).await;
-                });
+                // Synchronously: entry is blocked and the running call's abort requested
+                // before the failed call's outcome is reported, so no later call runs in a
+                // domain presumed inconsistent, and a guest backing out (a deadlock victim
+                // releasing its locks) is unwound where it leaves its deferred state.
+                self.start_unload(action == Action::RudeUnloadDomain);
             }
             Action::ExitProcess
             | Action::FastExitProcess
@@ -118,6 +147,8 @@ impl DomainShared {
         let mut deadline = deadline.map(tokio::time::Instant::from_std);
         // The escalation timer: which operation is being bounded, and until when.
         let mut armed: Option<(Operation, tokio::time::Instant)> = None;
+        // Operations whose timeout already fired: each escalates once per call.
+        let mut timed_out: Vec<Operation> = Vec::new();
         let policy = &self.rt.policy;
         loop {
             let kicked = ctl.kick.notified();
@@ -132,12 +163,14 @@ impl DomainShared {
                 }
                 _ = sleep_until(armed.map(|a| a.1)) => {
                     let (op, _) = armed.take().expect("armed timer fired");
-                    let action = policy.operation(op).on_timeout;
+                    timed_out.push(op);
+                    let critical = ctl.abort.is_critical();
+                    let action = policy.resolve_for(policy.operation(op).on_timeout, critical);
                     self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
                         failure: None,
                         operation: Some(op.to_string()),
                         action: action.to_string(),
-                        critical: ctl.abort.is_critical(),
+                        critical,
                     });
                     let rude_timed_out = op != Operation::Abort;
                     if rude_timed_out && action == Action::RudeUnloadDomain {
@@ -150,25 +183,37 @@ impl DomainShared {
                 _ = kicked => {}
             }
             // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
-            if let Some(kind) = ctl.abort.requested() {
-                if ctl.abort.delivered().is_none() {
-                    let op = match kind {
-                        AbortKind::Polite => Operation::Abort,
-                        AbortKind::Rude if ctl.abort.is_critical() => Operation::RudeAbortCritical,
-                        AbortKind::Rude => Operation::RudeAbort,
-                    };
-                    let rearm = match armed {
-                        None => true,
-                        Some((current, _)) => current == Operation::Abort && op != current,
-                    };
-                    if rearm {
-                        armed = policy
-                            .operation(op)
-                            .timeout
-                            .map(|t| (op, tokio::time::Instant::now() + t));
-                    }
+            if let Some(kind) = ctl.abort.requested()
+                && ctl.abort.delivered().is_none()
+            {
+                let op = match kind {
+                    AbortKind::Polite => Operation::Abort,
+                    AbortKind::Rude if ctl.abort.is_critical() => Operation::RudeAbortCritical,
+                    AbortKind::Rude => Operation::RudeAbort,
+                };
+                let rearm = match armed {
+                    None => true,
+                    Some((current, _)) => current == Operation::Abort && op != current,
+                };
+                if rearm && !timed_out.contains(&op) {
+                    armed = policy
+                        .operation(op)
+                        .timeout
+                        .map(|t| (op, tokio::time::Instant::now() + t));
                 }
             }
+        }
+    }
+}
+
+fn describe_edge(e: &warden_core::locks::WaitEdge) -> String {
+    match &e.on {
+        warden_core::locks::WaitTarget::Lock(name) => format!(
+            "call {} waits for lock `{}` held by call {}",
+            e.waiter, name, e.owner
+        ),
+        warden_core::locks::WaitTarget::Owner(o) => {
+            format!("call {} waits for call {}", e.waiter, o)
         }
     }
 }

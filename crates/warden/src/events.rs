@@ -63,6 +63,8 @@ pub enum EventKind {
         /// Details (trap message and backtrace, exit code), when there are any.
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// Linear memory and table bytes the domain holds after the call.
+        memory_used: u64,
     },
     /// An abort of a call was requested.
     AbortRequested {

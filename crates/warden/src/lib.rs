@@ -19,6 +19,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Each domain also owns a table of host resources the guest names by opaque handles
+//! ([`Domain::insert_handle`], [`HandleGuard`], the guest's `handle_close`); unloading a domain
+//! releases every one of them after the guest's last code has run (see [`handles`]).
+//!
 //! The guest-free primitives (memory budget, handle tables, host locks, shutdown) live in
 //! [`warden_core`] and the policy model in [`warden_policy`]; both are re-exported.
 #![warn(missing_docs)]
@@ -30,10 +34,13 @@ pub mod error;
 mod escalation;
 pub mod events;
 pub mod exit_code;
+pub mod handles;
 pub mod host;
 pub mod ids;
 mod memory;
+mod release;
 pub mod runtime;
+pub mod shutdown;
 mod unload;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
@@ -41,8 +48,10 @@ pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};
 pub use engine::{Allocator, EngineConfig, Module};
 pub use error::Error;
 pub use events::{Event, EventKind};
+pub use handles::HandleGuard;
 pub use ids::{CallId, DomainId};
 pub use runtime::{ExitFn, Runtime, RuntimeConfig};
+pub use shutdown::{ExitMode, ExitReport, ExitStart, HookId, ShutdownStarted};
 pub use warden_core;
 pub use warden_policy;
 pub use warden_policy::{Action, Failure, Operation, Policy, Preset};

@@ -1,12 +1,17 @@
 //! Guest memory: the per-domain limits wasmtime asks about on every growth, and the record of
 //! denials that turns a later failure into an `out_of_memory` outcome.
 //!
+//! Every growth is checked against the domain's own limit and then charged to the domain's
+//! account with the process [`MemoryBudget`](warden_core::budget::MemoryBudget), spending the
+//! running call's memory-gate reservations first; dropping the store returns everything.
+//!
 //! Covered: linear memories and tables of the domain's instance, counted in bytes (a table
 //! element counts as one pointer). Not covered: wasmtime's own per-instance metadata, compiled
 //! code, and host-side state such as WASI buffers.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use warden_core::budget::MemoryAccount;
 
 use crate::domain::{DomainConfig, DomainShared, DomainState};
 use crate::events::EventKind;
@@ -16,6 +21,8 @@ const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 /// One domain's memory figures and limits.
 pub(crate) struct GuestMemory {
     dom: Arc<DomainShared>,
+    /// The domain's account with the process budget; what this store holds is charged there.
+    account: Arc<MemoryAccount>,
     max_memory: u64,
     max_table_elements: usize,
     max_instances: usize,
@@ -31,6 +38,7 @@ pub(crate) struct GuestMemory {
 impl GuestMemory {
     pub(crate) fn new(dom: Arc<DomainShared>, config: &DomainConfig) -> Self {
         GuestMemory {
+            account: dom.account.clone(),
             dom,
             max_memory: config.max_memory,
             max_table_elements: config.max_table_elements,
@@ -50,6 +58,29 @@ impl GuestMemory {
 
     fn publish(&self) {
         self.dom.memory_used.store(self.used(), Ordering::Relaxed);
+    }
+
+    /// Charges growth to the domain's account, spending the running call's reservations
+    /// first. `Err` when the process budget cannot cover it.
+    fn charge(&self, call: Option<&crate::call::CallCtl>, bytes: u64) -> Result<(), ()> {
+        let result = match call {
+            Some(ctl) => {
+                let gate = ctl.gate();
+                self.account.grow(bytes, &gate.reservations())
+            }
+            None => self.account.grow(bytes, &[]),
+        };
+        result.map_err(drop)
+    }
+}
+
+impl Drop for GuestMemory {
+    /// The store is gone, and its memories and tables with it: return their bytes.
+    fn drop(&mut self) {
+        self.account.shrink(self.used());
+        self.memory_bytes = 0;
+        self.table_bytes = 0;
+        self.publish();
     }
 }
 
@@ -82,6 +113,10 @@ impl wasmtime::ResourceLimiter for DomainState {
         if m.memory_bytes.saturating_add(delta) > m.max_memory {
             return self.deny(delta, "domain");
         }
+        if m.charge(self.call.as_deref(), delta).is_err() {
+            return self.deny(delta, "budget");
+        }
+        let m = &mut self.memory;
         m.memory_bytes += delta;
         m.pending = delta;
         m.publish();
@@ -90,7 +125,9 @@ impl wasmtime::ResourceLimiter for DomainState {
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
         let m = &mut self.memory;
-        m.memory_bytes -= std::mem::take(&mut m.pending);
+        let refund = std::mem::take(&mut m.pending);
+        m.memory_bytes -= refund;
+        m.account.shrink(refund);
         m.publish();
         if let Some(ctl) = &self.call {
             ctl.memory_denied.store(true, Ordering::SeqCst);
@@ -109,6 +146,10 @@ impl wasmtime::ResourceLimiter for DomainState {
         if desired > m.max_table_elements {
             return self.deny(delta, "domain");
         }
+        if m.charge(self.call.as_deref(), delta).is_err() {
+            return self.deny(delta, "budget");
+        }
+        let m = &mut self.memory;
         m.table_bytes += delta;
         m.pending = delta;
         m.publish();
@@ -117,7 +158,9 @@ impl wasmtime::ResourceLimiter for DomainState {
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
         let m = &mut self.memory;
-        m.table_bytes -= std::mem::take(&mut m.pending);
+        let refund = std::mem::take(&mut m.pending);
+        m.table_bytes -= refund;
+        m.account.shrink(refund);
         m.publish();
         Ok(())
     }

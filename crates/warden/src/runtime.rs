@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use warden_core::budget::{BudgetStats, MemoryBudget, Pressure, PressureHandler};
+use warden_core::locks::LockTable;
+use warden_core::shutdown::Shutdown;
 use warden_policy::{Action, Policy};
 
 use crate::call::CallError;
@@ -12,8 +15,9 @@ use crate::error::Error;
 use crate::events::{Event, EventBus, EventKind};
 use crate::exit_code;
 use crate::ids::DomainId;
+use crate::shutdown::RuntimeParticipant;
 
-/// What ends the process when the policy says so (`exit-process` and stronger).
+/// What ends the process, called once at the end of shutdown with the exit code.
 pub type ExitFn = Arc<dyn Fn(i32) + Send + Sync>;
 
 /// Runtime settings.
@@ -23,9 +27,17 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// The escalation policy (default: the `server` preset).
     pub policy: Policy,
-    /// Ends the process for the policy's exit actions, with the code of
-    /// [`exit_code`](crate::exit_code). Default: `std::process::exit`.
+    /// Ends the process, called exactly once at the end of shutdown (see
+    /// [`Runtime::exit`]): for the policy's exit actions with the code of
+    /// [`exit_code`](crate::exit_code), else with the code given to `exit`.
+    /// Default: `std::process::exit`.
     pub exit: ExitFn,
+    /// The process memory budget for guest memory, in bytes. `None` (the default): what the
+    /// machine can give — the cgroup limit, else physical memory less a margin.
+    pub memory_budget: Option<u64>,
+    /// On memory pressure (the budget's high-water mark), unload the idle domain holding the
+    /// most memory (never one with a call in flight). Default false: only the event.
+    pub unload_on_pressure: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -34,6 +46,8 @@ impl Default for RuntimeConfig {
             engine: EngineConfig::default(),
             policy: Policy::default(),
             exit: Arc::new(|code| std::process::exit(code)),
+            memory_budget: None,
+            unload_on_pressure: false,
         }
     }
 }
@@ -52,8 +66,14 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: wasmtime::Linker<DomainState>,
     pub(crate) policy: Policy,
     pub(crate) events: EventBus,
-    exit: ExitFn,
-    exiting: AtomicBool,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) locks: Arc<LockTable>,
+    /// The embedder's pressure handler, called after the `memory_pressure` event.
+    pressure_handler: std::sync::RwLock<Option<PressureHandler>>,
+    /// The process's shutdown coordinator; it calls the exit fn.
+    pub(crate) shutdown: Arc<Shutdown>,
+    /// The coordinator holds it weakly; this is the strong reference that keeps it plugged in.
+    _participant: Arc<RuntimeParticipant>,
     disabled: AtomicBool,
     domains: Mutex<HashMap<DomainId, Weak<DomainShared>>>,
 }
@@ -64,7 +84,7 @@ pub(crate) struct RuntimeInner {
 /// one is expected).
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    pub(crate) inner: Arc<RuntimeInner>,
 }
 
 impl Runtime {
@@ -80,17 +100,61 @@ impl Runtime {
         })
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
         crate::host::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let inner = Arc::new(RuntimeInner {
+        let budget = match config.memory_budget {
+            Some(bytes) => MemoryBudget::new(bytes),
+            None => MemoryBudget::from_machine(),
+        };
+        let shutdown = Shutdown::new(crate::shutdown::config_from(&config.policy), config.exit);
+        let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
             policy: config.policy,
             events: EventBus::default(),
-            exit: config.exit,
-            exiting: AtomicBool::new(false),
+            budget,
+            locks: LockTable::new(),
+            pressure_handler: std::sync::RwLock::new(None),
+            shutdown: shutdown.clone(),
+            _participant: RuntimeParticipant::new(weak.clone()),
             disabled: AtomicBool::new(false),
             domains: Mutex::new(HashMap::new()),
         });
+        shutdown.set_participant(inner._participant.clone());
+        let weak = Arc::downgrade(&inner);
+        let unload = config.unload_on_pressure;
+        inner.budget.set_pressure_handler(Arc::new(move |p| {
+            if let Some(rt) = weak.upgrade() {
+                rt.on_pressure(p, unload);
+            }
+        }));
         Ok(Runtime { inner })
+    }
+
+    /// The process memory budget guests are charged against. Embedders gate their own native
+    /// work with it too ([`MemoryBudget::reserve`]).
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.inner.budget
+    }
+
+    /// Installs the embedder's memory-pressure handler: called (on the thread whose
+    /// allocation crossed a water mark, after the `memory_pressure` event) once per crossing.
+    /// Keep it short; to unload domains from it, spawn a task. Replaces any earlier handler.
+    pub fn set_pressure_handler(&self, handler: impl Fn(Pressure) + Send + Sync + 'static) {
+        *self
+            .inner
+            .pressure_handler
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
+    }
+
+    /// Process-wide memory figures: budget, used, reserved, peak, denials.
+    pub fn memory(&self) -> BudgetStats {
+        self.inner.budget.stats()
+    }
+
+    /// The process-wide host lock table guests' `lock_acquire` uses. Embedders may inspect
+    /// it (e.g. `is_held`) or take locks for native work under their own owner ids.
+    pub fn locks(&self) -> &Arc<LockTable> {
+        &self.inner.locks
     }
 
     /// Compiles a module from wasm bytes or WAT text (cached by content digest).
@@ -137,11 +201,6 @@ impl Runtime {
     pub fn is_disabled(&self) -> bool {
         self.inner.disabled.load(Ordering::SeqCst)
     }
-
-    /// Whether the runtime has begun exiting and no longer admits calls.
-    pub fn is_exiting(&self) -> bool {
-        self.inner.exiting.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for RuntimeInner {
@@ -151,13 +210,15 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
-    fn lock_domains(&self) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
+    pub(crate) fn lock_domains(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
         self.domains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether new guest work may start.
     pub(crate) fn admit(&self) -> Result<(), CallError> {
-        if self.exiting.load(Ordering::SeqCst) {
+        if self.shutdown.is_exiting() {
             return Err(CallError::ProcessExiting);
         }
         if self.disabled.load(Ordering::SeqCst) {
@@ -196,18 +257,65 @@ impl RuntimeInner {
         self.lock_domains().remove(&id);
     }
 
+    /// Memory pressure: an event, and (when configured) the built-in response.
+    fn on_pressure(&self, p: Pressure, unload: bool) {
+        let (level, used, reserved, budget) = match p {
+            Pressure::High {
+                used,
+                reserved,
+                limit,
+            } => ("high", used, reserved, limit),
+            Pressure::Relieved {
+                used,
+                reserved,
+                limit,
+            } => ("relieved", used, reserved, limit),
+        };
+        self.events.emit(None, None, || EventKind::MemoryPressure {
+            level,
+            used,
+            reserved,
+            budget,
+        });
+        let handler = self
+            .pressure_handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = handler {
+            h(p);
+        }
+        if unload
+            && level == "high"
+            && let Some(victim) = self.largest_idle_domain()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                victim.unload(false).await;
+            });
+        }
+    }
+
+    /// The loaded domain with no call in flight that holds the most memory.
+    pub(crate) fn largest_idle_domain(&self) -> Option<Arc<DomainShared>> {
+        self.lock_domains()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|d| d.is_loaded() && !d.is_busy())
+            .max_by_key(|d| d.account.used())
+    }
+
     /// Carries out a process-wide action: the exit actions and `disable-runtime`.
     pub(crate) fn apply_process_action(&self, action: Action) {
         match action {
-            Action::DisableRuntime => {
-                if !self.disabled.swap(true, Ordering::SeqCst) {
-                    self.events.emit(None, None, || EventKind::RuntimeDisabled);
-                }
+            Action::DisableRuntime if !self.disabled.swap(true, Ordering::SeqCst) => {
+                self.events.emit(None, None, || EventKind::RuntimeDisabled);
             }
             Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
-                if !self.exiting.swap(true, Ordering::SeqCst) {
-                    (self.exit)(exit_code::for_action(action));
-                }
+                // Through the coordinator: one winner, phases, watchdog. A more severe
+                // action during an exit cuts that exit short (escalation only moves up).
+                let mode = crate::shutdown::mode_for(action);
+                self.shutdown.escalate(exit_code::for_action(action), mode);
             }
             _ => {}
         }

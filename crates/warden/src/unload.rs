@@ -25,28 +25,94 @@ impl DomainShared {
         self.rude.load(Ordering::SeqCst) != 0
     }
 
+    /// An unload asked for by the embedder (or by dropping the last handle): the policy's
+    /// `unload-domain` / `rude-unload-domain` operation decides what it becomes, then the
+    /// unload runs. An `escalation` event records the decision when the policy changes it.
+    pub(crate) async fn request_unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        let mut rude = rude;
+        if self.is_loaded() {
+            let op = if rude {
+                Operation::RudeUnloadDomain
+            } else {
+                Operation::UnloadDomain
+            };
+            let asked = if rude {
+                Action::RudeUnloadDomain
+            } else {
+                Action::UnloadDomain
+            };
+            let policy = &self.rt.policy;
+            let action = policy.resolve(policy.operation(op).default);
+            if action != asked {
+                let call = self.current();
+                self.rt
+                    .events
+                    .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
+                        EventKind::Escalation {
+                            failure: None,
+                            operation: Some(op.to_string()),
+                            action: action.to_string(),
+                            critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
+                        }
+                    });
+                rude |= action >= Action::RudeUnloadDomain;
+                // The process action is taken; the unload still runs so that its callers
+                // are answered when the process does not end (an embedder's exit hook).
+                if action >= Action::ExitProcess {
+                    self.rt.apply_process_action(action);
+                }
+            }
+        }
+        self.unload(rude).await
+    }
+
     /// Unloads the domain (see [`Domain::unload`]); every caller gets the one report.
     pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        self.start_unload(rude);
+        self.wait_unloaded().await
+    }
+
+    /// Starts an unload now: when this returns, entry is blocked and the in-flight call's
+    /// abort requested. Only the first caller begins the protocol; a rude request escalates
+    /// a polite unload in progress.
+    pub(crate) fn start_unload(self: &Arc<Self>, rude: bool) {
+        let mut in_flight = None;
         let won = self.state.send_if_modified(|s| {
             let was_loaded = *s == LOADED;
             if was_loaded {
+                // Before the new state wakes the worker, which (when idle) goes straight to
+                // finish_unload: that must already see the unload as rude, and the call to
+                // abort is the one running now, never the finalizer the worker starts next.
+                if rude {
+                    self.set_rude();
+                }
+                in_flight = self.current();
                 *s = UNLOADING;
             }
             was_loaded
         });
-        if rude && !self.is_rude() && (won || *self.state.borrow() == UNLOADING) {
+        if rude && !self.is_rude() && *self.state.borrow() == UNLOADING {
             self.escalate_rude();
         }
         if won {
-            self.begin_unload(rude);
-            let dom = self.clone();
-            tokio::spawn(async move { dom.watch_unload().await });
+            self.begin_unload_of(rude, in_flight);
+            // Without a tokio runtime (an abort from a plain thread) the worker still
+            // unloads; only the policy's bounds on it are not watched.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let dom = self.clone();
+                handle.spawn(async move { dom.watch_unload().await });
+            }
         }
-        self.wait_unloaded().await
     }
 
     /// Block entry and abort the in-flight call (the worker does the rest).
     pub(crate) fn begin_unload(self: &Arc<Self>, rude: bool) {
+        self.begin_unload_of(rude, self.current());
+    }
+
+    /// [`begin_unload`](Self::begin_unload), aborting `in_flight`: the call that was running
+    /// when the unload won.
+    fn begin_unload_of(self: &Arc<Self>, rude: bool, in_flight: Option<Arc<CallCtl>>) {
         if rude {
             self.set_rude();
         }
@@ -56,7 +122,7 @@ impl DomainShared {
                 mode: if rude { "rude" } else { "polite" },
             });
         self.block_entry();
-        if let Some(ctl) = self.current() {
+        if let Some(ctl) = in_flight {
             let kind = if rude {
                 AbortKind::Rude
             } else {
@@ -64,6 +130,7 @@ impl DomainShared {
             };
             ctl.request_abort(self, kind, AbortReason::Unload);
         }
+        self.unload_begun.send_replace(true);
     }
 
     fn escalate_rude(self: &Arc<Self>) {
@@ -91,14 +158,17 @@ impl DomainShared {
             if finished {
                 return;
             }
-            let action = policy.operation(op).on_timeout;
+            let action = policy.resolve(policy.operation(op).on_timeout);
+            let call = self.current();
             self.rt
                 .events
-                .emit(Some(self.id), None, || EventKind::Escalation {
-                    failure: None,
-                    operation: Some(op.to_string()),
-                    action: action.to_string(),
-                    critical: false,
+                .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
+                    EventKind::Escalation {
+                        failure: None,
+                        operation: Some(op.to_string()),
+                        action: action.to_string(),
+                        critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
+                    }
                 });
             match action {
                 Action::RudeUnloadDomain => {
@@ -131,6 +201,11 @@ impl DomainShared {
         instance: wasmtime::Instance,
         mut rx: mpsc::UnboundedReceiver<CallRequest>,
     ) {
+        // The worker sees the state leave LOADED before the unloader has emitted
+        // `domain_unloading` and aborted the call in flight; no guest code runs until it has,
+        // so the events keep their order and that abort never lands on the finalizer.
+        // (`begin_unload` runs synchronously right after the state changes, so this is short.)
+        let _ = self.unload_begun.subscribe().wait_for(|begun| *begun).await;
         rx.close();
         while let Ok(req) = rx.try_recv() {
             self.calls_failed.fetch_add(1, Ordering::Relaxed);
@@ -152,15 +227,16 @@ impl DomainShared {
                 });
         }
         let memory_released = store.data().memory.used();
-        // Critical release: after all guest code, never skipped.
+        // Critical release: after all guest code, never skipped, never timed out.
+        let handles_released = self.release_handles();
         drop(store);
         let report = UnloadReport {
             rude: self.is_rude(),
             calls_failed: self.calls_failed.load(Ordering::Relaxed),
             finalizer_ran,
-            handles_released: 0,
-            locks_released: 0,
-            reservations_released: 0,
+            handles_released,
+            locks_released: self.locks_released.load(Ordering::Relaxed),
+            reservations_released: self.reservations_released.load(Ordering::Relaxed),
             memory_released,
         };
         self.state.send_replace(UNLOADED);
@@ -177,8 +253,9 @@ impl DomainShared {
         self.done.send_replace(Some(report));
     }
 
-    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation.
-    async fn run_finalizer(
+    /// Runs `warden_on_unload` if exported, bounded by the `finalizer-run` operation; at
+    /// most once per domain (at exit or at unload, whichever comes first).
+    pub(crate) async fn run_finalizer(
         self: &Arc<Self>,
         store: &mut wasmtime::Store<DomainState>,
         instance: &wasmtime::Instance,
@@ -194,10 +271,13 @@ impl DomainShared {
                 });
             return false;
         };
+        if !self.claim_finalizer() {
+            return false;
+        }
         let ctl = CallCtl::new(self.id, false);
         store.data_mut().call = Some(ctl.clone());
         self.set_current(Some(ctl.clone()));
-        let _ = store.set_epoch_deadline(1);
+        store.set_epoch_deadline(1);
         let bound = self.rt.policy.operation(Operation::FinalizerRun);
         let ran = {
             let fut = func.call_async(&mut *store, ());
@@ -206,7 +286,7 @@ impl DomainShared {
                     Some(t) => tokio::time::sleep(t).await,
                     None => std::future::pending().await,
                 }
-                let action = bound.on_timeout;
+                let action = self.rt.policy.resolve(bound.on_timeout);
                 self.rt
                     .events
                     .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
@@ -227,6 +307,7 @@ impl DomainShared {
         };
         self.set_current(None);
         store.data_mut().call = None;
+        self.end_of_call(&ctl);
         let result = match &ran {
             Driven::Finished(Ok(())) => "ok",
             Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",

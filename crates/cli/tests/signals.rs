@@ -1,0 +1,320 @@
+//! How `warden run` ends: the orderly exit path when the foreground calls are done,
+//! background calls that do not keep it alive, and SIGTERM/SIGINT (a second one is rude).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Generous: CI is a loaded 2-core box. A bound on "it ends", never a speed claim.
+const ENDS_WITHIN: Duration = Duration::from_secs(60);
+
+const ORDERLY: [&str; 5] = [
+    "stop_admitting",
+    "exit_hooks",
+    "finalizers",
+    "critical_release",
+    "exit",
+];
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn hostile() -> String {
+    repo("guests/hostile.wat").display().to_string()
+}
+
+fn write_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("warden-signal-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// A running `warden run`, its stderr read line by line as it comes.
+struct Run {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stdout: Option<JoinHandle<String>>,
+}
+
+impl Run {
+    fn start(args: &[&str]) -> Run {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warden");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        Run {
+            child,
+            lines,
+            seen: Vec::new(),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Reads stderr until the events so far satisfy `done`.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+        let until = Instant::now() + ENDS_WITHIN;
+        while !done(&self.events()) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("waited for {what}; stderr so far:\n{}", self.stderr());
+                }
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -s {sig}");
+    }
+
+    /// Waits for the exit (killing the process and failing if it does not come), then
+    /// collects the rest of its output.
+    fn finish(&mut self) -> (ExitStatus, String) {
+        let until = Instant::now() + ENDS_WITHIN;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("warden did not exit; stderr:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader ends at EOF.
+        while let Ok(line) = self.lines.recv_timeout(ENDS_WITHIN) {
+            self.seen.push(line);
+        }
+        let out = self.stdout.take().unwrap().join().unwrap();
+        (status, out)
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    fn phases(&self) -> Vec<String> {
+        self.named("shutdown_phase")
+            .iter()
+            .map(|e| e["phase"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+fn count(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+#[test]
+fn a_first_signal_exits_in_order_with_117() {
+    for sig in ["TERM", "INT"] {
+        let mut run = Run::start(&[&hostile(), "--invoke", "spin", "--events", "json"]);
+        run.wait_for("the call's start", |ev| {
+            count(ev, |e| e["event"] == "call_started") == 1
+        });
+        run.signal(sig);
+        let (status, _) = run.finish();
+        assert_eq!(status.code(), Some(117), "SIG{sig}: {}", run.stderr());
+        assert_eq!(run.phases(), ORDERLY, "SIG{sig}");
+        let phases = run.named("shutdown_phase");
+        assert!(phases.iter().all(|e| e["mode"] == "orderly"), "SIG{sig}");
+        // The running call was neither unwound nor waited for, nor its domain unloaded.
+        assert!(run.named("call_finished").is_empty(), "SIG{sig}");
+        assert!(run.named("abort_requested").is_empty(), "SIG{sig}");
+        assert!(run.named("domain_unloading").is_empty(), "SIG{sig}");
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_118() {
+    // The background domain is idle at exit, so its finalizer runs in the finalizer phase,
+    // and never returns; only a 10-minute watchdog would bound it.
+    let guest = write_file(
+        "finalizer-spins.wat",
+        r#"(module
+             (func (export "answer") (result i32) (i32.const 42))
+             (func (export "spin") (loop $l (br $l)))
+             (func (export "warden_on_unload") (loop $l (br $l))))"#,
+    );
+    let policy = write_file(
+        "patient.toml",
+        r#"[timeouts]
+finalizer-run = { after = "infinite", action = "none" }
+process-exit = { after = "10m", action = "rude-exit-process" }
+"#,
+    );
+    let mut run = Run::start(&[
+        &guest,
+        "--invoke",
+        "spin",
+        "--background-invoke",
+        "answer",
+        "--policy",
+        &policy,
+        "--events",
+        "json",
+    ]);
+    run.wait_for(
+        "the background call's end and the foreground call's start",
+        |ev| {
+            count(ev, |e| {
+                e["event"] == "call_finished" && e["outcome"] == "ok"
+            }) == 1
+                && count(ev, |e| e["event"] == "call_started") == 2
+        },
+    );
+    run.signal("TERM");
+    run.wait_for("the finalizer phase", |ev| {
+        count(ev, |e| {
+            e["event"] == "shutdown_phase" && e["phase"] == "finalizers"
+        }) == 1
+    });
+    run.signal("TERM");
+    let (status, stdout) = run.finish();
+    assert_eq!(status.code(), Some(118), "{}", run.stderr());
+    // The background call's result was printed when it finished.
+    assert_eq!(stdout, "answer: 42\n");
+    // Cut short in the finalizer phase: the finalizer never ended, nothing came after it.
+    assert_eq!(run.phases(), ["stop_admitting", "exit_hooks", "finalizers"]);
+    // The busy foreground domain skipped its finalizer; the idle one's never ended.
+    let finalizers: Vec<_> = run
+        .named("finalizer_ran")
+        .iter()
+        .map(|e| e["result"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(finalizers, ["skipped"]);
+}
+
+#[test]
+fn background_calls_do_not_keep_the_run_alive() {
+    let mut run = Run::start(&[
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--background-invoke",
+        "spin",
+        "--events",
+        "json",
+    ]);
+    let (status, stdout) = run.finish();
+    assert_eq!(status.code(), Some(0), "{}", run.stderr());
+    assert_eq!(stdout, "answer: 42\n");
+    // The normal end is the orderly exit path, after the foreground domain's polite unload.
+    assert_eq!(run.phases(), ORDERLY);
+    let names: Vec<String> = run
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    let unloaded = names.iter().position(|n| n == "domain_unloaded").unwrap();
+    let first_phase = names.iter().position(|n| n == "shutdown_phase").unwrap();
+    assert!(unloaded < first_phase, "{names:?}");
+    // Exactly one call ended (the foreground one); the background spin was left running.
+    let finished = run.named("call_finished");
+    assert_eq!(finished.len(), 1, "{}", run.stderr());
+    assert_eq!(finished[0]["outcome"], "ok");
+}
+
+#[test]
+fn background_results_print_but_never_decide_the_exit_code() {
+    let mut run = Run::start(&[
+        &hostile(),
+        "--invoke",
+        "spin",
+        "--deadline",
+        "2s",
+        "--background-invoke",
+        "trap",
+        "--background-invoke",
+        "answer",
+    ]);
+    let (status, stdout) = run.finish();
+    // The foreground call's outcome (timeout), not the background trap's.
+    assert_eq!(status.code(), Some(106), "{}", run.stderr());
+    assert_eq!(stdout, "answer: 42\n");
+    let err = run.stderr();
+    assert!(
+        err.contains("warden: trap (background): guest trapped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warden: spin: call passed its deadline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn background_invoke_is_checked_and_documented() {
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "run",
+            &hostile(),
+            "--invoke",
+            "answer",
+            "--background-invoke",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("no export `nope`"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--background-invoke"), "{help}");
+    assert!(help.contains("118"), "{help}");
+}
