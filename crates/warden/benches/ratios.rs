@@ -24,6 +24,7 @@ struct Plan {
     aborts: usize,
     grow: u32,
     primitive: u32,
+    unloads: usize,
 }
 
 impl Plan {
@@ -35,6 +36,7 @@ impl Plan {
             aborts: 200,
             grow: 100,
             primitive: 1_000_000,
+            unloads: 30,
         }
     }
 
@@ -46,6 +48,7 @@ impl Plan {
             aborts: 2,
             grow: 2,
             primitive: 2,
+            unloads: 1,
         }
     }
 }
@@ -119,12 +122,13 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
         ("d", grow_then_drop),
         ("e", primitives),
+        ("f", unload_with_handles),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -312,6 +316,33 @@ fn primitives(cx: &Ctx) -> Vec<Row> {
             goal: None,
         },
     ]
+}
+
+/// (f) unload time with 0, 100 and 10,000 live handles: median of single unloads.
+fn unload_with_handles(cx: &Ctx) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (handles, scenario) in [
+        (0, "f unload, 0 live handles"),
+        (100, "f unload, 100 live handles"),
+        (10_000, "f unload, 10,000 live handles"),
+    ] {
+        let w = cx.warden.clone();
+        let samples = cx.plan.unloads;
+        let mut took = run(&cx.rt, async move {
+            let mut v = Vec::new();
+            for _ in 0..samples {
+                v.push(w.unload_with_handles(handles).await);
+            }
+            v
+        });
+        rows.push(Row {
+            scenario,
+            warden: quantile(&mut took, 0.5),
+            bare: None,
+            goal: None,
+        });
+    }
+    rows
 }
 
 /// Median of three timed batches, per iteration.

@@ -99,6 +99,31 @@ impl WardenSide {
         d.unload().await;
     }
 
+    /// (f) unload of a domain holding `handles` live host handles: the time from `unload()`
+    /// to its report (finalizer-free guest, so it is the critical release that is measured).
+    pub async fn unload_with_handles(&self, handles: usize) -> Duration {
+        let config = DomainConfig {
+            max_handles: handles.max(1),
+            ..DomainConfig::default()
+        };
+        let d = self
+            .rt
+            .create_domain(&self.module, config)
+            .await
+            .expect("domain");
+        for i in 0..handles {
+            d.insert_handle(i as u64, |v| {
+                std::hint::black_box(v);
+            })
+            .expect("handle");
+        }
+        let t0 = Instant::now();
+        let report = d.unload().await;
+        let took = t0.elapsed();
+        assert_eq!(report.handles_released, handles as u64);
+        took
+    }
+
     /// (b) one call on a warm domain.
     pub async fn warm_call(d: &Domain) {
         let out = d
