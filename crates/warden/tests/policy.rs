@@ -168,7 +168,7 @@ async fn trap_under_each_exit_action_calls_exit_once_with_its_code() {
         let (id, r) = call(&d, "trap", opts()).await;
         assert!(matches!(r, Err(CallError::Trap { .. })), "{action}: {r:?}");
         assert_eq!(escalation(&rec, "guest-trap", &d, id)["action"], action);
-        assert_eq!(exited(&rt, &rec).await, vec![code], "{action}");
+        assert_eq!(common::exited(&rt, &rec).await, vec![code], "{action}");
         // The runtime admits nothing more, and a second failure does not exit twice.
         assert!(rt.is_exiting());
         assert_eq!(
@@ -479,22 +479,10 @@ async fn a_trapping_start_function_is_decided_too() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0]["failure"], "guest-trap");
     assert_eq!(e[0]["action"], "exit-process");
-    assert_eq!(exited(&rt, &rec).await, vec![exit_code::POLICY_EXIT]);
-}
-
-/// The exit fn's calls once the exit has ended: exits run on the shutdown coordinator's
-/// thread, and its exit fn is the sequence's last act.
-async fn exited(rt: &warden::Runtime, rec: &common::Recorder) -> Vec<i32> {
-    tokio::time::timeout(std::time::Duration::from_secs(30), rt.wait_exit())
-        .await
-        .expect("the exit ends");
-    for _ in 0..2000 {
-        if !rec.exits.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    rec.exits.lock().unwrap().clone()
+    assert_eq!(
+        common::exited(&rt, &rec).await,
+        vec![exit_code::POLICY_EXIT]
+    );
 }
 
 const CUSTOM: &str = r#"

@@ -328,7 +328,7 @@ async fn an_unload_that_cannot_finish_escalates_per_policy_and_ends() {
     assert_eq!(ev[rude]["action"], "exit-process");
     assert!(polite < rude);
     assert_eq!(
-        exited(&rt, &rec).await,
+        common::exited(&rt, &rec).await,
         vec![exit_code::for_action(Action::ExitProcess)]
     );
     assert_eq!(rt.domain_count(), 0);
@@ -361,22 +361,9 @@ async fn a_rude_unload_that_cannot_finish_escalates_too() {
         "a rude unload is bounded by rude-unload-domain alone"
     );
     assert_eq!(
-        exited(&rt, &rec).await,
+        common::exited(&rt, &rec).await,
         vec![exit_code::for_action(Action::ExitProcess)]
     );
-}
-
-/// The exit fn's calls once an exit has ended: it runs on the shutdown coordinator's thread,
-/// as the sequence's last act.
-async fn exited(rt: &warden::Runtime, rec: &common::Recorder) -> Vec<i32> {
-    tokio::time::timeout(ENDS_WITHIN, rt.wait_exit())
-        .await
-        .expect("the exit ends");
-    let until = std::time::Instant::now() + ENDS_WITHIN;
-    while rec.exits.lock().unwrap().is_empty() && std::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    rec.exits.lock().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

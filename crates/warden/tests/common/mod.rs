@@ -47,6 +47,20 @@ impl Recorder {
     }
 }
 
+/// The exit fn's calls once an exit has ended: exits run on the shutdown coordinator's
+/// thread, and the exit fn is the sequence's last act.
+pub async fn exited(rt: &Runtime, rec: &Recorder) -> Vec<i32> {
+    let bound = std::time::Duration::from_secs(30);
+    tokio::time::timeout(bound, rt.wait_exit())
+        .await
+        .expect("the exit ends");
+    let until = std::time::Instant::now() + bound;
+    while rec.exits.lock().unwrap().is_empty() && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    rec.exits.lock().unwrap().clone()
+}
+
 /// A guest with one friendly export and one of each kind of hostility.
 pub const HOSTILE: &str = r#"
 (module
