@@ -273,6 +273,11 @@ impl Gate {
         }
     }
 
+    /// How many reservations the call holds.
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+
     /// Every reservation, for growth to spend first.
     pub(crate) fn reservations(&self) -> Vec<&Reservation> {
         self.held.iter().map(|(_, r)| r).collect()

@@ -40,6 +40,14 @@ pub const BAD_ARGUMENT: i32 = -8;
 /// Longest lock name accepted (bytes).
 const MAX_LOCK_NAME: i32 = warden_core::locks::MAX_NAME_LEN as i32;
 
+/// Host locks one call may hold at once. A lock left held outlives its domain (poisoned, in
+/// the process-wide table), so this bounds what a hostile call can leave behind.
+pub const MAX_HELD_LOCKS: u64 = 256;
+
+/// Memory-gate reservations one call may hold at once (each is host memory, outside the
+/// guest's linear memory).
+pub const MAX_RESERVATIONS: usize = 1024;
+
 /// Longest guest log message kept; the rest is cut.
 const MAX_LOG_BYTES: usize = 64 << 10;
 
@@ -154,6 +162,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
                 let Some(name) = read_name(&mut cx, ptr, len) else {
                     return Ok(BAD_ARGUMENT);
                 };
+                if ctl.abort.locks_held() >= MAX_HELD_LOCKS {
+                    return Ok(BAD_ARGUMENT);
+                }
                 let dom = cx.data().dom.clone();
                 let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
                 // Cancel-safe: an abort that lands drops this future and the table forgets
@@ -204,6 +215,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
         let Ok(bytes) = u64::try_from(bytes) else {
             return BAD_ARGUMENT;
         };
+        if ctl.gate().len() >= MAX_RESERVATIONS {
+            return INSUFFICIENT_MEMORY;
+        }
         match cx.data().dom.account.reserve(bytes) {
             Ok(r) => ctl.gate().keep(r).unwrap_or(BAD_ARGUMENT),
             Err(_) => INSUFFICIENT_MEMORY,

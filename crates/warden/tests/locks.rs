@@ -72,6 +72,19 @@ const GUEST: &str = r#"
     (loop $l (if (i32.eqz (call $requested)) (then (drop (call $sleep (i64.const 5))) (br $l))))
     (call $cout)
     (i32.const 1))
+  ;; Take two-byte lock names "AA", "BA", ... holding all (each try waits 0 ms): returns
+  ;; (first failing code << 16) | how many it got.
+  (func (export "hoard") (result i32)
+    (local $i i32) (local $r i32)
+    (loop $l
+      (i32.store8 (i32.const 100) (i32.add (i32.const 65) (i32.rem_u (local.get $i) (i32.const 26))))
+      (i32.store8 (i32.const 101) (i32.add (i32.const 65) (i32.div_u (local.get $i) (i32.const 26))))
+      (local.set $r (call $acq (i32.const 100) (i32.const 2) (i64.const 0)))
+      (if (i32.eqz (local.get $r))
+        (then
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 300))))))
+    (i32.or (i32.shl (local.get $r) (i32.const 16)) (local.get $i)))
   (func (export "unbalanced") (call $cout))
   (func (export "unbalanced_constrained") (call $kout))
   (func (export "long_sleep") (result i32) (call $sleep (i64.const 100000)))
@@ -372,4 +385,18 @@ async fn out_of_memory_is_classified_by_the_calls_state() {
         .await
         .unwrap();
     assert!(d.is_loaded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_holds_at_most_256_locks_so_orphans_stay_bounded() {
+    let (rt, _, m) = setup().await;
+    let d = domain(&rt, &m).await;
+    let packed = ret(d.invoke("hoard", &[], opts()).await);
+    assert_eq!(packed & 0xffff, 256, "it got 256 locks");
+    assert_eq!(packed >> 16, -8, "the 257th is refused");
+    // The call ended holding them: all released (poisoned), and the domain unloaded by policy.
+    tokio::time::timeout(Duration::from_secs(10), d.unloaded())
+        .await
+        .unwrap();
+    assert!(rt.locks().lock_count() <= 256);
 }

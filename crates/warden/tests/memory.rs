@@ -36,7 +36,14 @@ const GUEST: &str = r#"
     (if (i32.eq (local.get $how) (i32.const 1)) (then unreachable))
     (if (i32.eq (local.get $how) (i32.const 2)) (then (loop $l (br $l))))
     (i32.const 0))
-  (func (export "sleep") (param $ms i64) (result i32) (call $sleep (local.get $ms))))
+  (func (export "sleep") (param $ms i64) (result i32) (call $sleep (local.get $ms)))
+  ;; gate_reserve(0) until refused; returns how many were granted.
+  (func (export "hoard") (result i32)
+    (local $n i32)
+    (loop $l
+      (if (i32.gt_s (call $reserve (i64.const 0)) (i32.const 0))
+        (then (local.set $n (i32.add (local.get $n) (i32.const 1))) (br $l))))
+    (local.get $n)))
 "#;
 
 const MIB: u64 = 1 << 20;
@@ -326,4 +333,16 @@ async fn an_embedder_pressure_handler_sees_each_crossing_and_calls_report_memory
     assert_eq!(seen.len(), 2);
     let finished = rec.named("call_finished");
     assert_eq!(finished[0]["memory_used"], 59 * 65536);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_holds_at_most_1024_reservations() {
+    let (rt, _) = rt_with_budget(4 * MIB);
+    let m = rt.load_module(GUEST.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    assert_eq!(
+        i32_of(d.invoke("hoard", &[], Default::default()).await),
+        1024
+    );
+    assert_eq!(rt.memory().reserved, 0);
 }
