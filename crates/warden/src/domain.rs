@@ -752,14 +752,12 @@ fn check_signature(module: &Module, export: &str, args: &[wasmtime::Val]) -> Res
     let Some(wasmtime::ExternType::Func(ty)) = module.inner.get_export(export) else {
         return Err(Error::NoSuchExport(export.to_string()));
     };
-    let expected: Vec<String> = ty.params().map(|p| p.to_string()).collect();
-    let given: Vec<String> = args.iter().map(val_type_name).collect();
-    let fits = expected.len() == given.len()
-        && ty
-            .params()
-            .zip(args)
-            .all(|(p, a)| val_type_name(a) == p.to_string() || !p.is_num());
+    // Compared without allocating: this runs on every call.
+    let fits =
+        ty.params().len() == args.len() && ty.params().zip(args).all(|(p, a)| fits_param(&p, a));
     if !fits {
+        let expected: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+        let given: Vec<String> = args.iter().map(val_type_name).collect();
         return Err(Error::BadArguments {
             name: export.to_string(),
             expected: expected.join(", "),
@@ -767,6 +765,23 @@ fn check_signature(module: &Module, export: &str, args: &[wasmtime::Val]) -> Res
         });
     }
     Ok(())
+}
+
+/// Whether `arg` can be passed for a parameter of type `param` (references are checked by
+/// wasmtime itself, against the store they belong to).
+fn fits_param(param: &wasmtime::ValType, arg: &wasmtime::Val) -> bool {
+    use wasmtime::{Val, ValType};
+    match param {
+        ValType::I32 => matches!(arg, Val::I32(_)),
+        ValType::I64 => matches!(arg, Val::I64(_)),
+        ValType::F32 => matches!(arg, Val::F32(_)),
+        ValType::F64 => matches!(arg, Val::F64(_)),
+        ValType::V128 => matches!(arg, Val::V128(_)),
+        ValType::Ref(_) => !matches!(
+            arg,
+            Val::I32(_) | Val::I64(_) | Val::F32(_) | Val::F64(_) | Val::V128(_)
+        ),
+    }
 }
 
 fn val_type_name(v: &wasmtime::Val) -> String {
