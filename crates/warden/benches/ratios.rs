@@ -236,20 +236,7 @@ fn abort_latency(cx: &Ctx) -> Vec<Row> {
     let warden = cx.warden.clone();
     let bare = cx.bare.clone();
     let aborts = cx.plan.aborts;
-    let (mut w, mut b) = run(&cx.rt, async move {
-        let d = warden.domain().await;
-        let mut store = bare.store();
-        let instance = bare.instance(&mut store).await;
-        let (mut w, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..aborts {
-            w.push(WardenSide::abort_latency(&d).await);
-            let (took, s) = BareSide::abort_latency(store, instance, &bare.engine).await;
-            store = s;
-            b.push(took);
-        }
-        d.unload().await;
-        (w, b)
-    });
+    let (mut w, mut b) = run(&cx.rt, common::abort_samples(warden, bare, aborts));
     vec![
         Row {
             scenario: "c abort -> join, p50",

@@ -175,20 +175,7 @@ fn abort_latency_report() {
     let rt = tokio_runtime();
     let warden = WardenSide::new();
     let bare = BareSide::new(warden.pooling());
-    let (mut w, mut b) = run(&rt, async move {
-        let d = warden.domain().await;
-        let mut store = bare.store();
-        let instance = bare.instance(&mut store).await;
-        let (mut w, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..samples {
-            w.push(WardenSide::abort_latency(&d).await);
-            let (took, s) = BareSide::abort_latency(store, instance, &bare.engine).await;
-            store = s;
-            b.push(took);
-        }
-        d.unload().await;
-        (w, b)
-    });
+    let (mut w, mut b) = run(&rt, common::abort_samples(warden, bare, samples));
     println!("c_abort_latency ({samples} aborts of a spinning call, abort() to join())");
     for (name, s) in [("warden", &mut w), ("bare", &mut b)] {
         println!(

@@ -616,17 +616,9 @@ impl DomainShared {
             self.reservations_released
                 .fetch_add(returned, Ordering::Relaxed);
         }
-        let orphaned = self.rt.locks.release_orphaned(ctl.id.0);
-        if orphaned.is_empty() {
+        if !self.release_orphaned_locks(ctl) {
             return;
         }
-        self.locks_released
-            .fetch_add(orphaned.len() as u64, Ordering::Relaxed);
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::LocksOrphaned {
-                locks: orphaned,
-            });
         let action = self.decide(ctl, warden_policy::Failure::OrphanedLock);
         if action >= warden_policy::Action::UnloadDomain {
             self.apply_action(Some(ctl), action, AbortReason::Policy);

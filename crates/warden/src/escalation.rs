@@ -86,15 +86,21 @@ impl DomainShared {
         };
         let policy = &self.rt.policy;
         let action = policy.resolve_for(policy.operation(op).default, critical);
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
+        self.record_operation(Some(ctl), op, action);
+        self.apply_action(Some(ctl), action, reason);
+    }
+
+    /// Records an operation's decided action as an `escalation` event (with the call it
+    /// concerns, and whether that call was critical).
+    pub(crate) fn record_operation(&self, call: Option<&CallCtl>, op: Operation, action: Action) {
+        self.rt.events.emit(Some(self.id), call.map(|c| c.id), || {
+            EventKind::Escalation {
                 failure: None,
                 operation: Some(op.to_string()),
                 action: action.to_string(),
-                critical,
-            });
-        self.apply_action(Some(ctl), action, reason);
+                critical: call.is_some_and(|c| c.abort.is_critical()),
+            }
+        });
     }
 
     /// Carries out an action on this domain (and its call, when one is named).
@@ -166,12 +172,7 @@ impl DomainShared {
                     timed_out.push(op);
                     let critical = ctl.abort.is_critical();
                     let action = policy.resolve_for(policy.operation(op).on_timeout, critical);
-                    self.rt.events.emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                        failure: None,
-                        operation: Some(op.to_string()),
-                        action: action.to_string(),
-                        critical,
-                    });
+                    self.record_operation(Some(ctl), op, action);
                     let rude_timed_out = op != Operation::Abort;
                     if rude_timed_out && action == Action::RudeUnloadDomain {
                         // Dropping the domain needs no cooperation from the guest.

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::call::CallCtl;
 use crate::domain::DomainShared;
 use crate::events::EventKind;
 
@@ -25,15 +26,23 @@ impl DomainShared {
         self.release_handles();
         let Some(ctl) = self.current() else { return };
         ctl.gate().release_all();
+        self.release_orphaned_locks(&ctl);
+    }
+
+    /// Releases (poisoned) the host locks `ctl` still holds, counts them for the unload
+    /// report and records a `locks_orphaned` event. Returns whether there were any.
+    pub(crate) fn release_orphaned_locks(&self, ctl: &CallCtl) -> bool {
         let orphaned = self.rt.locks.release_orphaned(ctl.id.0);
-        if !orphaned.is_empty() {
-            self.locks_released
-                .fetch_add(orphaned.len() as u64, Ordering::Relaxed);
-            self.rt
-                .events
-                .emit(Some(self.id), Some(ctl.id), || EventKind::LocksOrphaned {
-                    locks: orphaned,
-                });
+        if orphaned.is_empty() {
+            return false;
         }
+        self.locks_released
+            .fetch_add(orphaned.len() as u64, Ordering::Relaxed);
+        self.rt
+            .events
+            .emit(Some(self.id), Some(ctl.id), || EventKind::LocksOrphaned {
+                locks: orphaned,
+            });
+        true
     }
 }

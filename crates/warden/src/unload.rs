@@ -44,17 +44,7 @@ impl DomainShared {
             let policy = &self.rt.policy;
             let action = policy.resolve(policy.operation(op).default);
             if action != asked {
-                let call = self.current();
-                self.rt
-                    .events
-                    .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
-                        EventKind::Escalation {
-                            failure: None,
-                            operation: Some(op.to_string()),
-                            action: action.to_string(),
-                            critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
-                        }
-                    });
+                self.record_operation(self.current().as_deref(), op, action);
                 rude |= action >= Action::RudeUnloadDomain;
                 // The process action is taken; the unload still runs so that its callers
                 // are answered when the process does not end (an embedder's exit hook).
@@ -159,17 +149,7 @@ impl DomainShared {
                 return;
             }
             let action = policy.resolve(policy.operation(op).on_timeout);
-            let call = self.current();
-            self.rt
-                .events
-                .emit(Some(self.id), call.as_ref().map(|c| c.id), || {
-                    EventKind::Escalation {
-                        failure: None,
-                        operation: Some(op.to_string()),
-                        action: action.to_string(),
-                        critical: call.as_ref().is_some_and(|c| c.abort.is_critical()),
-                    }
-                });
+            self.record_operation(self.current().as_deref(), op, action);
             match action {
                 Action::RudeUnloadDomain => {
                     self.escalate_rude();
@@ -287,14 +267,7 @@ impl DomainShared {
                     None => std::future::pending().await,
                 }
                 let action = self.rt.policy.resolve(bound.on_timeout);
-                self.rt
-                    .events
-                    .emit(Some(self.id), Some(ctl.id), || EventKind::Escalation {
-                        failure: None,
-                        operation: Some(Operation::FinalizerRun.to_string()),
-                        action: action.to_string(),
-                        critical: ctl.abort.is_critical(),
-                    });
+                self.record_operation(Some(&ctl), Operation::FinalizerRun, action);
                 if action != Action::None {
                     self.apply_action(Some(&ctl), action, AbortReason::Policy);
                 }

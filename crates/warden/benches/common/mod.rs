@@ -417,6 +417,27 @@ fn poll_ready<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// (c) `n` abort-latency samples of each side, taken in turn on one warm domain and one warm
+/// bare instance.
+pub async fn abort_samples(
+    warden: WardenSide,
+    bare: BareSide,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let d = warden.domain().await;
+    let mut store = bare.store();
+    let instance = bare.instance(&mut store).await;
+    let (mut w, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        w.push(WardenSide::abort_latency(&d).await);
+        let (took, s) = BareSide::abort_latency(store, instance, &bare.engine).await;
+        store = s;
+        b.push(took);
+    }
+    d.unload().await;
+    (w, b)
+}
+
 /// The `q`-quantile (0..=1) of `samples`, which it sorts.
 pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
