@@ -517,14 +517,16 @@ impl Shutdown {
     }
 
     /// Like [`exit`](Self::exit) when shutdown has not started. When it has, and `mode` is
-    /// [`Fast`](ExitMode::Fast) or [`Rude`](ExitMode::Rude) and the sequence is still running,
-    /// the watchdog ends the sequence now with that action (as if the timeout had expired with
-    /// it) and the winner's code. An [`Orderly`](ExitMode::Orderly) escalation changes nothing.
+    /// more severe than the running sequence's ([`Fast`](ExitMode::Fast) over an orderly exit,
+    /// [`Rude`](ExitMode::Rude) over either) and the sequence is still running, the watchdog
+    /// ends the sequence now with that action (as if the timeout had expired with it) and the
+    /// winner's code. A request no more severe than the running exit changes nothing:
+    /// escalation only moves up, and a second fast exit must not race the first one's phases.
     /// Returns at once.
     pub fn escalate(&self, code: i32, mode: ExitMode) -> ExitStart {
         let start = self.exit(code, mode);
         if let ExitStart::AlreadyStarted { .. } = start
-            && mode != ExitMode::Orderly
+            && self.exit_mode().is_some_and(|running| mode > running)
         {
             self.inner.wake_watchdog(mode);
         }

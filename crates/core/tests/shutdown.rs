@@ -707,6 +707,27 @@ fn escalation_cuts_a_stuck_orderly_exit_short() {
 }
 
 #[test]
+fn an_escalation_no_more_severe_than_the_running_exit_changes_nothing() {
+    let log = Arc::new(Log::default());
+    let mut participant = TestParticipant::new(&log);
+    participant.release = Behaviour::Block(Duration::from_millis(200));
+    let (shutdown, p) = setup(config(None, ExitMode::Rude), participant);
+    assert_eq!(shutdown.exit(21, ExitMode::Fast), ExitStart::Started);
+    thread::sleep(Duration::from_millis(50));
+    // A second fast exit (say, a second failure decided the same) must not race the first
+    // one's phases through the watchdog.
+    assert_eq!(
+        shutdown.escalate(22, ExitMode::Fast),
+        ExitStart::AlreadyStarted { code: 21 }
+    );
+    let report = report(&shutdown);
+    assert_eq!(report.escalated_to, None);
+    assert!(!report.watchdog_fired);
+    assert_exited_once(&log, 21);
+    assert_eq!(p.releases.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn escalate_before_any_exit_starts_one() {
     let log = Arc::new(Log::default());
     let shutdown = Shutdown::new(config(None, ExitMode::Rude), log.exit_fn());
