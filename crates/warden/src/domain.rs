@@ -65,7 +65,8 @@ impl Default for DomainConfig {
     }
 }
 
-/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited.
+/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited
+/// (through bounded buffers: see [`stdio`](crate::stdio)).
 #[derive(Clone, Debug)]
 pub struct WasiConfig {
     /// `argv`, program name first.
@@ -475,6 +476,7 @@ impl DomainShared {
             .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
                 detail: match &result {
                     Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
                     Err(e) => e.detail(),
@@ -687,6 +689,10 @@ fn epoch_check(
             });
         return Err(AbortSignal(kind).into());
     }
+    if let Some(ctl) = &cx.data().call {
+        // Parked in guest code, not in a host call: not host time.
+        ctl.at_yield.store(true, Ordering::Relaxed);
+    }
     Ok(wasmtime::UpdateDeadline::Yield(1))
 }
 
@@ -731,7 +737,10 @@ fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
         b.env(k, v);
     }
     if cfg.inherit_stdio {
-        b.inherit_stdout().inherit_stderr();
+        // Through bounded buffers and writer threads (`stdio.rs`): a stalled reader makes
+        // guest writes wait abortably, never holds a thread or std's stdout lock.
+        b.stdout(crate::stdio::GuestOutput::stdout())
+            .stderr(crate::stdio::GuestOutput::stderr());
     }
     if cfg.inherit_stdin {
         b.inherit_stdin();

@@ -41,6 +41,7 @@ mod memory;
 mod release;
 pub mod runtime;
 pub mod shutdown;
+pub mod stdio;
 mod unload;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
@@ -49,6 +50,7 @@ pub use engine::{Allocator, EngineConfig, Module};
 pub use error::Error;
 pub use events::{Event, EventKind};
 pub use handles::HandleGuard;
+pub use host::{CallContext, HostContext, HostError, HostFunctions};
 pub use ids::{CallId, DomainId};
 pub use runtime::{ExitFn, Runtime, RuntimeConfig};
 pub use shutdown::{ExitMode, ExitReport, ExitStart, HookId, ShutdownStarted};
