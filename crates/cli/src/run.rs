@@ -241,6 +241,7 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         env,
         inherit_stdio: true,
         inherit_stdin: args.invoke.is_empty(),
+        ..WasiConfig::default()
     };
     Ok(Plan {
         runtime,

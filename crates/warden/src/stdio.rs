@@ -25,7 +25,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{AsyncStdinStream, IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// Bytes a guest output stream buffers before guest writes wait.
@@ -51,6 +51,8 @@ struct Buf {
     /// Guest writers waiting for space.
     wakers: Vec<Waker>,
     terminal: bool,
+    /// Every handle on an embedder's sink is gone: the writer thread drains and ends.
+    closed: bool,
 }
 
 /// One process stream's buffer and its writer thread.
@@ -66,37 +68,48 @@ impl Sink {
     }
 
     fn start(which: Which) -> Arc<Sink> {
+        let name = match which {
+            Which::Stdout => "warden-stdout",
+            Which::Stderr => "warden-stderr",
+        };
+        match raw(which) {
+            Some((out, terminal)) => Self::spawn(name, Box::new(out), terminal),
+            None => {
+                let sink = Self::spawn(name, Box::new(std::io::sink()), false);
+                sink.lock().broken = true;
+                sink
+            }
+        }
+    }
+
+    fn spawn(name: &str, out: Box<dyn Write + Send>, terminal: bool) -> Arc<Sink> {
         let sink = Arc::new(Sink {
-            buf: Mutex::new(Buf::default()),
+            buf: Mutex::new(Buf {
+                terminal,
+                ..Buf::default()
+            }),
             cond: Condvar::new(),
         });
-        match raw(which) {
-            Some((out, terminal)) => {
-                sink.lock().terminal = terminal;
-                let drain = sink.clone();
-                let name = match which {
-                    Which::Stdout => "warden-stdout",
-                    Which::Stderr => "warden-stderr",
-                };
-                let spawned = std::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(move || drain.drain(out));
-                if spawned.is_err() {
-                    sink.lock().broken = true;
-                }
-            }
-            None => sink.lock().broken = true,
+        let drain = sink.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || drain.drain(out));
+        if spawned.is_err() {
+            sink.lock().broken = true;
         }
         sink
     }
 
     /// The writer thread: takes bytes, writes them, wakes waiting guest writers.
-    fn drain(&self, mut out: std::fs::File) {
+    fn drain(&self, mut out: Box<dyn Write + Send>) {
         let mut chunk = Vec::with_capacity(CHUNK);
         loop {
             {
                 let mut buf = self.lock();
                 while buf.bytes.is_empty() {
+                    if buf.closed {
+                        return;
+                    }
                     buf = self.cond.wait(buf).unwrap_or_else(|p| p.into_inner());
                 }
                 let n = buf.bytes.len().min(CHUNK);
@@ -228,32 +241,113 @@ pub fn flush(timeout: Duration) -> bool {
         .all(|s| s.get().is_none_or(|s| s.flush_until(until)))
 }
 
-/// A guest's stdout or stderr (one per WASI context; all share the process-wide buffer).
-pub(crate) struct GuestOutput(Which);
+/// Where a guest's stdout or stderr goes: the process's own stream (the default when
+/// [`WasiConfig::inherit_stdio`](crate::WasiConfig) is set; all domains share its buffer), or
+/// a writer of the embedder's ([`GuestOutput::to_writer`]) with its own buffer and thread.
+/// Cheap to clone; clones share the buffer.
+#[derive(Clone)]
+pub struct GuestOutput(Target);
+
+#[derive(Clone)]
+enum Target {
+    Process(Which),
+    Own(Arc<Owner>),
+}
+
+/// The embedder's sink, closed when the last [`GuestOutput`] naming it goes.
+struct Owner(Arc<Sink>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.cond.notify_all();
+    }
+}
+
+impl std::fmt::Debug for GuestOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Target::Process(w) => write!(f, "GuestOutput::{w:?}"),
+            Target::Own(_) => f.write_str("GuestOutput::Writer"),
+        }
+    }
+}
 
 impl GuestOutput {
-    pub(crate) fn stdout() -> Self {
-        GuestOutput(Which::Stdout)
+    /// The process's stdout.
+    pub fn stdout() -> Self {
+        GuestOutput(Target::Process(Which::Stdout))
     }
 
-    pub(crate) fn stderr() -> Self {
-        GuestOutput(Which::Stderr)
+    /// The process's stderr.
+    pub fn stderr() -> Self {
+        GuestOutput(Target::Process(Which::Stderr))
+    }
+
+    /// The embedder's writer, fed by its own writer thread through a [`CAPACITY`] buffer:
+    /// a writer that blocks makes guest writes wait (abortably) once the buffer is full; one
+    /// that fails makes them fail as a closed stream. The thread ends, after writing what is
+    /// buffered, when the last clone of this value is dropped.
+    pub fn to_writer(writer: impl Write + Send + 'static) -> Self {
+        let sink = Sink::spawn("warden-guest-output", Box::new(writer), false);
+        GuestOutput(Target::Own(Arc::new(Owner(sink))))
+    }
+
+    fn sink(&self) -> &Arc<Sink> {
+        match &self.0 {
+            Target::Process(w) => sink(*w),
+            Target::Own(o) => &o.0,
+        }
     }
 }
 
 impl IsTerminal for GuestOutput {
     fn is_terminal(&self) -> bool {
-        sink(self.0).lock().terminal
+        self.sink().lock().terminal
     }
 }
 
 impl StdoutStream for GuestOutput {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(Stream(sink(self.0).clone()))
+        Box::new(Stream(self.sink().clone()))
     }
 
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(Stream(sink(self.0).clone()))
+        Box::new(Stream(self.sink().clone()))
+    }
+}
+
+/// A guest's stdin fed by the embedder: any async reader. A guest's read waits (abortably)
+/// until the reader has bytes. Cheap to clone; clones share the reader.
+#[derive(Clone)]
+pub struct GuestInput(Arc<AsyncStdinStream>);
+
+impl GuestInput {
+    /// Stdin that reads from `reader`.
+    pub fn new(reader: impl tokio::io::AsyncRead + Send + Sync + 'static) -> Self {
+        GuestInput(Arc::new(AsyncStdinStream::new(reader)))
+    }
+}
+
+impl std::fmt::Debug for GuestInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GuestInput")
+    }
+}
+
+impl IsTerminal for GuestInput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for GuestInput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        self.0.p2_stream()
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.0.async_stream()
     }
 }
 

@@ -386,3 +386,115 @@ async fn the_import_table_matches_the_linked_functions() {
             && i.params == [WasmType::I32, WasmType::I32, WasmType::I64])
     );
 }
+
+/// Which abort ends the wait.
+#[derive(Copy, Clone, Debug)]
+enum Kind {
+    Deadline,
+    Abort,
+    Unload,
+    Exit,
+}
+
+const KINDS: [Kind; 4] = [Kind::Deadline, Kind::Abort, Kind::Unload, Kind::Exit];
+
+/// Runs `export` (which blocks in a host wait) in a fresh domain of `wat`, ends it with
+/// `kind`, and checks the outcome, and for a deadline or an abort that the domain survives.
+async fn woken_by(kind: Kind, wat: &str, export: &str, config: DomainConfig) {
+    let (rt, rec) = runtime();
+    let m = rt.load_module(wat.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, config).await.unwrap();
+    let opts = match kind {
+        Kind::Deadline => deadline(200),
+        _ => CallOptions::default(),
+    };
+    let call = d.call(export, &[], opts).unwrap();
+    started(&rec, &call).await;
+    match kind {
+        Kind::Deadline => {
+            assert_eq!(
+                join(call).await.unwrap_err(),
+                CallError::Timeout,
+                "{kind:?}"
+            );
+            later_call_works(&d).await;
+        }
+        Kind::Abort => {
+            call.abort();
+            assert_eq!(
+                join(call).await.unwrap_err(),
+                CallError::Aborted,
+                "{kind:?}"
+            );
+            later_call_works(&d).await;
+        }
+        Kind::Unload => {
+            let report = tokio::time::timeout(BOUND, d.unload()).await.unwrap();
+            assert!(!report.rude, "{kind:?}: {report:?}");
+            assert_eq!(
+                join(call).await.unwrap_err(),
+                CallError::DomainUnloaded,
+                "{kind:?}"
+            );
+        }
+        Kind::Exit => {
+            rt.exit(9);
+            assert_eq!(exited(&rt, &rec).await, vec![9], "{kind:?}");
+        }
+    }
+}
+
+/// `read` reads stdin once; `flood` writes 64 KiB blocks to stdout forever.
+const WASI_IO: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "read") (result i32)
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 100))
+    (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+  (func (export "flood")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l)))
+  (func (export "answer") (result i32) (i32.const 42)))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fd_read_of_a_silent_stdin_is_woken_by_every_kind_of_abort() {
+    for kind in KINDS {
+        // The writing end is kept (never written, never closed) until the case is done.
+        let (_writer, reader) = tokio::io::duplex(64);
+        let mut config = DomainConfig::default();
+        config.wasi.stdin = Some(warden::stdio::GuestInput::new(reader));
+        woken_by(kind, WASI_IO, "read", config).await;
+    }
+}
+
+/// A writer that blocks until the test lets it go (then fails, as a closed pipe would).
+struct Stalled(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Write for Stalled {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.recv();
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fd_write_to_a_stalled_stdout_is_woken_by_every_kind_of_abort() {
+    for kind in KINDS {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let mut config = DomainConfig::default();
+        config.wasi.stdout = Some(warden::stdio::GuestOutput::to_writer(Stalled(stalled)));
+        woken_by(kind, WASI_IO, "flood", config).await;
+        drop(release);
+    }
+}
