@@ -20,10 +20,11 @@
 //!   returns (an `abort_deferred` event with `why: "host_call"`) and delivered the moment it
 //!   does; a rude abort still lands (dropping the future mid-way is the embedder's accepted
 //!   risk there, as a rude abort is anywhere).
-//! - **Host time is counted**: the time the call's guest was parked in host calls, plus the
-//!   run time of the embedder's synchronous functions, is `host_ms` in `call_finished`.
-//!   Warden's and WASI's synchronous functions (microseconds each) are not timed, so a
-//!   null import stays as cheap as a bare wasmtime one.
+//! - **Host time is counted**: the time the call's guest was parked in host calls (every
+//!   async import's wait: WASI sleeps, reads and writes, `sleep_ms`, lock waits, the
+//!   embedder's async functions) is `host_ms` in `call_finished`. Synchronous host code is
+//!   not timed (it would cost two clock reads per import; a null import stays close to a
+//!   bare wasmtime one), so `host_ms` is a lower bound: it is the *waiting*, not the CPU.
 //! - **Errors and panics in host code fail the call, not the process**: an embedder function
 //!   that returns an error or panics traps the call with a message naming the import.
 //!
@@ -34,7 +35,8 @@
 //! | `poll_oneoff` (clock subscriptions: `sleep`) | a tokio timer | the wait is a parked future; the driver drops it |
 //! | `poll_oneoff` (fd subscriptions), `fd_read` on stdin | wasmtime-wasi's stdin worker thread | the read is awaited, not blocked on; the driver drops the wait (the worker thread's pending `read(2)` stays, and its bytes go to the next reader) |
 //! | `fd_write` to stdout / stderr | a full guest output buffer ([`stdio`](crate::stdio)) | the write awaits buffer space; the driver drops the wait (never an OS write on the call's thread) |
-//! | `fd_read` / `fd_write` on files (preopens) | the blocking thread pool | the write is awaited on `spawn_blocking`; the wait is dropped, the OS call finishes on its thread |
+//! | `fd_read` on an embedder's stdin ([`GuestInput`](crate::stdio::GuestInput)) | the embedder's async reader | the read is a parked future; the driver drops it |
+//! | `fd_read` / `fd_write` on files (preopens, when granted) | the blocking thread pool | the call is awaited on `spawn_blocking`; the wait is dropped, the OS call finishes on its thread |
 //! | `sched_yield`, `proc_exit`, clocks, random, args, env | never | — |
 //!
 //! Warden's own waits (`sleep_ms`, `lock_acquire`) are abortable waits of the same kind, and
