@@ -192,3 +192,59 @@ fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
     run.signal("TERM");
     assert_eq!(run.ends().code(), Some(117), "{}", run.seen.join("\n"));
 }
+
+/// `flood` writes to stdout forever; `answer` is idle work; the finalizer never returns.
+const FLOOD_AND_HANG: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "flood")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l)))
+  (func (export "answer") (result i32) (i32.const 42))
+  (func (export "warden_on_unload") (loop $l (br $l))))"#;
+
+#[test]
+fn a_second_signal_ends_the_process_while_stdout_is_stalled() {
+    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER)]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    // The orderly exit waits (boundedly) for the stalled reader; the second signal cuts it.
+    run.wait_for_event("shutdown_phase");
+    run.signal("TERM");
+    assert_eq!(run.ends().code(), Some(118), "{}", run.seen.join("\n"));
+}
+
+#[test]
+fn the_watchdog_ends_the_process_while_stdout_is_stalled() {
+    // The idle background domain's finalizer never returns, so only the `process-exit`
+    // watchdog ends this exit — while the foreground call's writes are stalled.
+    let policy = guest(
+        "watchdog.toml",
+        r#"[timeouts]
+finalizer-run = { after = "infinite", action = "none" }
+process-exit = { after = "1s", action = "rude-exit-process" }
+"#,
+    );
+    let mut run = Stalled::start(&[
+        &guest("flood-and-hang.wat", FLOOD_AND_HANG),
+        "--invoke",
+        "flood",
+        "--background-invoke",
+        "answer",
+        "--policy",
+        &policy,
+    ]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    let code = run.ends().code();
+    let stderr = run.seen.join("\n");
+    assert!(
+        stderr.contains("the watchdog ends the shutdown"),
+        "the watchdog fired: {stderr}"
+    );
+    // 116 once issue 16's "the watchdog exits 116" is in; the signal's 117 before it.
+    assert!(matches!(code, Some(116) | Some(117)), "{code:?}: {stderr}");
+}
