@@ -498,3 +498,20 @@ async fn fd_write_to_a_stalled_stdout_is_woken_by_every_kind_of_abort() {
         drop(release);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_still_works_after_a_read_was_aborted() {
+    use tokio::io::AsyncWriteExt;
+    let (rt, _) = runtime();
+    let (mut writer, reader) = tokio::io::duplex(64);
+    let mut config = DomainConfig::default();
+    config.wasi.stdin = Some(warden::stdio::GuestInput::new(reader));
+    let m = rt.load_module(WASI_IO.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, config).await.unwrap();
+    let call = d.call("read", &[], deadline(100)).unwrap();
+    assert_eq!(join(call).await.unwrap_err(), CallError::Timeout);
+    // WASI's state survived the dropped read: the next read gets the bytes.
+    writer.write_all(b"hello").await.unwrap();
+    let out = d.invoke("read", &[], CallOptions::default()).await.unwrap();
+    assert_eq!(out.values[0].unwrap_i32(), 0, "errno success");
+}
