@@ -149,7 +149,7 @@ impl DomainShared {
         deadline: Option<Instant>,
     ) -> Driven<T> {
         let fut = std::pin::pin!(fut);
-        // Counts the time the guest spends parked in host waits (`host.rs`).
+        // Counts the time the guest spends parked in host waits (`host::HostTimed`).
         let mut fut = crate::host::HostTimed::new(fut, ctl);
         let mut kill = self.kill.subscribe();
         let mut deadline = deadline.map(tokio::time::Instant::from_std);

@@ -515,3 +515,13 @@ async fn stdin_still_works_after_a_read_was_aborted() {
     let out = d.invoke("read", &[], CallOptions::default()).await.unwrap();
     assert_eq!(out.values[0].unwrap_i32(), 0, "errno success");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_ends_while_a_call_waits_in_an_embedder_function() {
+    let (rt, rec, d, h) = embedded().await;
+    let entered = h.entered.notified();
+    let _call = d.call("wait", &[], CallOptions::default()).unwrap();
+    entered.await;
+    rt.exit(3);
+    assert_eq!(exited(&rt, &rec).await, vec![3]);
+}
