@@ -34,6 +34,7 @@ pub mod error;
 mod escalation;
 pub mod events;
 pub mod exit_code;
+mod guest_log;
 pub mod handles;
 pub mod host;
 pub mod ids;
@@ -41,6 +42,7 @@ mod memory;
 mod release;
 pub mod runtime;
 pub mod shutdown;
+mod start;
 mod unload;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
