@@ -40,3 +40,16 @@ pub fn read_bounded(path: &Path, limit: u64, allow_non_regular: bool) -> Result<
     }
     Ok(bytes)
 }
+
+/// A policy error as the command line shows it: a refused non-regular file names the flag
+/// that allows it.
+pub fn policy_error(e: &warden_policy::PolicyError, allowed: bool) -> String {
+    match e {
+        warden_policy::PolicyError::Io { source, .. }
+            if !allowed && source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            format!("{e}; pass --allow-non-regular to read it once, bounded")
+        }
+        _ => e.to_string(),
+    }
+}

@@ -83,7 +83,7 @@ fn policy(cmd: PolicyCommand) -> i32 {
             allow_non_regular,
         } => Policy::from_file_with(std::path::Path::new(&file), allow_non_regular)
             .map(|_| format!("{file}: ok"))
-            .map_err(|e| e.to_string()),
+            .map_err(|e| input::policy_error(&e, allow_non_regular)),
         PolicyCommand::Show { preset } => preset
             .parse::<Preset>()
             .map(|p| Policy::preset(p).to_toml())
@@ -93,7 +93,7 @@ fn policy(cmd: PolicyCommand) -> i32 {
             allow_non_regular,
         } => Policy::load_with(&policy, allow_non_regular)
             .map(|p| p.explain())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| input::policy_error(&e, allow_non_regular)),
     };
     match result {
         Ok(text) => {

@@ -198,8 +198,8 @@ impl From<&str> for PlanError {
 }
 
 fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError> {
-    let policy =
-        Policy::load_with(&args.policy, args.allow_non_regular).map_err(|e| e.to_string())?;
+    let policy = Policy::load_with(&args.policy, args.allow_non_regular)
+        .map_err(|e| crate::input::policy_error(&e, args.allow_non_regular))?;
     let deadline = match &args.deadline {
         None => None,
         Some(d) => warden_policy::parse_duration(d).map_err(|e| format!("--deadline: {e}"))?,
