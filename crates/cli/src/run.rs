@@ -29,22 +29,24 @@ use crate::size::parse_size;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
     0    every call succeeded
-    N    a WASI command's own proc_exit code, passed through
+    N    a WASI command's own proc_exit code, passed through (a start function's too)
     2    bad command line
-    3    bad input: unreadable or invalid module, missing or unfit export, unknown import,
+    3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
+         or too long to compile, missing or unfit export, unknown or wrongly typed import,
          invalid policy, nonsense size or duration
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
-  107    aborted                  108  rudely aborted
-  109    deadlock victim          110  domain unloaded
+  107    aborted (*)              108  rudely aborted (*)
+  109    deadlock victim          110  domain unloaded (*)
   111    insufficient memory: refused before any guest code ran (memory gate, a domain's
          initial memory, a full instance pool)
-  112    process exiting
-  113    runtime disabled         114  policy chose exit-process
+  112    process exiting (*)      113  runtime disabled (*)
+  114    policy chose exit-process
   115    policy chose fast-exit-process
   116    policy chose rude-exit-process, or the shutdown watchdog ended the exit
   117    first SIGTERM/SIGINT     118  second signal (rude exit)
-  119    Warden's own invariant broke (fail-fast)
+  119    Warden's own invariant broke (fail-fast; a report goes to stderr)
+(*) call outcomes of the embedding API; `warden run` does not end with them.
 A start function is a call like any other: its failure has its outcome's code.
 When several calls fail, the code is that of the first failing --invoke in command-line order.
 Background calls (--background-invoke) never decide the code.";
@@ -102,6 +104,11 @@ pub struct RunArgs {
     /// device can be endless.
     #[arg(long = "allow-non-regular")]
     allow_non_regular: bool,
+    /// Also write a fail-fast report (what broke, the domain and call, the last events, a
+    /// backtrace) to FILE when Warden's own invariant breaks (exit 119). It always goes to
+    /// stderr.
+    #[arg(long = "fail-fast-report", value_name = "FILE")]
+    fail_fast_report: Option<PathBuf>,
     /// Arguments for a WASI command (after `--`).
     #[arg(last = true)]
     args: Vec<String>,
@@ -246,6 +253,9 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
     })
     .map_err(|e| e.to_string())?;
     let _ = slot.set(runtime.clone());
+    if let Some(path) = &args.fail_fast_report {
+        runtime.set_fail_fast_report(path);
+    }
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {
@@ -371,8 +381,9 @@ async fn execute(plan: Plan) -> i32 {
     }
     let mut code = report(&last);
     if opened != released {
-        err(&format!(
-            "warden: {opened} handles were opened but {released} released"
+        // A release lost or run twice: Warden's own invariant, so fail fast.
+        plan.runtime.fail_fast(&format!(
+            "{opened} handles were opened but {released} released"
         ));
         code = exit_code::FATAL;
     }

@@ -437,3 +437,109 @@ fn a_signal_during_compilation_exits_117() {
     let o = finish(child);
     assert_eq!(code(&o), Some(117), "{}", stderr(&o));
 }
+
+/// Every code in the README's exit-code table is reachable and means what it says: each row
+/// not marked † (an API-only outcome) has a run here that ends with it. 117 and 118 are
+/// `signals.rs`'s (`a_first_signal_exits_in_order_with_117`, `..._118`), 119 is
+/// `warden/tests/bounds.rs`'s (`fail_fast_writes_a_report_and_exits_119`), N is 42 here.
+#[test]
+fn every_exit_code_in_the_readme_is_reachable_and_exact() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let table: Vec<(String, bool)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| code | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].contains('†'))
+        })
+        .collect();
+    assert!(table.len() > 20, "{table:?}");
+    let hostile = repo("guests/hostile.wat");
+    let deadlock = repo("guests/deadlock.wat");
+    let policy = |name: &str, toml: &str| write(name, toml);
+    let exit42 = write(
+        "exit42.wat",
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") (call $exit (i32.const 42))))"#,
+    );
+    let big = write(
+        "initial.wat",
+        r#"(module (memory 100) (func (export "f")))"#,
+    );
+    let deadlock_abort = policy("dl.toml", "[failures]\ndeadlock = \"abort\"\n");
+    let exit = policy("exit.toml", "[failures]\nguest-trap = \"exit-process\"\n");
+    let fast = policy(
+        "fast.toml",
+        "[failures]\nguest-trap = \"fast-exit-process\"\n",
+    );
+    let reached: Vec<(&str, Vec<&str>)> = vec![
+        ("0", vec!["run", &hostile, "--invoke", "answer"]),
+        ("N", vec!["run", &exit42]),
+        ("2", vec!["run", &hostile, "--no-such-flag"]),
+        ("3", vec!["run", "/no/such/module.wasm"]),
+        ("103", vec!["run", &hostile, "--invoke", "trap"]),
+        ("104", vec!["run", &hostile, "--invoke", "recurse"]),
+        (
+            "105",
+            vec!["run", &hostile, "--invoke", "hog", "--max-memory", "4MiB"],
+        ),
+        (
+            "106",
+            vec!["run", &hostile, "--invoke", "spin", "--deadline", "100ms"],
+        ),
+        (
+            "109",
+            vec![
+                "run",
+                &deadlock,
+                "--invoke",
+                "ab",
+                "--invoke",
+                "ba",
+                "--policy",
+                &deadlock_abort,
+            ],
+        ),
+        (
+            "111",
+            vec!["run", &big, "--invoke", "f", "--memory-budget", "1MiB"],
+        ),
+        (
+            "114",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", &exit],
+        ),
+        (
+            "115",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", &fast],
+        ),
+        (
+            "116",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", "fail-fast"],
+        ),
+    ];
+    for (row, args) in &reached {
+        let want = if *row == "N" {
+            42
+        } else {
+            row.parse().unwrap()
+        };
+        let o = run(args);
+        assert_eq!(code(&o), Some(want), "{row} via {args:?}: {}", stderr(&o));
+    }
+    let elsewhere = ["117", "118", "119"];
+    for (row, api_only) in &table {
+        let covered = reached.iter().any(|(r, _)| r == row) || elsewhere.contains(&row.as_str());
+        assert!(
+            covered != *api_only,
+            "README row {row}: {}",
+            if *api_only {
+                "marked API-only but reached"
+            } else {
+                "no run here reaches it"
+            }
+        );
+    }
+}

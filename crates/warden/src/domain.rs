@@ -653,7 +653,12 @@ impl Drop for WorkerGuard {
                 action: action.to_string(),
                 critical: false,
             });
-        dom.rt.apply_process_action(action);
+        dom.rt.fatal(
+            "a domain's worker ended unexpectedly (it panicked)",
+            Some(dom.id),
+            dom.current().map(|c| c.id),
+            action,
+        );
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) events: EventBus,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) locks: Arc<LockTable>,
+    /// Fail-fast reports (`fail_fast.rs`).
+    pub(crate) fail_fast: crate::fail_fast::FailFast,
     /// Bounds guests' log lines (`guest_log.rs`).
     pub(crate) guest_log: crate::guest_log::GuestLog,
     /// The embedder's pressure handler, called after the `memory_pressure` event.
@@ -116,6 +118,7 @@ impl Runtime {
             budget,
             locks: LockTable::new(),
             guest_log: Default::default(),
+            fail_fast: Default::default(),
             pressure_handler: std::sync::RwLock::new(None),
             shutdown: shutdown.clone(),
             _participant: RuntimeParticipant::new(weak.clone()),

@@ -405,3 +405,37 @@ proptest! {
         });
     }
 }
+
+/// Fail-fast: the report (what, the last events, a backtrace) goes to the hook and the file,
+/// then the process exits at once with 119.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_writes_a_report_and_exits_119() {
+    let (rt, rec) = runtime();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    rt.on_fail_fast(move |report| *s.lock().unwrap() = Some(report.clone()));
+    let path = std::env::temp_dir().join(format!("warden-ff-{}.txt", std::process::id()));
+    rt.set_fail_fast_report(&path);
+    let m = rt.load_module(common::HOSTILE.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    d.invoke("answer", &[], opts()).await.unwrap();
+    rt.fail_fast("the embedder's ledger does not balance");
+    assert_eq!(rec.exits.lock().unwrap().clone(), vec![exit_code::FATAL]);
+    let report = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the hook saw the report");
+    assert_eq!(report.what, "the embedder's ledger does not balance");
+    assert!(
+        report
+            .last_events
+            .iter()
+            .any(|e| e.contains("call_finished")),
+        "{report}"
+    );
+    assert!(!report.backtrace.is_empty());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("FAIL-FAST: the embedder's ledger does not balance"));
+    let _ = std::fs::remove_file(&path);
+}
