@@ -806,10 +806,10 @@ impl LockTable {
         }
         if !dropped.is_empty() {
             self.warn(format_args!(
-                "poison_mark_dropped: {} poison marks dropped (the table keeps at most {}), oldest first: {:?}",
+                "poison_mark_dropped: {} poison marks dropped (the table keeps at most {}), the oldest first: {:?}",
                 dropped.len(),
                 lock_inner(&self.inner).poison_limit,
-                dropped.first()
+                dropped[0]
             ));
         }
         names
