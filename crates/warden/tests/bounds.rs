@@ -209,12 +209,15 @@ fn compilation_is_bounded_by_function_count_and_time() {
 
     let (rt, _) = runtime_with(RuntimeConfig {
         engine: EngineConfig {
-            compile_timeout: Some(Duration::from_nanos(1)),
+            compile_timeout: Some(Duration::from_millis(1)),
             ..EngineConfig::default()
         },
         ..RuntimeConfig::default()
     });
-    let e = rt.load_module(br#"(module (func))"#).unwrap_err();
+    // Big enough that its compile outlasts the bound even when this thread is descheduled
+    // for a while on a loaded machine (a one-function module can finish first).
+    let wat = format!("(module {})", "(func)".repeat(20_000));
+    let e = rt.load_module(wat.as_bytes()).unwrap_err();
     assert!(matches!(e, Error::CompileTimeout { .. }), "{e}");
     assert!(e.to_string().contains("compiling the module took longer"));
 }
