@@ -57,6 +57,13 @@ impl RateLimit {
 
     /// Whether `units` more may go out now. A cost above `burst` is never admitted.
     pub fn admit(&self, units: u64) -> Admit {
+        self.admit_with(units, || units)
+    }
+
+    /// [`admit`](Self::admit) for a cost that is dear to compute: refused at once (and
+    /// counted as `at_least`) when not even `at_least` units are left, so what is dropped
+    /// costs no more than the check; otherwise `exact()` (at least `at_least`) is charged.
+    pub fn admit_with(&self, at_least: u64, exact: impl FnOnce() -> u64) -> Admit {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(s.last);
@@ -67,6 +74,11 @@ impl RateLimit {
             s.tokens = s.tokens.saturating_add(refill).min(self.burst);
             s.last = now;
         }
+        let units = if at_least <= s.tokens {
+            exact().max(at_least)
+        } else {
+            at_least
+        };
         if units <= s.tokens {
             s.tokens -= units;
             let (suppressed, suppressed_units) = std::mem::take(&mut s.suppressed);
@@ -106,5 +118,27 @@ mod tests {
             }
         );
         assert_eq!(limit.admit(1), Admit::No);
+    }
+
+    #[test]
+    fn a_dear_cost_is_computed_only_when_it_may_pass() {
+        let limit = RateLimit::new(10, 0);
+        let mut computed = 0;
+        assert!(matches!(
+            limit.admit_with(2, || {
+                computed += 1;
+                8
+            }),
+            Admit::Yes { .. }
+        ));
+        // 2 left: a check that needs at least 3 is refused without computing its cost.
+        assert_eq!(
+            limit.admit_with(3, || {
+                computed += 1;
+                3
+            }),
+            Admit::No
+        );
+        assert_eq!(computed, 1);
     }
 }

@@ -2,8 +2,8 @@
 //! host's disk through its log.
 //!
 //! One [`GuestLog`] per runtime admits a burst of [`BURST_BYTES`] and then
-//! [`BYTES_PER_SECOND`] (counted as message bytes plus a fixed per-line cost, so empty lines
-//! are not free). Lines over the rate are dropped and counted; the next line that goes out is
+//! [`BYTES_PER_SECOND`] (counted as the bytes the line takes once written — a control
+//! character escapes to six — plus a fixed per-line cost, so empty lines are not free). Lines over the rate are dropped and counted; the next line that goes out is
 //! preceded by one `guest_log` event saying how many were dropped. The bound is process-wide:
 //! one chatty domain can crowd out another's lines (never its calls).
 
@@ -42,10 +42,17 @@ impl GuestLog {
         level: i32,
         bytes: &[u8],
     ) {
+        let message = String::from_utf8_lossy(bytes);
+        // What the line costs as written: a control character is escaped in JSON as six
+        // bytes (`\u0000`), so a line of zero bytes counts six times its length. Counted
+        // only when the line may go out at all, so a dropped line costs only the check.
         let Admit::Yes {
             suppressed,
             suppressed_units,
-        } = self.limit.admit(bytes.len() as u64 + LINE_COST)
+        } = self.limit.admit_with(bytes.len() as u64 + LINE_COST, || {
+            let escaped = message.chars().filter(|c| c.is_control()).count() as u64 * 5;
+            message.len() as u64 + escaped + LINE_COST
+        })
         else {
             return;
         };
@@ -57,7 +64,7 @@ impl GuestLog {
                 ),
             });
         }
-        let message = String::from_utf8_lossy(bytes).into_owned();
+        let message = message.into_owned();
         tracing::debug!(level, "{}", message.escape_debug());
         events.emit(Some(domain), call, || EventKind::GuestLog {
             level,
