@@ -12,10 +12,12 @@
 //!   a wait-for graph.
 //! - [`abort`]: the per-call abort state machine (requested, deferred, delivered).
 //! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
+//! - [`rate`]: a token-bucket rate limit for what the host writes on guests' behalf.
 #![warn(missing_docs)]
 
 pub mod abort;
 pub mod budget;
 pub mod handles;
 pub mod locks;
+pub mod rate;
 pub mod shutdown;

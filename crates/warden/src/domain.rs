@@ -231,7 +231,7 @@ impl Domain {
             done: watch::Sender::new(None),
             calls_failed: AtomicU64::new(0),
             memory_used: AtomicU64::new(0),
-            account: Arc::new(rt.budget.account()),
+            account: Arc::new(rt.budget.account_limited(config.max_memory)),
             locks_released: AtomicU64::new(0),
             reservations_released: AtomicU64::new(0),
             at_exit,
@@ -255,11 +255,13 @@ impl Domain {
         store.epoch_deadline_callback(epoch_check);
         store.set_epoch_deadline(1);
 
-        // Instantiation runs the start function: guest code, so it runs as a call.
+        // Instantiation runs the start function: guest code, so it runs as a call, with
+        // the call's outcome and `call_finished` when it fails.
         let ctl = CallCtl::new(id, false);
         store.data_mut().call = Some(ctl.clone());
         shared.set_current(Some(ctl.clone()));
-        let deadline = config.start_deadline.map(|d| Instant::now() + d);
+        let started = Instant::now();
+        let deadline = config.start_deadline.and_then(|d| started.checked_add(d));
         let linker = &rt.linker;
         let inner_module = &module.inner;
         let ran = {
@@ -272,24 +274,22 @@ impl Domain {
         let instance = match ran {
             Driven::Finished(Ok(instance)) => instance,
             Driven::Finished(Err(e)) => {
-                let err = classify(&ctl, e);
+                let refused = store.data().memory.initial_refused;
+                let (result, err) = crate::start::failed(&ctl, e, refused);
                 shared.mark_unloaded();
-                // A failing start function is a failure like any other (the domain is gone
-                // already, so only the process actions have anything left to do).
-                if let Err(err) = &err {
-                    shared.decide_failure(&ctl, err);
+                if let Err(call_err) = &result {
+                    // A failing start function is a failure like any other (the domain is
+                    // gone already, so only the process actions have anything left to do).
+                    shared.decide_failure(&ctl, call_err);
                 }
-                return Err(Error::Instantiate(match err {
-                    Ok(_) => "start function exited".into(),
-                    Err(CallError::Trap { message, .. }) => message,
-                    Err(other) => other.to_string(),
-                }));
+                shared.report_start(&ctl, &result, started);
+                return Err(err);
             }
             Driven::Killed => {
                 shared.mark_unloaded();
-                return Err(Error::Instantiate(
-                    "domain was unloaded during start".into(),
-                ));
+                let result = Err(CallError::DomainUnloaded);
+                shared.report_start(&ctl, &result, started);
+                return Err(Error::Call(CallError::DomainUnloaded));
             }
         };
         rt.register(&shared);
@@ -590,7 +590,8 @@ impl DomainShared {
             Some(func) => {
                 let n = func.ty(&*store).results().len();
                 let mut results = vec![wasmtime::Val::I32(0); n];
-                let deadline = deadline.map(|d| started + d);
+                // A deadline too far to represent never comes.
+                let deadline = deadline.and_then(|d| started.checked_add(d));
                 let ran = {
                     let fut = func.call_async(&mut *store, &args, &mut results);
                     self.drive(&ctl, fut, deadline).await
@@ -663,7 +664,12 @@ impl Drop for WorkerGuard {
                 action: action.to_string(),
                 critical: false,
             });
-        dom.rt.apply_process_action(action);
+        dom.rt.fatal(
+            "a domain's worker ended unexpectedly (it panicked)",
+            Some(dom.id),
+            dom.current().map(|c| c.id),
+            action,
+        );
     }
 }
 

@@ -14,7 +14,6 @@ use wasmtime::{Caller, Linker};
 use super::{deliver_if_due, read_guest, wait_abortable};
 use crate::call::CallCtl;
 use crate::domain::DomainState;
-use crate::events::EventKind;
 
 /// The import module name of Warden's own imports.
 pub const MODULE: &str = "warden";
@@ -347,16 +346,11 @@ fn log(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
                 read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32)).ok_or_else(|| {
                     wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds")
                 })?;
-            let message = String::from_utf8_lossy(&bytes).into_owned();
-            tracing::debug!(level, "{message}");
             let dom = &cx.data().dom;
             let call = cx.data().call.as_ref().map(|c| c.id);
             dom.rt
-                .events
-                .emit(Some(dom.id), call, || EventKind::GuestLog {
-                    level,
-                    message,
-                });
+                .guest_log
+                .emit(&dom.rt.events, dom.id, call, level, &bytes);
             Ok(())
         },
     )?;
