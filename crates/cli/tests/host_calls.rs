@@ -245,6 +245,5 @@ process-exit = { after = "1s", action = "rude-exit-process" }
         stderr.contains("the watchdog ends the shutdown"),
         "the watchdog fired: {stderr}"
     );
-    // 116 once issue 16's "the watchdog exits 116" is in; the signal's 117 before it.
-    assert!(matches!(code, Some(116) | Some(117)), "{code:?}: {stderr}");
+    assert_eq!(code, Some(116), "{stderr}");
 }
