@@ -39,7 +39,7 @@ impl Plan {
             grow: 100,
             primitive: 1_000_000,
             unloads: 30,
-            nulls: 200,
+            nulls: 40,
         }
     }
 
@@ -338,7 +338,7 @@ fn unload_with_handles(cx: &Ctx) -> Vec<Row> {
 }
 
 /// Imports one call of the null-import guest makes.
-const IMPORTS_PER_CALL: i32 = 10_000;
+const IMPORTS_PER_CALL: i32 = 100_000;
 
 /// The null-import guest: `nulls(n)` calls the import `n` times; `flags(n)` calls Warden's
 /// `abort_requested` `n` times.
@@ -401,9 +401,9 @@ fn null_import(cx: &Ctx) -> Vec<Row> {
     let n = cx.plan.nulls;
     let mut rows = Vec::new();
     for (export, scenario, goal) in [
-        ("nulls", "g 10,000 null embedder imports", Some(1.3)),
+        ("nulls", "g 100,000 null embedder imports", Some(1.3)),
         // The bare side returns a constant: what reading the call's abort state costs.
-        ("flags", "g' 10,000 x warden abort_requested", None),
+        ("flags", "g' 100,000 x warden abort_requested", None),
     ] {
         let (w, b) = compare(
             cx.plan.rounds,
