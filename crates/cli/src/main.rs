@@ -73,6 +73,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Policy(cmd) => policy(cmd),
     };
+    // Messages go out through warden's stderr buffer (`output::err`).
+    warden::stdio::flush(std::time::Duration::from_secs(2));
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 

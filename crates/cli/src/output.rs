@@ -10,10 +10,14 @@ pub fn out(text: &str) {
     let _ = writeln!(stdout, "{text}");
 }
 
-/// Writes `text` and a newline to stderr; a failed write is ignored.
+/// Writes `text` and a newline to stderr; a failed write is ignored. It goes through the
+/// guest stderr buffer ([`warden::stdio::host_stderr`]), so a stalled reader never blocks the
+/// caller (a signal handler, an event, the exit path); the text is dropped rather than wait.
 pub fn err(text: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{text}");
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let _ = warden::stdio::host_stderr(line.as_bytes());
 }
 
 /// Flushes stdout, ignoring failure.

@@ -11,7 +11,6 @@
 //! goes through the same coordinator with its own code (114-116).
 
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -172,18 +171,28 @@ fn end_process(code: i32) -> ! {
     // drain is bounded, and skipped on a rude exit. std's stdout lock is not taken here (a
     // write blocked on a stalled pipe may hold it); `process::exit` flushes std's stdout
     // only if that lock is free.
-    if !matches!(
-        code,
-        exit_code::POLICY_RUDE_EXIT | exit_code::SIGNALLED_RUDE | exit_code::FATAL
-    ) {
-        warden::stdio::flush(GUEST_OUTPUT_DRAIN);
-    }
+    // A rude exit gives a live reader a moment for the last lines (warden's own messages go
+    // through the same buffer), never the orderly bound.
+    warden::stdio::flush(
+        if matches!(
+            code,
+            exit_code::POLICY_RUDE_EXIT | exit_code::SIGNALLED_RUDE | exit_code::FATAL
+        ) {
+            RUDE_OUTPUT_DRAIN
+        } else {
+            GUEST_OUTPUT_DRAIN
+        },
+    );
     std::process::exit(code)
 }
 
 /// How long an orderly end of `warden run` waits for the guests' buffered output to reach a
 /// slow reader.
 const GUEST_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a rude end waits for buffered output (warden's last messages) to reach a live
+/// reader.
+const RUDE_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn fail(code: i32, msg: String) -> i32 {
     err(&format!("warden: {}", escape(&msg, true)));
@@ -273,9 +282,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {
-            let line = event.to_json();
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            err(&event.to_json());
         });
     }
     let module = runtime.load_module(&bytes).map_err(|e| {

@@ -247,3 +247,76 @@ process-exit = { after = "1s", action = "rude-exit-process" }
     );
     assert_eq!(code, Some(116), "{stderr}");
 }
+
+/// A WASI command that writes 64 KiB blocks to stderr forever.
+const STDERR_FLOODER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l))))"#;
+
+/// A `warden run` whose stdin, stdout and stderr are all pipes the test holds and never
+/// reads: the guest fills stderr, which is also where warden's own messages and events go.
+/// Returns the exit status, or None if it did not end within the bound (then it is killed).
+fn run_with_stalled_stderr(args: &[&str], signals: &[&str]) -> Option<ExitStatus> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start warden");
+    let (_stdin, _stdout) = (child.stdin.take(), child.stdout.take());
+    let mut stderr = child.stderr.take().unwrap();
+    if !signals.is_empty() {
+        // The guest runs (its first bytes arrive, so the signal handlers are in place); from
+        // here on nobody reads stderr.
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut stderr, &mut first).expect("guest output");
+    }
+    for sig in signals {
+        let _ = Command::new("kill")
+            .args(["-s", sig, &child.id().to_string()])
+            .status();
+    }
+    let until = Instant::now() + ENDS_WITHIN;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn writes_to_a_stalled_stderr_end_at_the_deadline_even_with_events_on() {
+    let flooder = guest("stderr-flooder.wat", STDERR_FLOODER);
+    for extra in [&[][..], &["--events", "json"][..]] {
+        let mut args = vec![flooder.as_str(), "--deadline", "1s"];
+        args.extend_from_slice(extra);
+        let status = run_with_stalled_stderr(&args, &[]);
+        assert_eq!(status.and_then(|s| s.code()), Some(106), "{extra:?}");
+    }
+}
+
+#[test]
+fn a_stalled_stderr_holds_neither_a_signalled_exit_nor_a_second_signal() {
+    let flooder = guest("stderr-flooder.wat", STDERR_FLOODER);
+    let status = run_with_stalled_stderr(&[&flooder], &["TERM"]);
+    assert_eq!(status.and_then(|s| s.code()), Some(117));
+    let status = run_with_stalled_stderr(&[&flooder, "--events", "json"], &["TERM", "TERM"]);
+    assert!(
+        matches!(status.and_then(|s| s.code()), Some(117 | 118)),
+        "{status:?}"
+    );
+}

@@ -241,6 +241,26 @@ pub fn flush(timeout: Duration) -> bool {
         .all(|s| s.get().is_none_or(|s| s.flush_until(until)))
 }
 
+/// Bytes the host's own messages may add beyond [`CAPACITY`] to the process's stderr buffer;
+/// past that, a host message is dropped.
+const HOST_SLACK: usize = 64 << 10;
+
+/// Writes the host's own text (the binary's messages, `--events json` lines) to the process's
+/// stderr through the same buffer and writer thread as guest stderr, so it never blocks on a
+/// stalled reader and stays in order with guest stderr. Returns false when the text was
+/// dropped (the buffer is full beyond its slack, or the reader is gone). Never takes std's
+/// stderr lock; [`flush`] before exiting.
+pub fn host_stderr(text: &[u8]) -> bool {
+    let sink = sink(Which::Stderr);
+    {
+        let buf = sink.lock();
+        if buf.broken || buf.bytes.len() + text.len() > CAPACITY + HOST_SLACK {
+            return false;
+        }
+    }
+    sink.write(text).is_ok()
+}
+
 /// Where a guest's stdout or stderr goes: the process's own stream (the default when
 /// [`WasiConfig::inherit_stdio`](crate::WasiConfig) is set; all domains share its buffer), or
 /// a writer of the embedder's ([`GuestOutput::to_writer`]) with its own buffer and thread.
