@@ -627,9 +627,10 @@ impl DomainShared {
     }
 }
 
-/// If the worker ever ends without finishing its unload (it panicked: a bug in Warden, not
-/// in the guest), the domain is marked unloaded so no one waits forever, and the
-/// `fatal-runtime` failure is decided by policy (default: rude exit).
+/// If the worker ever ends without finishing its unload, the domain is marked unloaded so no
+/// one waits forever. If it panicked (a bug in Warden, not in the guest), the `fatal-runtime`
+/// failure is decided by policy (default: rude exit); if it was cancelled (the embedder shut
+/// its async runtime down), nothing broke: no fail-fast.
 struct WorkerGuard(Arc<DomainShared>);
 
 impl Drop for WorkerGuard {
@@ -638,9 +639,16 @@ impl Drop for WorkerGuard {
         if dom.done.borrow().is_some() {
             return;
         }
-        tracing::error!("the worker of {} ended unexpectedly", dom.id);
         dom.mark_unloaded();
         dom.rt.unregister(dom.id);
+        if !std::thread::panicking() {
+            tracing::debug!(
+                "the worker of {} was cancelled (its async runtime ended)",
+                dom.id
+            );
+            return;
+        }
+        tracing::error!("the worker of {} ended unexpectedly", dom.id);
         let action = dom
             .rt
             .policy
