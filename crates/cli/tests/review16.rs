@@ -1,6 +1,8 @@
 //! Review of issue #16 from outside: inputs and exit codes the first pass missed.
 
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn warden() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -18,9 +20,44 @@ fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
     p.display().to_string()
 }
 
-/// Runs to the end; stdout and stderr are read while it runs, so a chatty run cannot block.
+/// A bound on "it ends", never a speed claim.
+const ENDS_WITHIN: Duration = Duration::from_secs(60);
+
+/// Runs to the end (killed, and the test failed, if it does not end within the bound);
+/// stdout and stderr are read while it runs, so a chatty run cannot block.
 fn run(args: &[&str]) -> Output {
-    warden().args(args).stdin(Stdio::null()).output().unwrap()
+    let mut child = warden()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let until = Instant::now() + ENDS_WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("warden {args:?} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn stderr(o: &Output) -> String {
@@ -41,4 +78,36 @@ fn wat_text_with_too_many_functions_is_refused_before_parsing() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A passed deadline answered by `disable-runtime` ends the call (the most severe action
+/// does at least what a rude unload does): the run ends with the deadline's 106, as the
+/// README says of a disabled runtime. The call spun for ever and the run never ended.
+#[test]
+fn a_deadline_answered_by_disable_runtime_ends_the_run_with_106() {
+    let guest = write(
+        "spin.wat",
+        r#"(module
+             (import "warden" "critical_enter" (func $enter))
+             (func (export "spin") (loop $l (br $l)))
+             (func (export "critical_spin") (call $enter) (loop $l (br $l))))"#,
+    );
+    let policy = write(
+        "disable.toml",
+        "[failures]\ndeadline = \"disable-runtime\"\n",
+    );
+    for export in ["spin", "critical_spin"] {
+        let o = run(&[
+            "run",
+            &guest,
+            "--invoke",
+            export,
+            "--deadline",
+            "100ms",
+            "--policy",
+            &policy,
+        ]);
+        assert_eq!(o.status.code(), Some(106), "{export}: {}", stderr(&o));
+        assert!(stderr(&o).contains("passed its deadline"), "{}", stderr(&o));
+    }
 }

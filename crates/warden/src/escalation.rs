@@ -133,10 +133,18 @@ impl DomainShared {
                 // releasing its locks) is unwound where it leaves its deferred state.
                 self.start_unload(action == Action::RudeUnloadDomain);
             }
-            Action::ExitProcess
-            | Action::FastExitProcess
-            | Action::RudeExitProcess
-            | Action::DisableRuntime => self.rt.apply_process_action(action),
+            Action::ExitProcess | Action::FastExitProcess | Action::RudeExitProcess => {
+                self.rt.apply_process_action(action)
+            }
+            // The process stays up, so the failed call must not go on running: a disabled
+            // runtime does at least what a rude unload does (escalation only moves up).
+            Action::DisableRuntime => {
+                self.rt.apply_process_action(action);
+                if let Some(ctl) = ctl {
+                    ctl.set_reason(reason);
+                    self.start_unload(true);
+                }
+            }
         }
     }
 
