@@ -29,15 +29,18 @@ use crate::size::parse_size;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
     0    every call succeeded
-    N    a WASI command's own proc_exit code, passed through (a start function's too)
+    N    a WASI command's own proc_exit code, passed through (a start function's too);
+         0-125 (a larger one traps: 103), so a guest can choose one of the codes below
     2    bad command line
     3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
-         or too long to compile, missing or unfit export, unknown or wrongly typed import,
-         invalid policy, nonsense size or duration
+         or too long to compile, missing or unfit export, unknown or wrongly typed import
+         (an unknown WASI function too), minimum memory or tables past the domain's limits,
+         invalid or unreadable policy, nonsense size or duration
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
   107    aborted (*)              108  rudely aborted (*)
-  109    deadlock victim          110  domain unloaded (*)
+  109    deadlock victim (when the policy's deadlock action ends the call)
+  110    domain unloaded (*)
   111    insufficient memory: refused before any guest code ran (memory gate, a domain's
          initial memory, a full instance pool)
   112    process exiting (*)      113  runtime disabled (*)
