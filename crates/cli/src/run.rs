@@ -218,6 +218,13 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
     if let Some(m) = &args.max_memory {
         config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
     }
+    // Refused at entry rather than after opening millions of handles (and GBs) one by one.
+    let most = warden::warden_core::handles::MAX_QUOTA;
+    if args.handles as usize > most {
+        return Err(
+            format!("--handles: at most {most} (a domain's handle table holds no more)").into(),
+        );
+    }
     // Room for the soak aid's handles (the quota still applies beyond its bound).
     config.max_handles = config.max_handles.max(args.handles as usize);
     if args.repeat == 0 {
