@@ -503,7 +503,7 @@ fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
         Err(e) => err(&format!(
             "warden: {} (background): {}",
             escape(name, false),
-            escape(&e.to_string(), true)
+            escape(&e.to_string(), false)
         )),
     }
 }
@@ -624,24 +624,51 @@ fn report(finished: &Finished) -> i32 {
                 }
             }
             Err(e) => {
-                // Trap messages and backtraces carry the guest's own names: escaped.
+                // Messages and backtraces carry the guest's own names (imports, functions):
+                // escaped, a message on one line, so a name cannot forge a line.
                 err(&format!(
                     "warden: {}: {}",
                     escape(name, false),
-                    escape(&e.to_string(), true)
+                    escape(&e.to_string(), false)
                 ));
                 if let warden::Error::Call(
                     CallError::Trap { backtrace, .. } | CallError::StackOverflow { backtrace },
                 ) = e
                     && !backtrace.is_empty()
                 {
-                    err(&escape(backtrace.trim_end(), true));
+                    err(&backtrace_lines(backtrace.trim_end()));
                 }
                 code.get_or_insert(exit_code::for_error(e));
             }
         }
     }
     code.unwrap_or(exit_code::SUCCESS)
+}
+
+/// A wasm backtrace as wasmtime writes it (a heading, then frame lines `  N: ..`, symbol
+/// lines `  - ..` and `  at ..`, a `note:`), escaped. A line of another shape can only come
+/// from a newline in a guest's function or module name: it is joined to the line before,
+/// with the newline escaped, so a guest cannot forge an output line.
+fn backtrace_lines(backtrace: &str) -> String {
+    let structural = |line: &str| {
+        let rest = line.trim_start();
+        line == "error while executing at wasm backtrace:"
+            || line.starts_with("note: ")
+            || (rest.len() < line.len()
+                && (rest.starts_with("- ")
+                    || rest.starts_with("at ")
+                    || rest.split_once(':').is_some_and(|(n, _)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })))
+    };
+    let mut out = String::with_capacity(backtrace.len());
+    for (i, line) in backtrace.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str(if structural(line) { "\n" } else { "\\n" });
+        }
+        out.push_str(&escape(line, false));
+    }
+    out
 }
 
 fn format_val(v: &Val) -> String {
