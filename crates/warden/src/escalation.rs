@@ -156,7 +156,9 @@ impl DomainShared {
         fut: impl std::future::Future<Output = wasmtime::Result<T>>,
         deadline: Option<Instant>,
     ) -> Driven<T> {
-        let mut fut = std::pin::pin!(fut);
+        let fut = std::pin::pin!(fut);
+        // Counts the time the guest spends parked in host waits (`host::HostTimed`).
+        let mut fut = crate::host::HostTimed::new(fut, ctl);
         let mut kill = self.kill.subscribe();
         let mut deadline = deadline.map(tokio::time::Instant::from_std);
         // The escalation timer: which operation is being bounded, and until when.
@@ -166,6 +168,13 @@ impl DomainShared {
         let policy = &self.rt.policy;
         loop {
             let kicked = ctl.kick.notified();
+            let changed = ctl.abort.changed();
+            // The host-call layer: the guest is parked (in a host wait, or at an epoch yield)
+            // whenever this loop runs, so a deliverable abort lands here, for every import.
+            // Dropping the call future unwinds the guest; the store stays usable.
+            if let Err(abort) = crate::host::deliver_if_due(self, ctl) {
+                return Driven::Finished(Err(abort));
+            }
             tokio::select! {
                 biased;
                 _ = kill.wait_for(|k| *k) => return Driven::Killed,
@@ -190,6 +199,7 @@ impl DomainShared {
                     self.apply_action(Some(ctl), action, AbortReason::Policy);
                 }
                 _ = kicked => {}
+                _ = changed => {}
             }
             // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
             if let Some(kind) = ctl.abort.requested()
