@@ -11,11 +11,15 @@
 //! - [`locks`]: named host locks owned by calls, FIFO, poisoning, and deadlock detection over
 //!   a wait-for graph.
 //! - [`abort`]: the per-call abort state machine (requested, deferred, delivered).
+//! - [`lifecycle`]: a domain's lifecycle word (loaded, unloading, killed, unloaded; admitted
+//!   calls; the finalizer's claim).
 //! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
 #![warn(missing_docs)]
 
 pub mod abort;
 pub mod budget;
 pub mod handles;
+pub mod lifecycle;
 pub mod locks;
 pub mod shutdown;
+mod sync;
