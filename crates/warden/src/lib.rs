@@ -42,6 +42,7 @@ mod release;
 pub mod runtime;
 pub mod shutdown;
 mod unload;
+mod worker;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
 pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};
