@@ -15,6 +15,7 @@
 //!   calls; the finalizer's claim).
 //! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod abort;
 pub mod budget;

@@ -106,13 +106,17 @@ async fn memory_pressure_never_unloads_a_domain_whose_call_was_just_admitted() {
         let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
         let grown = d.invoke("grow", &[Val::I32(16)], CallOptions::default());
         assert_eq!(grown.await.unwrap().values[0].unwrap_i32(), 1);
+        // The call cannot finish before the test lets it: it waits for a lock the test holds.
+        let host = 1 << 60;
+        rt.locks().acquire(host, "L", None).await.unwrap();
         // Admitted, not yet running: the domain is no longer idle.
         let call = d
-            .call("work", &[Val::I32(2_000_000)], CallOptions::default())
+            .call("wait_for_lock", &[], CallOptions::default())
             .unwrap();
         // The embedder's own reservation crosses the 90 % mark: pressure, now.
         let native = rt.memory_budget().reserve(14 * MIB).unwrap();
         drop(native);
+        rt.locks().release(host, "L").unwrap();
         let out = call.join().await;
         assert!(
             out.is_ok(),
