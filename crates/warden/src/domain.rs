@@ -29,7 +29,7 @@
 //! its future is dropped and the store goes with it, so no guest can hold its domain past the
 //! policy's bounds.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -163,8 +163,6 @@ pub(crate) struct DomainShared {
     /// The domain's one state word.
     pub(crate) life: Lifecycle,
     slot: Mutex<Slot>,
-    /// Wakes guest code being driven when the domain is killed (`life` says so first).
-    pub(crate) killed: Notify,
     /// The unload report, once unloaded, and its waiters.
     report: OnceLock<UnloadReport>,
     unloaded: Notify,
@@ -180,6 +178,8 @@ pub(crate) struct DomainShared {
     pub(crate) handles: DomainHandles,
     /// The tokio runtime the domain was created on: where detached work runs.
     tokio: tokio::runtime::Handle,
+    /// Export signatures calls were checked against (see [`Signature`]).
+    signatures: Mutex<HashMap<Box<str>, Arc<Signature>>>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -195,13 +195,10 @@ struct Owner(Arc<DomainShared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let shared = self.0.clone();
-        if shared.life.is_loaded() {
-            let tokio = shared.tokio.clone();
-            tokio.spawn(async move {
-                shared.request_unload(false).await;
-            });
-        }
+        // Begun here, synchronously; the rest runs on a task that owns the worker, so even a
+        // tokio runtime that is gone (the task is dropped unrun) drops the store with it.
+        let rude = self.0.resolve_unload(false);
+        self.0.unload_in_background(rude);
     }
 }
 
@@ -248,7 +245,6 @@ impl Domain {
             module: module.clone(),
             life: Lifecycle::new(),
             slot: Mutex::new(Slot::default()),
-            killed: Notify::new(),
             report: OnceLock::new(),
             unloaded: Notify::new(),
             calls_failed: AtomicU64::new(0),
@@ -257,6 +253,7 @@ impl Domain {
             account: Arc::new(rt.budget.account()),
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
+            signatures: Mutex::new(HashMap::new()),
         });
         let wasi = module
             .inner
@@ -455,6 +452,25 @@ impl DomainShared {
         self.lock_slot().current.clone()
     }
 
+    /// The signature of the function export `export` (see [`Signature`]).
+    fn signature(&self, export: &str) -> Result<Arc<Signature>, Error> {
+        let mut known = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sig) = known.get(export) {
+            return Ok(sig.clone());
+        }
+        let Some(wasmtime::ExternType::Func(ty)) = self.module.inner.get_export(export) else {
+            return Err(Error::NoSuchExport(export.to_string()));
+        };
+        let sig = Arc::new(Signature {
+            name: export.into(),
+            params: ty.params().collect(),
+            results: ty.results().len(),
+        });
+        // Bounded by the module's exports: only exports that exist are kept.
+        known.insert(export.into(), sig.clone());
+        Ok(sig)
+    }
+
     /// Admission: the runtime admits guest work, the lifecycle counts the call, and the
     /// memory gate grants its declared reservation.
     fn admit(&self, ctl: &CallCtl, options: &CallOptions) -> Result<(), CallError> {
@@ -482,10 +498,12 @@ impl DomainShared {
         options: &CallOptions,
         reply: Option<oneshot::Sender<CallResult>>,
     ) -> Result<CallRequest, Error> {
-        check_signature(&self.module, export, args)?;
+        let sig = self.signature(export)?;
+        check_signature(&sig, export, args)?;
         Ok(CallRequest {
+            results: sig.results,
             ctl: CallCtl::new(self.id, options.background),
-            export: export.to_string(),
+            export: sig.name.clone(),
             args: args.to_vec(),
             deadline: options.deadline,
             reply,
@@ -742,19 +760,24 @@ impl DomainShared {
     /// An unload asked for by the embedder (or by dropping the last handle): the policy's
     /// `unload-domain` / `rude-unload-domain` operation decides what it becomes, then it runs.
     pub(crate) async fn request_unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
-        let mut rude = rude;
-        if self.life.is_loaded() {
-            let (as_rude, process) = self
-                .escalation()
-                .unload_requested(self.current().as_deref(), rude);
-            rude = as_rude;
-            // The process action is taken; the unload still runs so that its callers are
-            // answered when the process does not end (an embedder's exit hook).
-            if let Some(action) = process {
-                self.rt.apply_process_action(action);
-            }
-        }
+        let rude = self.resolve_unload(rude);
         self.unload(rude).await
+    }
+
+    /// The policy's say on an unload asked for: whether it runs rude. A process action it adds
+    /// is taken now; the unload still runs, so that its callers are answered when the process
+    /// does not end (an embedder's exit hook).
+    fn resolve_unload(&self, rude: bool) -> bool {
+        if !self.life.is_loaded() {
+            return rude;
+        }
+        let (rude, process) = self
+            .escalation()
+            .unload_requested(self.current().as_deref(), rude);
+        if let Some(action) = process {
+            self.rt.apply_process_action(action);
+        }
+        rude
     }
 
     /// Unloads the domain; every caller gets the one report. When the domain is idle the
@@ -856,8 +879,12 @@ impl DomainShared {
     /// No more guest code: the running code is dropped (and the store with it) by whoever
     /// drives it.
     pub(crate) fn kill(&self) {
-        if self.life.kill() {
-            self.killed.notify_waiters();
+        // The lifecycle says so first; the kick wakes `drive` for the code running now, which
+        // then sees it (code that starts later sees it before it runs).
+        if self.life.kill()
+            && let Some(ctl) = self.current()
+        {
+            ctl.kick.notify_one();
         }
     }
 
@@ -1064,16 +1091,23 @@ fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
     b.build_p1()
 }
 
-/// Checks that `export` is a function taking `args`' types.
-fn check_signature(module: &Module, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
-    let Some(wasmtime::ExternType::Func(ty)) = module.inner.get_export(export) else {
-        return Err(Error::NoSuchExport(export.to_string()));
-    };
+/// What a call needs of an export's type, looked up once per domain and export: asking
+/// wasmtime for a function's type roots it in the engine's type registry, which costs more
+/// than the rest of a warm call's bookkeeping.
+pub(crate) struct Signature {
+    /// The export's name, shared by every call of it.
+    name: Arc<str>,
+    params: Vec<wasmtime::ValType>,
+    pub(crate) results: usize,
+}
+
+/// Checks that `args` fit `export`'s parameters.
+fn check_signature(sig: &Signature, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
     // Compared without allocating: this runs on every call.
-    let fits =
-        ty.params().len() == args.len() && ty.params().zip(args).all(|(p, a)| fits_param(&p, a));
+    let fits = sig.params.len() == args.len()
+        && sig.params.iter().zip(args).all(|(p, a)| fits_param(p, a));
     if !fits {
-        let expected: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+        let expected: Vec<String> = sig.params.iter().map(|p| p.to_string()).collect();
         let given: Vec<String> = args.iter().map(val_type_name).collect();
         return Err(Error::BadArguments {
             name: export.to_string(),

@@ -235,15 +235,22 @@ pub(crate) async fn drive<T>(
     let mut timed_out: Vec<Operation> = Vec::new();
     let policy = &dom.rt.policy;
     loop {
-        let kicked = ctl.kick.notified();
-        let mut killed = std::pin::pin!(dom.killed.notified());
-        killed.as_mut().enable();
+        // A kill is seen here: `DomainShared::kill` marks the lifecycle, then kicks the call
+        // running now (a kick before this iteration's wait is kept as a permit).
         if dom.life.is_killed() {
             return Driven::Killed;
         }
-        tokio::select! {
+        let kicked = ctl.kick.notified();
+        if deadline.is_none() && armed.is_none() {
+            // Nothing to time (the common case): only the guest and the kick.
+            tokio::select! {
+                biased;
+                r = &mut fut => return Driven::Finished(r),
+                _ = kicked => {}
+            }
+        } else {
+            tokio::select! {
             biased;
-            _ = killed => return Driven::Killed,
             r = &mut fut => return Driven::Finished(r),
             _ = sleep_until(deadline) => {
                 deadline = None;
@@ -258,6 +265,7 @@ pub(crate) async fn drive<T>(
                 }
             }
             _ = kicked => {}
+            }
         }
         // (Re-)arm the escalation timer for the abort now pending, if it is deferred.
         if let Some(kind) = ctl.abort.requested()

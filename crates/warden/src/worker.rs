@@ -40,9 +40,11 @@ pub(crate) const FINALIZER: &str = "warden_on_unload";
 /// One admitted call, waiting for (or given to) the worker.
 pub(crate) struct CallRequest {
     pub(crate) ctl: Arc<CallCtl>,
-    pub(crate) export: String,
+    pub(crate) export: Arc<str>,
     pub(crate) args: Vec<wasmtime::Val>,
     pub(crate) deadline: Option<Duration>,
+    /// How many values the export returns.
+    pub(crate) results: usize,
     /// Where the result goes; `None` on the fast path, where it is returned instead.
     pub(crate) reply: Option<oneshot::Sender<CallResult>>,
 }
@@ -98,6 +100,7 @@ impl Worker {
             export,
             args,
             deadline,
+            results,
             reply,
         } = req;
         let started = Instant::now();
@@ -110,10 +113,9 @@ impl Worker {
             // Queued before the exit began, not started: a new call-in all the same.
             (Err(CallError::ProcessExiting), false)
         } else {
-            (
-                self.run(&ctl, &export, &args, deadline, started).await,
-                true,
-            )
+            let values = vec![wasmtime::Val::I32(0); results];
+            let result = self.run(&ctl, &export, &args, values, deadline, started);
+            (result.await, true)
         };
         dom.finish_call(&ctl, &result, started, ran);
         match reply {
@@ -130,6 +132,7 @@ impl Worker {
         ctl: &Arc<CallCtl>,
         export: &str,
         args: &[wasmtime::Val],
+        mut results: Vec<wasmtime::Val>,
         deadline: Option<Duration>,
         started: Instant,
     ) -> CallResult {
@@ -152,8 +155,6 @@ impl Worker {
                 backtrace: String::new(),
             }),
             Some(func) => {
-                let n = func.ty(&*store).results().len();
-                let mut results = vec![wasmtime::Val::I32(0); n];
                 let deadline = deadline.map(|d| started + d);
                 let ran = {
                     let fut = func.call_async(&mut *store, args, &mut results);
