@@ -1,6 +1,8 @@
 //! `warden`: run WebAssembly guests under Warden's hosting model, and check policies.
 #![forbid(unsafe_code)]
 
+mod input;
+mod output;
 mod run;
 mod size;
 
@@ -36,6 +38,9 @@ enum PolicyCommand {
     Check {
         /// The policy file (TOML).
         file: String,
+        /// Read the file even when it is not a regular file (a pipe): once, bounded.
+        #[arg(long = "allow-non-regular")]
+        allow_non_regular: bool,
     },
     /// Print a preset as a policy file (server, clr, sqlserver, fail-fast).
     Show {
@@ -46,6 +51,9 @@ enum PolicyCommand {
     Explain {
         /// A preset name or a policy file.
         policy: String,
+        /// Read the file even when it is not a regular file (a pipe): once, bounded.
+        #[arg(long = "allow-non-regular")]
+        allow_non_regular: bool,
     },
 }
 
@@ -71,24 +79,30 @@ fn main() -> ExitCode {
 
 fn policy(cmd: PolicyCommand) -> i32 {
     let result = match cmd {
-        PolicyCommand::Check { file } => Policy::from_file(std::path::Path::new(&file))
+        PolicyCommand::Check {
+            file,
+            allow_non_regular,
+        } => Policy::from_file_with(std::path::Path::new(&file), allow_non_regular)
             .map(|_| format!("{file}: ok"))
-            .map_err(|e| e.to_string()),
+            .map_err(|e| input::policy_error(&e, allow_non_regular)),
         PolicyCommand::Show { preset } => preset
             .parse::<Preset>()
             .map(|p| Policy::preset(p).to_toml())
             .map_err(|e| e.to_string()),
-        PolicyCommand::Explain { policy } => Policy::load(&policy)
+        PolicyCommand::Explain {
+            policy,
+            allow_non_regular,
+        } => Policy::load_with(&policy, allow_non_regular)
             .map(|p| p.explain())
-            .map_err(|e| e.to_string()),
+            .map_err(|e| input::policy_error(&e, allow_non_regular)),
     };
     match result {
         Ok(text) => {
-            println!("{}", text.trim_end());
+            output::out(text.trim_end());
             exit_code::SUCCESS
         }
         Err(e) => {
-            eprintln!("warden: {e}");
+            output::err(&format!("warden: {}", output::escape(&e.to_string(), true)));
             exit_code::BAD_INPUT
         }
     }

@@ -13,8 +13,8 @@
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use warden::{
     CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Runtime, RuntimeConfig, Val,
@@ -22,25 +22,32 @@ use warden::{
 };
 use warden_policy::Policy;
 
+use crate::input::read_bounded;
+use crate::output::{err, escape, flush, out};
 use crate::size::parse_size;
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
     0    every call succeeded
-    N    a WASI command's own proc_exit code, passed through
+    N    a WASI command's own proc_exit code, passed through (a start function's too)
     2    bad command line
-    3    bad input: unreadable or invalid module, missing or unfit export, unknown import,
+    3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
+         or too long to compile, missing or unfit export, unknown or wrongly typed import,
          invalid policy, nonsense size or duration
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
-  107    aborted                  108  rudely aborted
-  109    deadlock victim          110  domain unloaded
-  111    insufficient memory      112  process exiting
-  113    runtime disabled         114  policy chose exit-process
+  107    aborted (*)              108  rudely aborted (*)
+  109    deadlock victim          110  domain unloaded (*)
+  111    insufficient memory: refused before any guest code ran (memory gate, a domain's
+         initial memory, a full instance pool)
+  112    process exiting (*)      113  runtime disabled (*)
+  114    policy chose exit-process
   115    policy chose fast-exit-process
-  116    policy chose rude-exit-process (or the shutdown watchdog fired)
+  116    policy chose rude-exit-process, or the shutdown watchdog ended the exit
   117    first SIGTERM/SIGINT     118  second signal (rude exit)
-  119    Warden's own invariant broke (fail-fast)
+  119    Warden's own invariant broke (fail-fast; a report goes to stderr)
+(*) call outcomes of the embedding API; `warden run` does not end with them.
+A start function is a call like any other: its failure has its outcome's code.
 When several calls fail, the code is that of the first failing --invoke in command-line order.
 Background calls (--background-invoke) never decide the code.";
 
@@ -91,6 +98,17 @@ pub struct RunArgs {
     /// passed otherwise.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Read MODULE and a --policy file even when they are not regular files (a pipe such
+    /// as `--policy <(cat policy.toml)`, a FIFO, a device): once, and no further than the
+    /// size bound. Without it such files are refused, since a FIFO can block for ever and a
+    /// device can be endless.
+    #[arg(long = "allow-non-regular")]
+    allow_non_regular: bool,
+    /// Also write a fail-fast report (what broke, the domain and call, the last events, a
+    /// backtrace) to FILE when Warden's own invariant breaks (exit 119). It always goes to
+    /// stderr.
+    #[arg(long = "fail-fast-report", value_name = "FILE")]
+    fail_fast_report: Option<PathBuf>,
     /// Arguments for a WASI command (after `--`).
     #[arg(last = true)]
     args: Vec<String>,
@@ -104,8 +122,6 @@ struct Plan {
     invokes: Vec<String>,
     /// Exports to call as background calls.
     background: Vec<String>,
-    /// Events go to stderr as JSON lines (so no plain messages there).
-    events_json: bool,
     config: DomainConfig,
     options: CallOptions,
     repeat: u64,
@@ -130,33 +146,67 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let code = rt.block_on(async move {
-        let plan = match plan(args) {
+        // Signals are handled from the start, before the module is read and compiled.
+        let runtime = Arc::new(OnceLock::new());
+        if let Err(msg) = watch_signals(runtime.clone(), args.events.is_some()) {
+            return fail(exit_code::FATAL, msg);
+        }
+        let plan = match plan(args, &runtime) {
             Ok(p) => p,
-            Err(msg) => return fail(exit_code::BAD_INPUT, msg),
+            Err((code, msg)) => return fail(code, msg),
         };
         execute(plan).await
     });
     // Calls still running (background ones, or any the exit left behind) must not hold up
     // the end of the process.
     rt.shutdown_background();
-    let _ = std::io::stdout().flush();
+    flush();
     code
 }
 
 /// Ends the process: the runtime's exit function (called once, at the end of shutdown) and
 /// the second signal.
 fn end_process(code: i32) -> ! {
-    let _ = std::io::stdout().flush();
+    flush();
     std::process::exit(code)
 }
 
 fn fail(code: i32, msg: String) -> i32 {
-    eprintln!("warden: {msg}");
+    err(&format!("warden: {}", escape(&msg, true)));
     code
 }
 
-fn plan(args: RunArgs) -> Result<Plan, String> {
-    let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+/// Checks the command line and loads the module. The runtime, once made, goes in `slot`
+/// for the signal watcher. An error carries its exit code.
+fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, (i32, String)> {
+    plan_inner(args, slot).map_err(|e| match e {
+        PlanError::Input(msg) => (exit_code::BAD_INPUT, msg),
+        PlanError::Load(msg, code) => (code, msg),
+    })
+}
+
+enum PlanError {
+    /// Bad input: exit 3.
+    Input(String),
+    /// Loading the module failed with this code.
+    Load(String, i32),
+}
+
+impl From<String> for PlanError {
+    fn from(msg: String) -> Self {
+        PlanError::Input(msg)
+    }
+}
+
+impl From<&str> for PlanError {
+    fn from(msg: &str) -> Self {
+        PlanError::Input(msg.to_string())
+    }
+}
+
+fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError> {
+    let policy = Policy::load_with(&args.policy, args.allow_non_regular)
+        .map_err(|e| crate::input::policy_error(&e, args.allow_non_regular))?;
     let deadline = match &args.deadline {
         None => None,
         Some(d) => warden_policy::parse_duration(d).map_err(|e| format!("--deadline: {e}"))?,
@@ -180,19 +230,32 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
             .ok_or_else(|| format!("--env: `{kv}` is not KEY=VALUE"))?;
         env.push((k.to_string(), v.to_string()));
     }
-    let bytes = std::fs::read(&args.module)
-        .map_err(|e| format!("cannot read {}: {e}", args.module.display()))?;
+    let engine = warden::EngineConfig::default();
+    let bytes = read_bounded(
+        &args.module,
+        engine.max_module_bytes as u64,
+        args.allow_non_regular,
+    )?;
+    // The start function is bounded like every call when --deadline is given.
+    if deadline.is_some() {
+        config.start_deadline = deadline;
+    }
     let memory_budget = match &args.memory_budget {
         Some(b) => Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?),
         None => None,
     };
     let runtime = Runtime::new(RuntimeConfig {
+        engine,
         policy,
         memory_budget,
         exit: Arc::new(|code| end_process(code)),
         ..RuntimeConfig::default()
     })
     .map_err(|e| e.to_string())?;
+    let _ = slot.set(runtime.clone());
+    if let Some(path) = &args.fail_fast_report {
+        runtime.set_fail_fast_report(path);
+    }
     if let Some(format) = &args.events {
         debug_assert_eq!(format, "json");
         runtime.subscribe(|event| {
@@ -201,9 +264,12 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
             let _ = writeln!(err, "{line}");
         });
     }
-    let module = runtime
-        .load_module(&bytes)
-        .map_err(|e| format!("{}: {e}", args.module.display()))?;
+    let module = runtime.load_module(&bytes).map_err(|e| {
+        PlanError::Load(
+            format!("{}: {e}", args.module.display()),
+            exit_code::for_error(&e),
+        )
+    })?;
     let exports: Vec<&str> = if args.invoke.is_empty() {
         vec!["_start"]
     } else {
@@ -234,7 +300,6 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
         module,
         invokes: args.invoke,
         background: args.background_invoke,
-        events_json: args.events.is_some(),
         config,
         options: CallOptions {
             deadline,
@@ -249,23 +314,24 @@ fn plan(args: RunArgs) -> Result<Plan, String> {
 }
 
 fn check_export(module: &Module, name: &str) -> Result<(), String> {
+    let shown = escape(name, false);
     match module.wasmtime().get_export(name) {
         None if name == "_start" => {
             Err("module has no `_start` export (not a WASI command); use --invoke NAME".into())
         }
-        None => Err(format!("module has no export `{name}`")),
+        None => Err(format!("module has no export `{shown}`")),
         Some(wasmtime::ExternType::Func(ty)) => {
             if ty.params().len() > 0 {
                 let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
                 Err(format!(
-                    "export `{name}` takes parameters ({}); --invoke needs one that takes none",
+                    "export `{shown}` takes parameters ({}); --invoke needs one that takes none",
                     params.join(", ")
                 ))
             } else {
                 Ok(())
             }
         }
-        Some(_) => Err(format!("export `{name}` is not a function")),
+        Some(_) => Err(format!("export `{shown}` is not a function")),
     }
 }
 
@@ -274,18 +340,18 @@ type Finished = Vec<(String, Result<warden::CallOutput, warden::Error>)>;
 
 async fn execute(plan: Plan) -> i32 {
     let plan = Arc::new(plan);
-    if let Err(msg) = watch_signals(plan.runtime.clone(), plan.events_json) {
-        return fail(exit_code::FATAL, msg);
-    }
     start_background(&plan);
     let rss_before = proc_status();
     let started = Instant::now();
     let mut last: Finished = Vec::new();
+    // Cycles actually run: a failing cycle ends the soak early.
+    let mut cycles = 0u64;
     if plan.reuse_domain {
-        last = run_reused(&plan).await;
+        (last, cycles) = run_reused(&plan).await;
     } else {
         for _ in 0..plan.repeat {
             last = run_cycle(&plan).await;
+            cycles += 1;
             if last.iter().any(|(_, r)| r.is_err()) {
                 break;
             }
@@ -297,8 +363,8 @@ async fn execute(plan: Plan) -> i32 {
     );
     if plan.repeat > 1 {
         let rss_after = proc_status();
-        eprintln!(
-            "warden: {} cycles in {:.2}s; rss {} KiB -> {} KiB; fds {} -> {}; domains left {}",
+        err(&format!(
+            "warden: {cycles} of {} cycles in {:.2}s; rss {} KiB -> {} KiB; fds {} -> {}; domains left {}",
             plan.repeat,
             started.elapsed().as_secs_f64(),
             rss_before.0,
@@ -306,14 +372,19 @@ async fn execute(plan: Plan) -> i32 {
             rss_before.1,
             rss_after.1,
             plan.runtime.domain_count()
-        );
+        ));
     }
     if plan.handles > 0 {
-        eprintln!("warden: handles {opened} opened, {released} released");
+        err(&format!(
+            "warden: handles {opened} opened, {released} released"
+        ));
     }
     let mut code = report(&last);
     if opened != released {
-        eprintln!("warden: {opened} handles were opened but {released} released");
+        // A release lost or run twice: Warden's own invariant, so fail fast.
+        plan.runtime.fail_fast(&format!(
+            "{opened} handles were opened but {released} released"
+        ));
         code = exit_code::FATAL;
     }
     // The foreground calls are done: the orderly exit path, with this run's code (unless a
@@ -324,7 +395,7 @@ async fn execute(plan: Plan) -> i32 {
 
 /// SIGTERM and SIGINT: the first starts an orderly exit, a second ends the process at once.
 #[cfg(unix)]
-fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let watch = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| format!("cannot watch {name}: {e}"))
@@ -337,9 +408,9 @@ fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
             _ = int.recv() => {}
         }
         if !quiet {
-            eprintln!("warden: signalled; exiting in order (signal again to exit at once)");
+            err("warden: signalled; exiting in order (signal again to exit at once)");
         }
-        runtime.exit(exit_code::SIGNALLED);
+        signalled(&runtime);
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -349,17 +420,28 @@ fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The first signal: the runtime's orderly exit, or (before there is a runtime, e.g. while
+/// the module compiles) an exit at once, since there is nothing to shut down yet.
+fn signalled(runtime: &OnceLock<Runtime>) {
+    match runtime.get() {
+        Some(rt) => {
+            rt.exit(exit_code::SIGNALLED);
+        }
+        None => end_process(exit_code::SIGNALLED),
+    }
+}
+
 /// Ctrl-C where there are no Unix signals: the same two steps.
 #[cfg(not(unix))]
-fn watch_signals(runtime: Runtime, quiet: bool) -> Result<(), String> {
+fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), String> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
         if !quiet {
-            eprintln!("warden: interrupted; exiting in order (again to exit at once)");
+            err("warden: interrupted; exiting in order (again to exit at once)");
         }
-        runtime.exit(exit_code::SIGNALLED);
+        signalled(&runtime);
         if tokio::signal::ctrl_c().await.is_ok() {
             end_process(exit_code::SIGNALLED_RUDE);
         }
@@ -400,11 +482,19 @@ fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
     match result {
         Ok(out) if out.exit_code.is_none() => {
             let values: Vec<String> = out.values.iter().map(format_val).collect();
-            println!("{name}: {}", values.join(" ").trim_end());
+            self::out(&format!(
+                "{}: {}",
+                escape(name, false),
+                values.join(" ").trim_end()
+            ));
         }
         Ok(_) => {}
         Err(warden::Error::Call(CallError::ProcessExiting)) => {}
-        Err(e) => eprintln!("warden: {name} (background): {e}"),
+        Err(e) => err(&format!(
+            "warden: {} (background): {}",
+            escape(name, false),
+            escape(&e.to_string(), true)
+        )),
     }
 }
 
@@ -456,8 +546,10 @@ async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput,
 }
 
 /// `--reuse-domain`: N rounds of calls in one domain per export.
-async fn run_reused(plan: &Arc<Plan>) -> Finished {
+/// Returns the results and the most cycles any domain ran (each call is a cycle).
+async fn run_reused(plan: &Arc<Plan>) -> (Finished, u64) {
     let mut finished = Vec::new();
+    let mut cycles = 0u64;
     let names: Vec<String> = if plan.invokes.is_empty() {
         vec!["_start".into()]
     } else {
@@ -474,8 +566,12 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
                 return Err(e);
             }
             let mut out = None;
+            let mut ran = 0u64;
             for _ in 0..plan.repeat {
-                match domain.invoke(&name, &[], plan.options.clone()).await {
+                let result = domain.invoke(&name, &[], plan.options.clone()).await;
+                ran += 1;
+                cycles = cycles.max(ran);
+                match result {
                     Ok(o) => out = Some(o),
                     Err(e) => {
                         domain.unload().await;
@@ -489,7 +585,7 @@ async fn run_reused(plan: &Arc<Plan>) -> Finished {
         .await;
         finished.push((name, result));
     }
-    finished
+    (finished, cycles)
 }
 
 /// `--handles N`: puts N dummy host resources in the domain, each counting its release.
@@ -514,25 +610,28 @@ fn report(finished: &Finished) -> i32 {
                     code.get_or_insert(c);
                 } else if name != "_start" {
                     let values: Vec<String> = out.values.iter().map(format_val).collect();
-                    println!("{name}: {}", values.join(" ").trim_end());
+                    self::out(&format!(
+                        "{}: {}",
+                        escape(name, false),
+                        values.join(" ").trim_end()
+                    ));
                 }
             }
             Err(e) => {
-                eprintln!("warden: {name}: {e}");
-                let c = match e {
-                    warden::Error::Call(err) => {
-                        if let CallError::Trap { backtrace, .. }
-                        | CallError::StackOverflow { backtrace } = err
-                            && !backtrace.is_empty()
-                        {
-                            eprintln!("{}", backtrace.trim_end());
-                        }
-                        exit_code::for_outcome(err.outcome())
-                    }
-                    warden::Error::Instantiate(_) => exit_code::TRAP,
-                    _ => exit_code::BAD_INPUT,
-                };
-                code.get_or_insert(c);
+                // Trap messages and backtraces carry the guest's own names: escaped.
+                err(&format!(
+                    "warden: {}: {}",
+                    escape(name, false),
+                    escape(&e.to_string(), true)
+                ));
+                if let warden::Error::Call(
+                    CallError::Trap { backtrace, .. } | CallError::StackOverflow { backtrace },
+                ) = e
+                    && !backtrace.is_empty()
+                {
+                    err(&escape(backtrace.trim_end(), true));
+                }
+                code.get_or_insert(exit_code::for_error(e));
             }
         }
     }

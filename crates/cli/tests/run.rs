@@ -330,13 +330,33 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
     let o = run(&[
         "run", &g, "--invoke", "ab", "--invoke", "ba", "--events", "json",
     ]);
-    assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
+    // `deadlock = throw` (server): the victim is told -2, backs out and returns normally.
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out == "ab: 0\n" || out == "ba: 0\n", "{out}");
     assert!(
-        stderr(&o).contains(r#""event":"deadlock_detected""#),
-        "{}",
-        stderr(&o)
+        out == "ab: -2\nba: 0\n" || out == "ab: 0\nba: -2\n",
+        "{out}"
     );
+    let err = stderr(&o);
+    assert!(err.contains(r#""event":"deadlock_detected""#), "{err}");
+    // Told, not interrupted: no floor, so no unload for the victim that held a lock.
+    assert!(
+        !err.lines()
+            .any(|l| l.contains(r#""failure":"deadlock""#) && l.contains("unload")),
+        "{err}"
+    );
+    // Under `deadlock = abort` the victim is ended: 109.
+    let policy = write_guest("deadlock-abort.toml", "[failures]\ndeadlock = \"abort\"\n");
+    let o = run(&[
+        "run",
+        &g,
+        "--invoke",
+        "ab",
+        "--invoke",
+        "ba",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
     assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
 }

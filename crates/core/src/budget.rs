@@ -360,10 +360,20 @@ impl MemoryBudget {
     }
 
     /// A new, empty account for one domain (or one piece of embedder work) charged to this
-    /// budget.
+    /// budget, with no limit of its own ([`MemoryAccount::limit`] is `u64::MAX`).
     pub fn account(self: &Arc<Self>) -> MemoryAccount {
+        self.account_limited(u64::MAX)
+    }
+
+    /// A new, empty account whose reservations ([`MemoryAccount::reserve`]) are bounded by
+    /// `limit` less what the account holds: a domain with an 8 MiB memory limit can never
+    /// reserve more than the 8 MiB it could use, however often it asks. Growth is not
+    /// checked against `limit` here (the runtime checks its own per-domain limits before it
+    /// charges); only the budget bounds [`MemoryAccount::grow`].
+    pub fn account_limited(self: &Arc<Self>, limit: u64) -> MemoryAccount {
         MemoryAccount {
             inner: Arc::new(AccountInner {
+                limit,
                 budget: Arc::clone(self),
                 used: AtomicU64::new(0),
                 reserved: AtomicU64::new(0),
@@ -663,6 +673,8 @@ impl fmt::Debug for Reservation {
 }
 
 struct AccountInner {
+    /// Bounds `used + reserved` for reservations through the account.
+    limit: u64,
     budget: Arc<MemoryBudget>,
     used: AtomicU64,
     reserved: AtomicU64,
@@ -775,8 +787,62 @@ impl MemoryAccount {
     /// Reserves `bytes` of the budget like [`MemoryBudget::reserve`], and shows the reservation
     /// in this account's figures ([`AccountStats::reserved`]) while it lives. A refusal is
     /// counted on the account too.
+    ///
+    /// The request is also refused when it would take the account's `used + reserved` past
+    /// its [`limit`](MemoryAccount::limit); the refusal's `available` is then what the
+    /// account's own limit leaves (or the budget's free space, if that is less).
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, InsufficientMemory> {
-        reserve_inner(&self.inner.budget, Some(&self.inner), bytes)
+        let inner = &self.inner;
+        if bytes > 0 && inner.limit != u64::MAX {
+            // Claim room under the account's limit first (one CAS on `reserved`), so that
+            // concurrent reservations through one account cannot pass it together.
+            let claimed =
+                inner
+                    .reserved
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| {
+                        let held = inner.used.load(Ordering::Acquire).saturating_add(reserved);
+                        (held.saturating_add(bytes) <= inner.limit).then(|| reserved + bytes)
+                    });
+            if let Err(reserved) = claimed {
+                let held = inner.used.load(Ordering::Acquire).saturating_add(reserved);
+                inner.refusals.fetch_add(1, Ordering::Relaxed);
+                inner.budget.refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(InsufficientMemory {
+                    requested: bytes,
+                    available: inner
+                        .limit
+                        .saturating_sub(held)
+                        .min(inner.budget.available()),
+                });
+            }
+            // The account's share is counted already: only the budget's is left to take.
+            return match inner.budget.commit(bytes) {
+                Ok(edge) => {
+                    inner.budget.reserved.fetch_add(bytes, Ordering::Relaxed);
+                    inner.budget.notify(edge);
+                    Ok(Reservation {
+                        budget: Arc::clone(&inner.budget),
+                        account: Some(Arc::clone(inner)),
+                        remaining: AtomicU64::new(bytes),
+                    })
+                }
+                Err(available) => {
+                    inner.reserved.fetch_sub(bytes, Ordering::AcqRel);
+                    inner.budget.refusals.fetch_add(1, Ordering::Relaxed);
+                    inner.refusals.fetch_add(1, Ordering::Relaxed);
+                    Err(InsufficientMemory {
+                        requested: bytes,
+                        available,
+                    })
+                }
+            };
+        }
+        reserve_inner(&inner.budget, Some(inner), bytes)
+    }
+
+    /// The bound on `used + reserved` for this account's reservations (`u64::MAX`: none).
+    pub fn limit(&self) -> u64 {
+        self.inner.limit
     }
 
     /// Bytes charged to this account.

@@ -14,6 +14,7 @@
 //! - [`lifecycle`]: a domain's lifecycle word (loaded, unloading, killed, unloaded; admitted
 //!   calls; the finalizer's claim).
 //! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
+//! - [`rate`]: a token-bucket rate limit for what the host writes on guests' behalf.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,5 +23,6 @@ pub mod budget;
 pub mod handles;
 pub mod lifecycle;
 pub mod locks;
+pub mod rate;
 pub mod shutdown;
 mod sync;

@@ -254,7 +254,13 @@ impl fmt::Display for DeadlockCycle {
 /// See the [module docs](self) for the model.
 pub struct LockTable {
     inner: InnerArc<Mutex<Inner>>,
+    /// Bounds the `orphaned_locks` and `poison_mark_dropped` warnings a hostile guest can
+    /// cause (each cycle that orphans locks would otherwise write a line).
+    warnings: crate::rate::RateLimit,
 }
+
+/// How many poison marks a table keeps by default ([`LockTable::with_poison_limit`]).
+pub const DEFAULT_POISON_LIMIT: usize = 4096;
 
 impl fmt::Debug for LockTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -267,11 +273,35 @@ impl fmt::Debug for LockTable {
 /// Identifies one wait (or one grant) so a late poll or drop acts only on its own wait.
 type Ticket = u64;
 
-#[derive(Default)]
 struct Inner {
     locks: HashMap<String, Entry>,
     owners: HashMap<OwnerId, OwnerState>,
     next_ticket: Ticket,
+    /// Marks in the order they were made, as (name, the mark's ticket); a pair whose entry
+    /// has another ticket (or no mark) is stale and skipped.
+    poison_order: VecDeque<(String, Ticket)>,
+    /// Entries with the poison mark now (exact).
+    poisoned: usize,
+    /// Most marks kept; past it the oldest goes.
+    poison_limit: usize,
+    /// Marks dropped for the bound, and the names dropped since the last look.
+    dropped: u64,
+    dropped_names: Vec<String>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            locks: HashMap::new(),
+            owners: HashMap::new(),
+            next_ticket: 0,
+            poison_order: VecDeque::new(),
+            poisoned: 0,
+            poison_limit: DEFAULT_POISON_LIMIT,
+            dropped: 0,
+            dropped_names: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -279,6 +309,8 @@ struct Entry {
     /// Invariant: `holder.is_none()` implies `queue.is_empty()` (hand-off is direct).
     holder: Option<Holder>,
     poisoned: bool,
+    /// The ticket of the mark, to find it in `poison_order`.
+    poison_ticket: Ticket,
     queue: VecDeque<Queued>,
 }
 
@@ -383,14 +415,27 @@ impl Inner {
             state.held.remove(name);
         }
         self.gc_owner(owner);
+        self.next_ticket += 1;
+        let mark = self.next_ticket;
         let Some(entry) = self.locks.get_mut(name) else {
             return;
         };
+        let was = entry.poisoned;
         match kind {
             ReleaseKind::Normal => entry.poisoned = false,
-            ReleaseKind::Orphaned => entry.poisoned = true,
+            ReleaseKind::Orphaned => {
+                entry.poisoned = true;
+                entry.poison_ticket = mark;
+            }
             ReleaseKind::Unclaimed => {}
         }
+        let marked = kind == ReleaseKind::Orphaned;
+        match (was, entry.poisoned) {
+            (false, true) => self.poisoned += 1,
+            (true, false) => self.poisoned -= 1,
+            _ => {}
+        }
+        let entry = self.locks.get_mut(name).expect("looked up above");
         entry.holder = None;
         if let Some(next) = entry.queue.pop_front() {
             // Direct hand-off: the waiter owns the lock from now on, even before it is polled.
@@ -406,6 +451,40 @@ impl Inner {
             }
         } else {
             self.gc_lock(name);
+        }
+        if marked {
+            self.poison_order.push_back((name.to_string(), mark));
+            self.bound_poison();
+        }
+    }
+
+    /// Keeps at most `poison_limit` marks: past it the oldest goes (its entry too, if the lock
+    /// is idle), so locks orphaned under ever new names cannot grow the table without end.
+    fn bound_poison(&mut self) {
+        while self.poisoned > self.poison_limit {
+            let Some((name, mark)) = self.poison_order.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.locks.get_mut(&name) else {
+                continue;
+            };
+            if !entry.poisoned || entry.poison_ticket != mark {
+                continue; // stale: cleared, or marked again later
+            }
+            entry.poisoned = false;
+            self.poisoned -= 1;
+            self.dropped += 1;
+            self.gc_lock(&name);
+            self.dropped_names.push(name);
+        }
+        // Stale pairs are only skipped when a mark must go; compact so they stay bounded too.
+        if self.poison_order.len() > 2 * self.poison_limit + 64 {
+            let locks = &self.locks;
+            self.poison_order.retain(|(name, mark)| {
+                locks
+                    .get(name)
+                    .is_some_and(|e| e.poisoned && e.poison_ticket == *mark)
+            });
         }
     }
 
@@ -577,9 +656,42 @@ fn report_cycle(cycle: &DeadlockCycle) {
 impl LockTable {
     /// An empty table.
     pub fn new() -> std::sync::Arc<Self> {
+        Self::with_poison_limit(DEFAULT_POISON_LIMIT)
+    }
+
+    /// An empty table that keeps at most `limit` poison marks. Past it, the oldest mark goes
+    /// (and the lock's entry, if the lock is idle), with a `poison_mark_dropped` warning: its
+    /// next acquirer gets it clean (`0`, not `-4`). That is the price of a bound: a host that
+    /// orphans locks under ever new names would otherwise grow the table without end.
+    pub fn with_poison_limit(limit: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(LockTable {
-            inner: InnerArc::new(Mutex::new(Inner::default())),
+            inner: InnerArc::new(Mutex::new(Inner {
+                poison_limit: limit,
+                ..Inner::default()
+            })),
+            warnings: crate::rate::RateLimit::new(20, 1),
         })
+    }
+
+    /// How many poison marks are held now.
+    pub fn poisoned_count(&self) -> usize {
+        lock_inner(&self.inner).poisoned
+    }
+
+    /// How many poison marks were dropped for the bound since the table was made.
+    pub fn dropped_poison_marks(&self) -> u64 {
+        lock_inner(&self.inner).dropped
+    }
+
+    /// A warning, unless too many came lately; the next one that goes out counts the rest.
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        if let crate::rate::Admit::Yes { suppressed, .. } = self.warnings.admit(1) {
+            if suppressed > 0 {
+                tracing::warn!("{message} ({suppressed} similar warnings suppressed)");
+            } else {
+                tracing::warn!("{message}");
+            }
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner, &mut Vec<Waker>) -> R) -> R {
@@ -659,9 +771,9 @@ impl LockTable {
     /// calling this). A wait of `owner` still in progress is cancelled and ends with
     /// [`LockError::OwnerEnded`]; a cross-domain edge of `owner` is removed.
     pub fn release_orphaned(&self, owner: OwnerId) -> Vec<String> {
-        let names = self.with(|inner, wakers| {
+        let (names, dropped) = self.with(|inner, wakers| {
             let Some(state) = inner.owners.get_mut(&owner) else {
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             };
             let waiting = state.waiting.take();
             let names: Vec<String> = state.held.iter().cloned().collect();
@@ -680,15 +792,25 @@ impl LockTable {
                 inner.release_held(owner, name, ReleaseKind::Orphaned, wakers);
             }
             inner.gc_owner(owner);
-            names
+            (names, std::mem::take(&mut inner.dropped_names))
         });
         if !names.is_empty() {
-            tracing::warn!(
-                event = "orphaned_locks",
-                call = owner,
-                locks = ?names,
-                "call {owner} ended holding locks; they are released and poisoned"
-            );
+            // At most 8 names: a line, not a page, per orphaning call.
+            let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+            let more = names.len() - shown.len();
+            self.warn(format_args!(
+                "orphaned_locks: call {owner} ended holding {} locks; they are released and poisoned: {shown:?}{}",
+                names.len(),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ));
+        }
+        if !dropped.is_empty() {
+            self.warn(format_args!(
+                "poison_mark_dropped: {} poison marks dropped (the table keeps at most {}), the oldest first: {:?}",
+                dropped.len(),
+                lock_inner(&self.inner).poison_limit,
+                dropped[0]
+            ));
         }
         names
     }

@@ -339,7 +339,8 @@ pub struct ShutdownStarted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExitReport {
-    /// The winner's exit code, the one passed to the exit function.
+    /// The code passed to the exit function: the winner's, or the watchdog's code when
+    /// the timeout ended the exit and one was set ([`Shutdown::set_watchdog_exit_code`]).
     pub code: i32,
     /// The winner's mode.
     pub mode: ExitMode,
@@ -393,6 +394,8 @@ struct Inner {
     /// Wakes the watchdog; set by the winner before the watchdog starts.
     watchdog_tx: OnceLock<Sender<Msg>>,
     report: OnceLock<ExitReport>,
+    /// The code of an exit the `process-exit` timeout ended, if it is not the winner's.
+    watchdog_code: OnceLock<i32>,
     notify: Notify,
     done: Mutex<bool>,
     done_cv: Condvar,
@@ -428,11 +431,19 @@ impl Shutdown {
                 hooks: Mutex::new(Hooks::default()),
                 watchdog_tx: OnceLock::new(),
                 report: OnceLock::new(),
+                watchdog_code: OnceLock::new(),
                 notify: Notify::new(),
                 done: Mutex::new(false),
                 done_cv: Condvar::new(),
             }),
         })
+    }
+
+    /// Makes an exit that the `process-exit` timeout ends exit with `code` instead of the
+    /// winner's, so the process tells that its orderly exit did not finish (Warden: 116).
+    /// Only the first setting counts; set it before any exit starts.
+    pub fn set_watchdog_exit_code(&self, code: i32) {
+        let _ = self.inner.watchdog_code.set(code);
     }
 
     /// The config this coordinator was built with.
@@ -903,8 +914,16 @@ impl Inner {
         escalated_to: Option<ExitMode>,
         interrupted_phase: Option<Phase>,
     ) {
+        // The timeout ended the exit: the process says so, if a code was set for it.
+        let code = match (
+            watchdog_fired && escalated_to.is_none(),
+            self.watchdog_code.get(),
+        ) {
+            (true, Some(&code)) => code,
+            _ => ctx.code,
+        };
         let report = ExitReport {
-            code: ctx.code,
+            code,
             mode: ctx.mode,
             watchdog_fired,
             escalated_to,
@@ -916,9 +935,9 @@ impl Inner {
         *lock(&self.done) = true;
         self.done_cv.notify_all();
         self.notify.notify_waiters();
-        tracing::info!(code = ctx.code, "exiting");
+        tracing::info!(code, "exiting");
         let exit_fn = self.exit_fn.clone();
-        guard("exit_fn", || exit_fn(ctx.code));
+        guard("exit_fn", || exit_fn(code));
     }
 }
 

@@ -851,3 +851,31 @@ async fn stress_random_subsets_with_timeouts_cancellations_and_orphans() {
     // Every path was exercised, or the test proves less than it claims.
     assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
 }
+
+/// Issue #16: calls that each orphan uniquely named locks cannot grow the table without
+/// end: past the bound the oldest mark goes (and its idle entry with it).
+#[test]
+fn poison_marks_are_bounded_and_the_oldest_goes_first() {
+    let t = LockTable::with_poison_limit(4);
+    for owner in 0..10u64 {
+        let name = format!("lock-{owner}");
+        take(&t, owner, &name);
+        assert_eq!(t.release_orphaned(owner), vec![name]);
+    }
+    assert_eq!(t.poisoned_count(), 4);
+    assert_eq!(t.lock_count(), 4);
+    assert_eq!(t.dropped_poison_marks(), 6);
+    // The newest marks stay, the oldest went.
+    assert!(t.is_poisoned("lock-9") && t.is_poisoned("lock-6"));
+    assert!(!t.is_poisoned("lock-5") && !t.is_poisoned("lock-0"));
+    // A mark cleared by a normal release leaves room; re-marking one name counts once.
+    take(&t, 20, "lock-9");
+    t.release(20, "lock-9").unwrap();
+    assert_eq!(t.poisoned_count(), 3);
+    for owner in 30..40u64 {
+        take(&t, owner, "again");
+        t.release_orphaned(owner);
+    }
+    assert_eq!(t.poisoned_count(), 4);
+    assert!(t.is_poisoned("again"));
+}

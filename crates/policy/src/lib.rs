@@ -126,6 +126,6 @@ mod vocabulary;
 
 pub use duration::{INFINITE, format_duration, parse_duration};
 pub use error::PolicyError;
-pub use policy::{OperationPolicy, Policy};
+pub use policy::{MAX_POLICY_FILE_BYTES, OperationPolicy, Policy};
 pub use preset::Preset;
 pub use vocabulary::{Action, Failure, Operation, ParseNameError, allows_critical_escalation};

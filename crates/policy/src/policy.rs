@@ -68,8 +68,19 @@ impl Policy {
     }
 
     /// Reads and parses a policy file; every error names the file.
+    ///
+    /// The file is read once, and at most [`MAX_POLICY_FILE_BYTES`] of it: a larger one is
+    /// refused while reading (a sparse or endless file costs no more than the bound). Only
+    /// regular files are read; see [`Policy::from_file_with`] for pipes and devices.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        Policy::from_file_with(path, false)
+    }
+
+    /// [`Policy::from_file`], reading a non-regular file too when `allow_non_regular` (a
+    /// pipe, as in `--policy <(cat policy.toml)`): read once, bounded all the same. A FIFO
+    /// with no writer blocks in `open`, as any reader of it would.
+    pub fn from_file_with(path: &Path, allow_non_regular: bool) -> Result<Policy, PolicyError> {
+        let text = read_policy_text(path, allow_non_regular).map_err(|source| PolicyError::Io {
             path: path.to_owned(),
             source,
         })?;
@@ -82,12 +93,18 @@ impl Policy {
     /// What `--policy PRESET|FILE` takes: a preset name, else the path of a policy file.
     /// A preset name wins over a file of the same name; write `./server` for the file.
     pub fn load(spec: &str) -> Result<Policy, PolicyError> {
+        Policy::load_with(spec, false)
+    }
+
+    /// [`Policy::load`], with [`Policy::from_file_with`]'s choice for non-regular files.
+    /// The file is read exactly once.
+    pub fn load_with(spec: &str, allow_non_regular: bool) -> Result<Policy, PolicyError> {
         if let Ok(p) = spec.parse::<Preset>() {
             return Ok(Policy::preset(p));
         }
         let path = Path::new(spec);
-        match std::fs::read_to_string(path) {
-            Ok(_) => Policy::from_file(path),
+        match std::fs::metadata(path) {
+            Ok(_) => Policy::from_file_with(path, allow_non_regular),
             // A bare word that is no file was most likely meant as a preset.
             Err(source) if !looks_like_path(spec) => Err(PolicyError::NotPresetOrFile {
                 spec: spec.to_owned(),
@@ -172,10 +189,11 @@ impl Policy {
 
     /// The action a failure gets: [`Policy::failure`], raised to
     /// [`Policy::critical_escalation`] when `critical` (the call was in a critical region or
-    /// held host locks), then resolved with [`Policy::resolve_for`].
+    /// held host locks) and the failure [interrupts](Failure::interrupts) the guest, then
+    /// resolved with [`Policy::resolve_for`].
     pub fn decide(&self, f: Failure, critical: bool) -> Action {
         let mut a = self.failure(f);
-        if critical {
+        if critical && f.interrupts() {
             a = a.max(self.critical_escalation);
         }
         self.resolve_for(a, critical)
@@ -219,8 +237,12 @@ impl Policy {
         let _ = writeln!(out, "policy based on preset `{}`", self.base);
         let _ = writeln!(
             out,
-            "critical-escalation: {} (the least action for a failure in a critical region or with locks held)",
+            "critical-escalation: {} (the least action for a failure that interrupts a call in a critical region or with locks held)",
             self.critical_escalation
+        );
+        let _ = writeln!(
+            out,
+            "note: a deadlock interrupts nothing (the victim is told by -2 and backs out, so the floor does not apply to it); if the call then ends holding locks, orphaned-lock decides"
         );
         out.push('\n');
         let failures: Vec<Vec<String>> = Failure::ALL
@@ -345,6 +367,36 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(&mut r.iter().map(String::as_str));
     }
+}
+
+/// The largest policy file read (1 MiB; the longest legal policy is a few KiB).
+pub const MAX_POLICY_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a policy file once, refusing non-regular files (unless allowed) before opening
+/// them, and anything longer than [`MAX_POLICY_FILE_BYTES`] while reading.
+fn read_policy_text(path: &Path, allow_non_regular: bool) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::InvalidInput, "is a directory"));
+    }
+    if !meta.is_file() && !allow_non_regular {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a pipe, FIFO or device); refused unless reading non-regular files is allowed",
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("longer than the {MAX_POLICY_FILE_BYTES}-byte limit for policy files"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 #[cfg(test)]

@@ -254,6 +254,15 @@ impl Operation {
 }
 
 impl Failure {
+    /// Whether this failure *interrupts* the guest (DESIGN §2): it unwinds guest code at a
+    /// point the guest did not choose, so a call in a critical region or holding locks
+    /// leaves its domain's state presumed inconsistent and the `critical-escalation` floor
+    /// applies. A `deadlock` is not one: the victim is *told* by `-2` and backs out itself
+    /// (SQL Server's error 1205); if it then ends holding locks, `orphaned-lock` decides.
+    pub fn interrupts(self) -> bool {
+        !matches!(self, Failure::Deadlock)
+    }
+
     /// Whether `a` may be this failure's action.
     ///
     /// CLR 2.0's `IsValidActionForFailure`, plus the CLR default (`orphaned-lock = none`),

@@ -150,7 +150,7 @@ fn sqlserver_bounds_abort_then_unloads() {
     ops[0] = (O::Abort, op(A::Abort, Some(30), A::UnloadDomain));
     assert_policy(&p, A::UnloadDomain, ops, SERVER_FAILURES);
     // Any failure with locks held or in a critical region costs the domain (at least).
-    for &f in Failure::ALL {
+    for &f in Failure::ALL.iter().filter(|f| f.interrupts()) {
         assert!(p.decide(f, true) >= A::UnloadDomain, "{f}");
     }
     // OOM without locks fails the call.
@@ -233,4 +233,18 @@ fn policy_show_output_for_server_reads_well() {
     assert!(
         clr.contains("process-exit        = { after = \"40s\", action = \"rude-exit-process\" }")
     );
+}
+
+/// A deadlock victim is told by -2 and backs out: under every preset but `fail-fast` (whose
+/// deadlock action is itself an exit) it keeps its domain even with locks held, and
+/// `policy explain` says so.
+#[test]
+fn deadlock_victims_keep_their_domain_even_with_locks_held() {
+    for preset in [Preset::Server, Preset::SqlServer, Preset::Clr] {
+        let p = Policy::preset(preset);
+        assert_eq!(p.decide(F::Deadlock, true), A::Throw, "{preset:?}");
+        assert!(p.explain().contains("a deadlock interrupts nothing"));
+    }
+    assert!(!F::Deadlock.interrupts());
+    assert!(F::GuestTrap.interrupts() && F::Deadline.interrupts());
 }

@@ -155,7 +155,12 @@ proptest! {
             let critical = p.decide(f, true);
             prop_assert!(plain >= p.failure(f));
             prop_assert!(critical >= p.failure(f));
-            prop_assert!(critical >= p.critical_escalation());
+            if f.interrupts() {
+                prop_assert!(critical >= p.critical_escalation());
+            } else {
+                // Told, not interrupted: the floor does not apply.
+                prop_assert_eq!(critical, p.resolve_for(p.failure(f), true));
+            }
             prop_assert_eq!(plain, p.resolve(p.failure(f)));
         }
     }
@@ -168,6 +173,6 @@ proptest! {
         prop_assert_eq!(back.base_preset(), p.base_preset());
         // explain() covers every row of any legal policy.
         let table = p.explain();
-        prop_assert_eq!(table.lines().count(), 3 + 1 + Failure::ALL.len() + 1 + 1 + Operation::ALL.len());
+        prop_assert_eq!(table.lines().count(), 4 + 1 + Failure::ALL.len() + 1 + 1 + Operation::ALL.len());
     }
 }

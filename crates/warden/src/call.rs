@@ -181,6 +181,8 @@ pub struct CallOptions {
     /// Memory gate: reserve this many bytes against the process budget before the call is
     /// admitted; the call fails `insufficient_memory` at once when they are not there. The
     /// call's own growth spends the reservation first; what remains is returned at call end.
+    /// Bounded by the domain's own memory limit less what it holds, like the guest's
+    /// `gate_reserve`.
     pub reserve: Option<u64>,
 }
 

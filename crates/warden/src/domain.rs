@@ -250,7 +250,7 @@ impl Domain {
             calls_failed: AtomicU64::new(0),
             tally: Tally::default(),
             memory_used: AtomicU64::new(0),
-            account: Arc::new(rt.budget.account()),
+            account: Arc::new(rt.budget.account_limited(config.max_memory)),
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
             signatures: Mutex::new(HashMap::new()),
@@ -271,8 +271,9 @@ impl Domain {
         store.epoch_deadline_callback(epoch_check);
         store.set_epoch_deadline(1);
 
-        // Instantiation runs the start function: guest code, so it runs as a call, and a
-        // dropped `create` future ends it like any other call (the guard).
+        // Instantiation runs the start function: guest code, so it runs as a call, with the
+        // call's outcome and `call_finished` when it fails; a dropped `create` future ends it
+        // like any other call (the guard).
         let ctl = CallCtl::new(id, false);
         let mut start = StartGuard {
             dom: shared.clone(),
@@ -281,7 +282,8 @@ impl Domain {
         };
         store.data_mut().call = Some(ctl.clone());
         shared.set_current(Some(ctl.clone()));
-        let deadline = config.start_deadline.map(|d| Instant::now() + d);
+        let started = Instant::now();
+        let deadline = config.start_deadline.and_then(|d| started.checked_add(d));
         let ran = {
             let fut = rt.linker.instantiate_async(&mut store, &module.inner);
             drive(&shared, &ctl, fut, deadline).await
@@ -293,27 +295,25 @@ impl Domain {
         let instance = match ran {
             Driven::Finished(Ok(instance)) => instance,
             Driven::Finished(Err(e)) => {
-                let err = classify(&ctl, e);
+                let refused = store.data().memory.initial_refused;
+                let (result, err) = crate::start::failed(&ctl, e, refused);
                 shared.life.kill();
                 shared.publish_report(UnloadReport::default());
                 // A failing start function is a failure like any other (the domain is gone
                 // already, so only the process actions have anything left to do).
-                if let Err(err) = &err
-                    && let Effect::Process(action) = shared.escalation().call_failed(&ctl, err)
+                if let Err(call_err) = &result
+                    && let Effect::Process(action) = shared.escalation().call_failed(&ctl, call_err)
                 {
                     rt.apply_process_action(action);
                 }
-                return Err(Error::Instantiate(match err {
-                    Ok(_) => "start function exited".into(),
-                    Err(CallError::Trap { message, .. }) => message,
-                    Err(other) => other.to_string(),
-                }));
+                shared.report_start(&ctl, &result, started);
+                return Err(err);
             }
             Driven::Killed => {
                 shared.publish_report(UnloadReport::default());
-                return Err(Error::Instantiate(
-                    "domain was unloaded during start".into(),
-                ));
+                let result = Err(CallError::DomainUnloaded);
+                shared.report_start(&ctl, &result, started);
+                return Err(Error::Call(CallError::DomainUnloaded));
             }
         };
         rt.register(&shared);
@@ -965,7 +965,12 @@ impl DomainShared {
                     action: action.to_string(),
                     critical: false,
                 });
-            self.rt.apply_process_action(action);
+            self.rt.fatal(
+                "a domain's worker ended unexpectedly (it panicked)",
+                Some(self.id),
+                current.map(|c| c.id),
+                action,
+            );
         }
     }
 

@@ -29,8 +29,21 @@ pub struct EngineConfig {
     pub pool_slots: u32,
     /// Largest linear memory a pool slot can hold. Default 4 GiB (all of wasm32).
     pub pool_max_memory: usize,
-    /// Largest module accepted by [`Runtime::load_module`](crate::Runtime::load_module).
+    /// Largest module accepted by [`Runtime::load_module`](crate::Runtime::load_module), in
+    /// bytes of the input (wasm binary or WAT text). Default 256 MiB.
     pub max_module_bytes: usize,
+    /// Most functions (defined plus imported) a module may have; checked before compiling,
+    /// since compile time and the compiler's memory grow with the function count. Default
+    /// 100,000 (large real programs have tens of thousands).
+    pub max_functions: u32,
+    /// Bound on compiling one module. Past it, `load_module` gives up with
+    /// [`Error::CompileTimeout`](crate::Error::CompileTimeout); the compiler thread cannot
+    /// be interrupted, so it finishes in the background and its result is dropped. `None`:
+    /// no bound. Default 60 s.
+    ///
+    /// Not covered: the compiler's own memory, which the process budget does not see. The
+    /// size and function-count bounds are what keep it in proportion.
+    pub compile_timeout: Option<Duration>,
     /// Compiled modules kept in the digest cache. Default 64.
     pub module_cache_entries: usize,
 }
@@ -45,6 +58,8 @@ impl Default for EngineConfig {
             pool_slots: 1000,
             pool_max_memory: 4 << 30,
             max_module_bytes: 256 << 20,
+            max_functions: 100_000,
+            compile_timeout: Some(Duration::from_secs(60)),
             module_cache_entries: 64,
         }
     }
@@ -174,8 +189,7 @@ impl WardenEngine {
             });
         }
         // Compile outside the cache lock: compilation can take long.
-        let inner = wasmtime::Module::new(&self.engine, bytes)
-            .map_err(|e| Error::InvalidModule(format!("{e:#}")))?;
+        let inner = self.compile(bytes)?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= self.config.module_cache_entries {
             // Evict an arbitrary entry: the cache is a convenience, never a leak.
@@ -185,6 +199,39 @@ impl WardenEngine {
         }
         cache.insert(digest.clone(), inner.clone());
         Ok(Module { inner, digest })
+    }
+
+    /// Compiles `bytes` within the configured bounds: the function count first (cheap, no
+    /// compilation), then the compile itself on its own thread, bounded by `compile_timeout`.
+    fn compile(&self, bytes: &[u8]) -> Result<wasmtime::Module, Error> {
+        let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule(format!("{e}")))?;
+        let functions = count_functions(&wasm)?;
+        if functions > self.config.max_functions {
+            return Err(Error::TooManyFunctions {
+                count: functions,
+                limit: self.config.max_functions,
+            });
+        }
+        let Some(limit) = self.config.compile_timeout else {
+            return wasmtime::Module::new(&self.engine, &wasm)
+                .map_err(|e| Error::InvalidModule(format!("{e:#}")));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let wasm = wasm.into_owned();
+        std::thread::Builder::new()
+            .name("warden-compile".into())
+            .spawn(move || {
+                let _ = tx.send(wasmtime::Module::new(&engine, &wasm));
+            })
+            .map_err(|e| Error::Engine(format!("cannot start a compiler thread: {e}")))?;
+        match rx.recv_timeout(limit) {
+            Ok(compiled) => compiled.map_err(|e| Error::InvalidModule(format!("{e:#}"))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::CompileTimeout { limit }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Engine(
+                "the compiler thread ended without a result".into(),
+            )),
+        }
     }
 
     /// Forces every running store to its epoch check now (used to deliver aborts promptly).
@@ -205,6 +252,26 @@ fn on_demand(base: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
     let mut c = base.clone();
     c.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
     wasmtime::Engine::new(&c).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+/// Functions a module defines and imports, read from its sections without compiling it.
+fn count_functions(wasm: &[u8]) -> Result<u32, Error> {
+    let invalid = |e: wasmparser::BinaryReaderError| Error::InvalidModule(e.to_string());
+    let mut count: u32 = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::FunctionSection(s) => count = count.saturating_add(s.count()),
+            wasmparser::Payload::ImportSection(s) => {
+                for import in s.into_imports() {
+                    if let wasmparser::TypeRef::Func(_) = import.map_err(invalid)?.ty {
+                        count = count.saturating_add(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(count)
 }
 
 fn hex(bytes: &[u8]) -> String {

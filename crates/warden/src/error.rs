@@ -18,6 +18,22 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The module has more functions than the runtime compiles
+    /// ([`EngineConfig::max_functions`](crate::EngineConfig::max_functions)).
+    #[error("module has {count} functions, more than the {limit}-function limit")]
+    TooManyFunctions {
+        /// Functions the module defines and imports.
+        count: u32,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// Compiling the module took longer than
+    /// [`EngineConfig::compile_timeout`](crate::EngineConfig::compile_timeout).
+    #[error("compiling the module took longer than {limit:?}; refused")]
+    CompileTimeout {
+        /// The configured bound.
+        limit: std::time::Duration,
+    },
     /// The module imports something nobody provides.
     #[error("module imports `{module}`.`{name}`, which this runtime does not provide")]
     UnknownImport {
@@ -26,9 +42,19 @@ pub enum Error {
         /// Import field name.
         name: String,
     },
-    /// Instantiation failed (a start function trapped, a limit was hit, a signature mismatch).
+    /// Instantiation failed for a reason no guest code caused: an import of the wrong type,
+    /// an unknown WASI function, a table or memory minimum the domain's limits cannot hold.
+    /// (A start function that fails is a call that fails: [`Error::Call`].)
     #[error("cannot instantiate module: {0}")]
     Instantiate(String),
+    /// The start function called `proc_exit` with this code: the domain never came to be.
+    #[error("the start function exited with code {0}")]
+    StartExited(i32),
+    /// An admission limit refused the domain before any guest code ran: the instance pool
+    /// ([`EngineConfig::pool_slots`](crate::EngineConfig::pool_slots)) is full. A soft
+    /// refusal, like `insufficient_memory`: retry when domains have been unloaded.
+    #[error("at capacity: {0}")]
+    AtCapacity(String),
     /// The export does not exist or is not a function.
     #[error("no exported function `{0}`")]
     NoSuchExport(String),

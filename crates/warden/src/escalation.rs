@@ -284,7 +284,8 @@ pub(crate) async fn drive<T>(
                 armed = policy
                     .operation(op)
                     .timeout
-                    .map(|t| (op, tokio::time::Instant::now() + t));
+                    // A timeout too long to represent never fires.
+                    .and_then(|t| Some((op, tokio::time::Instant::now().checked_add(t)?)));
             }
         }
     }

@@ -3,6 +3,7 @@
 //! unchanged, so a guest can in principle return any of these itself.
 
 use crate::call::Outcome;
+use crate::error::Error;
 use warden_policy::Action;
 
 /// Every call succeeded.
@@ -28,7 +29,9 @@ pub const RUDE_ABORTED: i32 = 108;
 pub const DEADLOCK_VICTIM: i32 = 109;
 /// The domain was unloaded under the call.
 pub const DOMAIN_UNLOADED: i32 = 110;
-/// The memory gate refused the call.
+/// Refused before any guest code ran, for want of memory: the memory gate refused the
+/// call, the budget could not give a new domain its initial memory, or the instance pool
+/// is full.
 pub const INSUFFICIENT_MEMORY: i32 = 111;
 /// The call was refused because the process is exiting.
 pub const PROCESS_EXITING: i32 = 112;
@@ -38,7 +41,8 @@ pub const RUNTIME_DISABLED: i32 = 113;
 pub const POLICY_EXIT: i32 = 114;
 /// The policy chose `fast-exit-process`.
 pub const POLICY_FAST_EXIT: i32 = 115;
-/// The policy chose `rude-exit-process` (also: the shutdown watchdog fired).
+/// The policy chose `rude-exit-process`; also the code of an exit the shutdown watchdog
+/// ended (whatever code the exit had started with).
 pub const POLICY_RUDE_EXIT: i32 = 116;
 /// A first SIGTERM/SIGINT ended the run in order.
 pub const SIGNALLED: i32 = 117;
@@ -71,5 +75,19 @@ pub fn for_action(action: Action) -> i32 {
         Action::FastExitProcess => POLICY_FAST_EXIT,
         Action::RudeExitProcess => POLICY_RUDE_EXIT,
         _ => POLICY_EXIT,
+    }
+}
+
+/// The exit code for an error of loading a module, creating a domain or making a call: the
+/// outcome's code for a call (a failed start function included), the guest's own code for
+/// a start function that called `proc_exit`, [`INSUFFICIENT_MEMORY`] for a full instance
+/// pool, and [`BAD_INPUT`] for everything about the input itself (an invalid, oversized or
+/// over-long-to-compile module, an unknown or wrongly typed import, a missing export).
+pub fn for_error(error: &Error) -> i32 {
+    match error {
+        Error::Call(err) => for_outcome(err.outcome()),
+        Error::StartExited(code) => *code,
+        Error::AtCapacity(_) => INSUFFICIENT_MEMORY,
+        _ => BAD_INPUT,
     }
 }

@@ -138,16 +138,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<DomainState>) -> wasmtime::Resul
                 read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32)).ok_or_else(|| {
                     wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds")
                 })?;
-            let message = String::from_utf8_lossy(&bytes).into_owned();
-            tracing::debug!(level, "{message}");
             let dom = &cx.data().dom;
             let call = cx.data().call.as_ref().map(|c| c.id);
             dom.rt
-                .events
-                .emit(Some(dom.id), call, || EventKind::GuestLog {
-                    level,
-                    message,
-                });
+                .guest_log
+                .emit(&dom.rt.events, dom.id, call, level, &bytes);
             Ok(())
         },
     )?;

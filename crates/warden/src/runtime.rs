@@ -68,6 +68,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) events: EventBus,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) locks: Arc<LockTable>,
+    /// Fail-fast reports (`fail_fast.rs`).
+    pub(crate) fail_fast: crate::fail_fast::FailFast,
+    /// Bounds guests' log lines (`guest_log.rs`).
+    pub(crate) guest_log: crate::guest_log::GuestLog,
     /// The embedder's pressure handler, called after the `memory_pressure` event.
     pressure_handler: std::sync::RwLock<Option<PressureHandler>>,
     /// The process's shutdown coordinator; it calls the exit fn.
@@ -105,6 +109,7 @@ impl Runtime {
             None => MemoryBudget::from_machine(),
         };
         let shutdown = Shutdown::new(crate::shutdown::config_from(&config.policy), config.exit);
+        shutdown.set_watchdog_exit_code(exit_code::POLICY_RUDE_EXIT);
         let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
@@ -112,6 +117,8 @@ impl Runtime {
             events: EventBus::default(),
             budget,
             locks: LockTable::new(),
+            guest_log: Default::default(),
+            fail_fast: Default::default(),
             pressure_handler: std::sync::RwLock::new(None),
             shutdown: shutdown.clone(),
             _participant: RuntimeParticipant::new(weak.clone()),

@@ -155,7 +155,8 @@ impl Worker {
                 backtrace: String::new(),
             }),
             Some(func) => {
-                let deadline = deadline.map(|d| started + d);
+                // A deadline too far to represent never comes.
+                let deadline = deadline.and_then(|d| started.checked_add(d));
                 let ran = {
                     let fut = func.call_async(&mut *store, args, &mut results);
                     drive(&dom, ctl, fut, deadline).await

@@ -474,7 +474,11 @@ async fn a_trapping_start_function_is_decided_too() {
     });
     let m = rt.load_module(START_TRAPS.as_bytes()).unwrap();
     let r = rt.create_domain(&m, DomainConfig::default()).await;
-    assert!(matches!(r, Err(Error::Instantiate(_))), "{r:?}");
+    // A start function is a call: its trap is the call's outcome.
+    assert!(
+        matches!(r, Err(Error::Call(warden::CallError::Trap { .. }))),
+        "{r:?}"
+    );
     let e = rec.named("escalation");
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0]["failure"], "guest-trap");

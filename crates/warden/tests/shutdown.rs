@@ -329,10 +329,11 @@ async fn a_hook_that_never_returns_cannot_stop_the_exit() {
             .unwrap();
         rt.exit(11);
         let report = wait_exit(&rt).await;
-        assert_eq!(report.code, 11, "{action}");
+        // The watchdog ended the exit: 116, not the 11 it started with (issue #16).
+        assert_eq!(report.code, exit_code::POLICY_RUDE_EXIT, "{action}");
         assert!(report.watchdog_fired, "{action}");
         assert_eq!(report.interrupted_phase, Some(Phase::ExitHooks), "{action}");
-        assert_eq!(exits(&rec), vec![11], "{action}");
+        assert_eq!(exits(&rec), vec![exit_code::POLICY_RUDE_EXIT], "{action}");
         assert!(!*after.lock().unwrap(), "{action}");
         let names = phase_names(&rec);
         match action {
@@ -360,10 +361,10 @@ async fn a_finalizer_that_never_returns_cannot_stop_the_exit() {
     let d = domain(&rt, FINALIZER_SPINS).await;
     rt.exit(12);
     let report = wait_exit(&rt).await;
-    assert_eq!(report.code, 12);
+    assert_eq!(report.code, exit_code::POLICY_RUDE_EXIT);
     assert!(report.watchdog_fired);
     assert_eq!(report.interrupted_phase, Some(Phase::Finalizers));
-    assert_eq!(exits(&rec), vec![12]);
+    assert_eq!(exits(&rec), vec![exit_code::POLICY_RUDE_EXIT]);
     assert_eq!(
         phase_names(&rec),
         ["stop_admitting", "exit_hooks", "finalizers"]

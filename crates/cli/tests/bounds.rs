@@ -1,0 +1,593 @@
+//! Issue #16 through the binary: every input bounded, every exit code exact.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A bound on "it ends", never a speed claim (CI is a loaded 2-core box).
+const ENDS_WITHIN: Duration = Duration::from_secs(60);
+
+fn warden() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("warden-bounds-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
+    let p = dir().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+/// Runs to the end, failing (and killing it) if it does not end in time.
+fn finish(mut child: Child) -> Output {
+    let until = Instant::now() + ENDS_WITHIN;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("warden did not end");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    finish(
+        warden()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+#[test]
+fn endless_and_huge_files_are_refused_without_reading_them() {
+    // A 4 GiB sparse file: refused by its size, not after reading it.
+    let sparse = dir().join("sparse.wasm");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let sparse = sparse.display().to_string();
+    for args in [
+        vec!["run", "/dev/zero", "--invoke", "x"],
+        vec!["policy", "check", "/dev/zero"],
+        vec!["run", &sparse, "--invoke", "x"],
+        vec!["policy", "check", &sparse],
+    ] {
+        let o = run(&args);
+        assert_eq!(code(&o), Some(3), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("not a regular file") || err.contains("limit"),
+            "{args:?}: {err}"
+        );
+    }
+    // Allowed, /dev/zero is still read no further than the bound.
+    let o = run(&["policy", "check", "/dev/zero", "--allow-non-regular"]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let fifo = dir().join("module.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        return; // no mkfifo here
+    }
+    let fifo = fifo.display().to_string();
+    for args in [
+        vec!["run", &fifo, "--invoke", "x"],
+        vec!["run", &repo("guests/hostile.wat"), "--policy", &fifo],
+        vec!["policy", "check", &fifo],
+    ] {
+        let o = run(&args);
+        assert_eq!(code(&o), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    }
+}
+
+/// `--policy <(cat f.toml)`: refused without the flag; with it, read once, the policy given.
+#[test]
+fn a_policy_from_a_pipe_is_read_once_and_applied() {
+    if Command::new("bash").arg("-c").arg("true").status().is_err() {
+        return;
+    }
+    let fail_fast = write("ff.toml", "preset = \"fail-fast\"\n");
+    let bad = write("bad.toml", "[failures]\nguest-trap = \"none\"\n");
+    let bin = env!("CARGO_BIN_EXE_warden");
+    let hostile = repo("guests/hostile.wat");
+    let sh = |policy: &str, allow: &str| {
+        finish(
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "exec '{bin}' run '{hostile}' --invoke trap --policy <(cat '{policy}') {allow}"
+                ))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let o = sh(&fail_fast, "");
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-non-regular"), "{}", stderr(&o));
+    // fail-fast: a trap exits rudely (116), not `server`'s 103.
+    let o = sh(&fail_fast, "--allow-non-regular");
+    assert_eq!(code(&o), Some(116), "{}", stderr(&o));
+    let o = sh(&bad, "--allow-non-regular");
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("guest-trap"), "{}", stderr(&o));
+}
+
+/// A full disk or a closed pipe loses the text, never the exit code.
+#[test]
+fn failed_writes_to_stdout_or_stderr_never_panic() {
+    let hostile = repo("guests/hostile.wat");
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let o = finish(
+            warden()
+                .args(["run", &hostile, "--invoke", "answer"])
+                .stdout(full.try_clone().unwrap())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+        let o = finish(
+            warden()
+                .args(["run", &hostile, "--invoke", "trap", "--events", "json"])
+                .stdout(Stdio::null())
+                .stderr(full)
+                .spawn()
+                .unwrap(),
+        );
+        assert_eq!(code(&o), Some(103));
+    }
+    // `warden policy explain server | true`: the reader is gone before the first write.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = finish(
+        warden()
+            .args(["policy", "explain", "server"])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+/// A guest's export name cannot forge an output line or send a terminal sequence.
+#[test]
+fn names_from_guests_are_escaped_when_printed() {
+    let name = "ok\nwarden: forged\u{1b}[2J";
+    let g = write(
+        "forger.wat",
+        r#"(module (func (export "ok\0awarden: forged\1b[2J") (result i32) (i32.const 42)))"#,
+    );
+    let o = run(&["run", &g, "--invoke", name]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out, "ok\\nwarden: forged\\u{1b}[2J: 42\n");
+    assert!(!out.contains('\u{1b}'));
+}
+
+#[test]
+fn unrepresentable_durations_saturate_instead_of_panicking() {
+    let hostile = repo("guests/hostile.wat");
+    let o = run(&[
+        "run",
+        &hostile,
+        "--invoke",
+        "answer",
+        "--deadline",
+        "18446744073709551615s",
+    ]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let policy = write(
+        "long.toml",
+        "[timeouts]\nabort = { after = \"18446744073709551615s\", action = \"rude-abort\" }\n",
+    );
+    let o = run(&["policy", "check", &policy]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    // A deadline whose abort is deferred by a critical region arms that endless timeout.
+    let g = write(
+        "critical.wat",
+        r#"(module
+          (import "warden" "critical_enter" (func $cin))
+          (import "warden" "critical_exit" (func $cout))
+          (import "warden" "sleep_ms" (func $sleep (param i64) (result i32)))
+          (func (export "slow") (call $cin) (drop (call $sleep (i64.const 300))) (call $cout)))"#,
+    );
+    let o = run(&[
+        "run",
+        &g,
+        "--invoke",
+        "slow",
+        "--deadline",
+        "50ms",
+        "--policy",
+        &policy,
+    ]);
+    assert_eq!(code(&o), Some(106), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
+/// A module of `n` empty functions, as a wasm binary (one type, `n` bodies).
+fn many_functions(n: u32) -> Vec<u8> {
+    fn leb(mut v: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u32, out);
+        out.extend(body);
+    }
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    section(1, vec![1, 0x60, 0, 0], &mut m);
+    let mut funcs = Vec::new();
+    leb(n, &mut funcs);
+    funcs.extend(std::iter::repeat_n(0u8, n as usize));
+    section(3, funcs, &mut m);
+    // Export function 0 as "f".
+    section(7, vec![1, 1, b'f', 0, 0], &mut m);
+    let mut code = Vec::new();
+    leb(n, &mut code);
+    for _ in 0..n {
+        code.extend([2, 0, 0x0b]);
+    }
+    section(10, code, &mut m);
+    m
+}
+
+#[test]
+fn a_module_of_a_million_functions_is_refused_before_compiling() {
+    let big = write("million.wasm", many_functions(1_000_000));
+    let o = run(&["run", &big, "--invoke", "f", "--memory-budget", "64MiB"]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1000000 functions, more than the 100000-function limit"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn load_and_link_errors_are_bad_input() {
+    for (name, wat) in [
+        (
+            "typed.wat",
+            r#"(module (import "warden" "abort_requested" (func (param i64))) (func (export "f")))"#,
+        ),
+        (
+            "wasi.wat",
+            r#"(module (import "wasi_snapshot_preview1" "no_such_fn" (func)) (func (export "f")))"#,
+        ),
+    ] {
+        let o = run(&["run", &write(name, wat), "--invoke", "f"]);
+        assert_eq!(code(&o), Some(3), "{name}: {}", stderr(&o));
+    }
+}
+
+/// A failing start function is a call: its outcome's code, its `call_finished`, and the
+/// start is bounded by `--deadline`.
+#[test]
+fn start_function_failures_exit_with_their_outcomes_code() {
+    let cases = [
+        (
+            "start-loop.wat",
+            r#"(module (func $s (loop $l (br $l))) (start $s) (func (export "f")))"#,
+            106,
+            "timeout",
+        ),
+        (
+            "start-recurse.wat",
+            r#"(module (func $s (call $s)) (start $s) (func (export "f")))"#,
+            104,
+            "stack_overflow",
+        ),
+        (
+            "start-hog.wat",
+            r#"(module (memory 1)
+                 (func $s (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                   unreachable)
+                 (start $s) (func (export "f")))"#,
+            105,
+            "out_of_memory",
+        ),
+        (
+            "start-exit.wat",
+            r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                 (memory (export "memory") 1)
+                 (func $s (call $exit (i32.const 42))) (start $s) (func (export "f")))"#,
+            42,
+            "ok",
+        ),
+    ];
+    for (name, wat, want, outcome) in cases {
+        let o = run(&[
+            "run",
+            &write(name, wat),
+            "--invoke",
+            "f",
+            "--deadline",
+            "200ms",
+            "--max-memory",
+            "1MiB",
+            "--events",
+            "json",
+        ]);
+        assert_eq!(code(&o), Some(want), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.lines().any(|l| l.contains(r#""event":"call_finished""#)
+                && l.contains(&format!(r#""outcome":"{outcome}""#))),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_domain_that_cannot_get_its_initial_memory_exits_111() {
+    let g = write(
+        "big-initial.wat",
+        r#"(module (memory 100) (func (export "f")))"#,
+    );
+    let o = run(&["run", &g, "--invoke", "f", "--memory-budget", "1MiB"]);
+    assert_eq!(code(&o), Some(111), "{}", stderr(&o));
+}
+
+#[test]
+fn the_soak_summary_reports_the_cycles_actually_run() {
+    let o = run(&[
+        "run",
+        &repo("guests/hostile.wat"),
+        "--invoke",
+        "trap",
+        "--repeat",
+        "5",
+    ]);
+    assert_eq!(code(&o), Some(103));
+    assert!(
+        stderr(&o).contains("warden: 1 of 5 cycles"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// SIGTERM while a large module still compiles: the signal is handled (117), not fatal.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_during_compilation_exits_117() {
+    let big = write("big.wasm", many_functions(90_000));
+    let mut child = warden()
+        .args(["run", &big, "--invoke", "f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait for the compiler thread to show up.
+    let until = Instant::now() + ENDS_WITHIN;
+    let compiling = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "warden-compile")
+            })
+    };
+    while !compiling() {
+        if child.try_wait().unwrap().is_some() || Instant::now() > until {
+            let _ = child.kill();
+            panic!("never saw the compiler thread");
+        }
+        std::thread::yield_now();
+    }
+    let sent = Command::new("kill")
+        .args(["-s", "TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = finish(child);
+    assert_eq!(code(&o), Some(117), "{}", stderr(&o));
+}
+
+/// Every code in the README's exit-code table is reachable and means what it says: each row
+/// not marked † (an API-only outcome) has a run here that ends with it. 117 and 118 are
+/// `signals.rs`'s (`a_first_signal_exits_in_order_with_117`, `..._118`), 119 is
+/// `warden/tests/bounds.rs`'s (`fail_fast_writes_a_report_and_exits_119`), N is 42 here.
+#[test]
+fn every_exit_code_in_the_readme_is_reachable_and_exact() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let table: Vec<(String, bool)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| code | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].contains('†'))
+        })
+        .collect();
+    assert!(table.len() > 20, "{table:?}");
+    let hostile = repo("guests/hostile.wat");
+    let deadlock = repo("guests/deadlock.wat");
+    let policy = |name: &str, toml: &str| write(name, toml);
+    let exit42 = write(
+        "exit42.wat",
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") (call $exit (i32.const 42))))"#,
+    );
+    let big = write(
+        "initial.wat",
+        r#"(module (memory 100) (func (export "f")))"#,
+    );
+    let deadlock_abort = policy("dl.toml", "[failures]\ndeadlock = \"abort\"\n");
+    let exit = policy("exit.toml", "[failures]\nguest-trap = \"exit-process\"\n");
+    let fast = policy(
+        "fast.toml",
+        "[failures]\nguest-trap = \"fast-exit-process\"\n",
+    );
+    let reached: Vec<(&str, Vec<&str>)> = vec![
+        ("0", vec!["run", &hostile, "--invoke", "answer"]),
+        ("N", vec!["run", &exit42]),
+        ("2", vec!["run", &hostile, "--no-such-flag"]),
+        ("3", vec!["run", "/no/such/module.wasm"]),
+        ("103", vec!["run", &hostile, "--invoke", "trap"]),
+        ("104", vec!["run", &hostile, "--invoke", "recurse"]),
+        (
+            "105",
+            vec!["run", &hostile, "--invoke", "hog", "--max-memory", "4MiB"],
+        ),
+        (
+            "106",
+            vec!["run", &hostile, "--invoke", "spin", "--deadline", "100ms"],
+        ),
+        (
+            "109",
+            vec![
+                "run",
+                &deadlock,
+                "--invoke",
+                "ab",
+                "--invoke",
+                "ba",
+                "--policy",
+                &deadlock_abort,
+            ],
+        ),
+        (
+            "111",
+            vec!["run", &big, "--invoke", "f", "--memory-budget", "1MiB"],
+        ),
+        (
+            "114",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", &exit],
+        ),
+        (
+            "115",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", &fast],
+        ),
+        (
+            "116",
+            vec!["run", &hostile, "--invoke", "trap", "--policy", "fail-fast"],
+        ),
+    ];
+    for (row, args) in &reached {
+        let want = if *row == "N" {
+            42
+        } else {
+            row.parse().unwrap()
+        };
+        let o = run(args);
+        assert_eq!(code(&o), Some(want), "{row} via {args:?}: {}", stderr(&o));
+    }
+    let elsewhere = ["117", "118", "119"];
+    for (row, api_only) in &table {
+        let covered = reached.iter().any(|(r, _)| r == row) || elsewhere.contains(&row.as_str());
+        assert!(
+            covered != *api_only,
+            "README row {row}: {}",
+            if *api_only {
+                "marked API-only but reached"
+            } else {
+                "no run here reaches it"
+            }
+        );
+    }
+}
+
+/// Cycles that each leave 256 uniquely named locks orphaned: the poison marks stay bounded
+/// and so do the warnings about them.
+#[test]
+fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
+    // Each call names its locks after the clock (16 hex digits) plus a counter, takes 256 of
+    // them and returns holding them all.
+    let g = write(
+        "storm.wat",
+        r#"(module
+          (import "wasi_snapshot_preview1" "clock_time_get"
+            (func $now (param i32 i64 i32) (result i32)))
+          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "storm") (result i32)
+            (local $t i64) (local $i i32) (local $n i32) (local $got i32)
+            (drop (call $now (i32.const 1) (i64.const 1) (i32.const 64)))
+            (local.set $t (i64.load (i32.const 64)))
+            ;; 16 hex digits of the time at 0..16.
+            (loop $hex
+              (local.set $n (i32.wrap_i64 (i64.and
+                (i64.shr_u (local.get $t) (i64.extend_i32_u (i32.mul (i32.sub (i32.const 15) (local.get $i)) (i32.const 4))))
+                (i64.const 15))))
+              (i32.store8 (local.get $i)
+                (i32.add (local.get $n) (select (i32.const 48) (i32.const 87) (i32.lt_u (local.get $n) (i32.const 10)))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $hex (i32.lt_u (local.get $i) (i32.const 16))))
+            (local.set $i (i32.const 0))
+            (loop $take
+              (i32.store8 (i32.const 16) (i32.add (i32.const 65) (i32.rem_u (local.get $i) (i32.const 16))))
+              (i32.store8 (i32.const 17) (i32.add (i32.const 65) (i32.div_u (local.get $i) (i32.const 16))))
+              (if (i32.eqz (call $acq (i32.const 0) (i32.const 18) (i64.const 0)))
+                (then (local.set $got (i32.add (local.get $got) (i32.const 1)))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $take (i32.lt_u (local.get $i) (i32.const 256))))
+            (local.get $got)))"#,
+    );
+    let o = run(&["run", &g, "--invoke", "storm", "--repeat", "40"]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("40 of 40 cycles"), "{err}");
+    // 10,240 marks made, at most 4,096 kept: the oldest went, and it was said.
+    assert!(err.contains("poison_mark_dropped"), "{err}");
+    // 40 orphaning calls, but a bounded number of warning lines, each of bounded length.
+    let warnings = err.lines().filter(|l| l.contains("orphaned_locks")).count();
+    assert!((1..=25).contains(&warnings), "{warnings} warnings:\n{err}");
+    assert!(err.len() < 64 << 10, "{} bytes on stderr", err.len());
+}
