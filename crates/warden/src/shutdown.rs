@@ -192,8 +192,11 @@ impl Participant for RuntimeParticipant {
     fn run_finalizers(&self) -> BoxFuture<'_> {
         Box::pin(async move {
             let Some(rt) = self.rt.upgrade() else { return };
-            let pending: Vec<_> = rt
-                .live_domains()
+            // Busy domains first: their `skipped` follows the phase's event at once, before
+            // any idle domain's finalizer is started.
+            let mut domains = rt.live_domains();
+            domains.sort_by_key(|dom| !dom.is_busy());
+            let pending: Vec<_> = domains
                 .iter()
                 .filter_map(|dom| dom.exit_finalizer())
                 .collect();
