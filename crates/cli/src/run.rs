@@ -160,6 +160,7 @@ pub fn run(args: RunArgs) -> i32 {
     // Calls still running (background ones, or any the exit left behind) must not hold up
     // the end of the process.
     rt.shutdown_background();
+    warden::stdio::flush(GUEST_OUTPUT_DRAIN);
     flush();
     code
 }
@@ -167,9 +168,22 @@ pub fn run(args: RunArgs) -> i32 {
 /// Ends the process: the runtime's exit function (called once, at the end of shutdown) and
 /// the second signal.
 fn end_process(code: i32) -> ! {
-    flush();
+    // Guest output still buffered goes out first, but a stalled reader holds no exit: the
+    // drain is bounded, and skipped on a rude exit. std's stdout lock is not taken here (a
+    // write blocked on a stalled pipe may hold it); `process::exit` flushes std's stdout
+    // only if that lock is free.
+    if !matches!(
+        code,
+        exit_code::POLICY_RUDE_EXIT | exit_code::SIGNALLED_RUDE | exit_code::FATAL
+    ) {
+        warden::stdio::flush(GUEST_OUTPUT_DRAIN);
+    }
     std::process::exit(code)
 }
+
+/// How long an orderly end of `warden run` waits for the guests' buffered output to reach a
+/// slow reader.
+const GUEST_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn fail(code: i32, msg: String) -> i32 {
     err(&format!("warden: {}", escape(&msg, true)));
@@ -294,6 +308,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
         env,
         inherit_stdio: true,
         inherit_stdin: args.invoke.is_empty(),
+        ..WasiConfig::default()
     };
     Ok(Plan {
         runtime,

@@ -3,12 +3,13 @@
 //! A call can be aborted at any wasm instruction, but not at any *moment*: while the call is
 //! half-way through changing shared state (a guest-declared critical region, a held host lock)
 //! a polite abort is **deferred**, and it is delivered the moment the call leaves the last of
-//! those states. A rude abort ignores critical regions and locks, but still waits for a
-//! **constrained region** (the CLR's CER). [`AbortState`] is the shared record of one call's
+//! those states, or while it runs host code that must not be interrupted (an uninterruptible
+//! host function). A rude abort ignores critical regions, locks and host calls, but still
+//! waits for a **constrained region** (the CLR's CER). [`AbortState`] is the shared record of one call's
 //! position in that protocol; the runtime consults it at every epoch check, in every host
 //! function that ends a deferral, and in every host wait.
 //!
-//! Why no abort is lost: the request, the delivery mark and the three deferral counters are one
+//! Why no abort is lost: the request, the delivery mark and the four deferral counters are one
 //! atomic word, and every transition is a single read-modify-write of it. So a request and a
 //! deferral ending are totally ordered: either the request comes first and the guest sees it
 //! at its exit (`critical_exit`, `lock_release` unwind there), or the exit comes first and the
@@ -42,6 +43,9 @@ pub enum Deferral {
     Critical,
     /// The call holds one or more host locks.
     Lock,
+    /// The call is inside host code that must not be interrupted (an uninterruptible host
+    /// function). Defers a polite abort only.
+    HostCall,
 }
 
 impl Deferral {
@@ -51,6 +55,7 @@ impl Deferral {
             Deferral::Constrained => "constrained_region",
             Deferral::Critical => "critical_region",
             Deferral::Lock => "lock_held",
+            Deferral::HostCall => "host_call",
         }
     }
 }
@@ -60,9 +65,10 @@ impl Deferral {
 #[error("region exit without a matching enter")]
 pub struct Unbalanced;
 
-/// A region or lock count would pass [`MAX_DEPTH`].
+/// A region, lock or host-call count would pass its bound ([`MAX_DEPTH`], [`MAX_LOCKS`],
+/// [`MAX_HOST_DEPTH`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("more than {MAX_DEPTH} nested regions or held locks")]
+#[error("too many nested regions, held host locks or uninterruptible host calls")]
 pub struct TooDeep;
 
 /// What [`AbortState::request`] found.
@@ -78,26 +84,44 @@ pub enum RequestOutcome {
     AlreadyDelivered,
 }
 
-/// Deepest nesting of critical or constrained regions, and most host locks, one call may hold.
+/// Deepest nesting of critical or constrained regions one call may hold.
 pub const MAX_DEPTH: u64 = (1 << 20) - 1;
+
+/// Most host locks one call may hold, as far as this record counts them (the runtime's own
+/// bound is far lower).
+pub const MAX_LOCKS: u64 = (1 << 16) - 1;
+
+/// Deepest nesting of uninterruptible host calls (a host function that, uninterruptibly,
+/// runs another one).
+pub const MAX_HOST_DEPTH: u64 = (1 << 4) - 1;
 
 // The whole state is one word, so that every transition is one read-modify-write of one
 // location: a request and a deferral ending are totally ordered, whatever the memory model.
-//   bits  0..20  critical depth      bits 40..60  held host locks
-//   bits 20..40  constrained depth   bits 60..62  requested (0 none, 1 polite, 2 rude)
-//                                     bits 62..64  delivered (same coding)
+//   bits  0..20  critical depth      bits 40..56  held host locks
+//   bits 20..40  constrained depth   bits 56..60  uninterruptible host-call depth
+//   bits 60..62  requested (0 none, 1 polite, 2 rude)
+//   bits 62..64  delivered (same coding)
 const CRITICAL: u32 = 0;
 const CONSTRAINED: u32 = 20;
 const LOCKS: u32 = 40;
+const HOST: u32 = 56;
 const REQUESTED: u32 = 60;
 const DELIVERED: u32 = 62;
-const FIELD: u64 = MAX_DEPTH;
 const NONE: u64 = 0;
 const POLITE: u64 = 1;
 const RUDE: u64 = 2;
 
+/// The largest value the field at `at` can hold.
+fn max_of(at: u32) -> u64 {
+    match at {
+        LOCKS => MAX_LOCKS,
+        HOST => MAX_HOST_DEPTH,
+        _ => MAX_DEPTH,
+    }
+}
+
 fn field(word: u64, at: u32) -> u64 {
-    (word >> at) & FIELD
+    (word >> at) & max_of(at)
 }
 
 fn kind_of(code: u64) -> Option<AbortKind> {
@@ -135,6 +159,9 @@ fn deferral_in(word: u64, kind: AbortKind) -> Option<Deferral> {
     }
     if field(word, LOCKS) > 0 {
         return Some(Deferral::Lock);
+    }
+    if field(word, HOST) > 0 {
+        return Some(Deferral::HostCall);
     }
     None
 }
@@ -215,7 +242,7 @@ impl AbortState {
     }
 
     fn enter(&self, at: u32) -> Result<(), TooDeep> {
-        self.update(|w| (field(w, at) < MAX_DEPTH).then(|| w + (1 << at)))
+        self.update(|w| (field(w, at) < max_of(at)).then(|| w + (1 << at)))
             .map(drop)
             .map_err(|_| TooDeep)
     }
@@ -258,6 +285,22 @@ impl AbortState {
     /// Records that the call released a host lock.
     pub fn lock_dropped(&self) {
         let _ = self.exit(LOCKS);
+    }
+
+    /// Enters host code that must not be interrupted: a polite abort waits until the
+    /// matching [`host_exit`](Self::host_exit) (a rude one does not).
+    pub fn host_enter(&self) -> Result<(), TooDeep> {
+        self.enter(HOST)
+    }
+
+    /// Leaves uninterruptible host code. `Err` when none was entered.
+    pub fn host_exit(&self) -> Result<(), Unbalanced> {
+        self.exit(HOST)
+    }
+
+    /// Current depth of uninterruptible host calls.
+    pub fn host_depth(&self) -> u64 {
+        field(self.word.load(SeqCst), HOST)
     }
 
     /// Whether a failure now would hit the call in a critical state (a critical or constrained
@@ -338,6 +381,29 @@ mod loom_tests {
     fn request_racing_the_last_lock_release() {
         race(true);
     }
+
+    /// An uninterruptible host call returning while a polite abort is requested: the host-call
+    /// layer checks for delivery right after `host_exit`, so the abort lands exactly once.
+    #[test]
+    fn request_racing_host_exit() {
+        loom::model(|| {
+            let s = Arc::new(AbortState::new());
+            s.host_enter().unwrap();
+            let requester = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.request(AbortKind::Polite))
+            };
+            s.host_exit().unwrap();
+            let delivered = s.take_delivery().is_some();
+            let outcome = requester.join().unwrap();
+            assert!(
+                delivered || outcome == RequestOutcome::Deliverable,
+                "abort lost: {outcome:?}"
+            );
+            let later = s.take_delivery().is_some();
+            assert!(delivered ^ later, "delivered exactly once");
+        });
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -366,6 +432,42 @@ mod tests {
         assert_eq!(s.take_delivery(), Some(AbortKind::Rude));
         assert_eq!(s.take_delivery(), None, "delivered once");
         assert_eq!(s.request(AbortKind::Rude), RequestOutcome::AlreadyDelivered);
+    }
+
+    #[test]
+    fn uninterruptible_host_call_defers_polite_but_not_rude() {
+        let s = AbortState::new();
+        s.host_enter().unwrap();
+        assert_eq!(
+            s.request(AbortKind::Polite),
+            RequestOutcome::Deferred(Deferral::HostCall)
+        );
+        assert_eq!(s.take_delivery(), None);
+        assert!(!s.is_critical(), "host code is not a guest critical state");
+        s.host_exit().unwrap();
+        assert_eq!(s.take_delivery(), Some(AbortKind::Polite));
+        assert!(s.host_exit().is_err(), "unbalanced");
+
+        let s = AbortState::new();
+        s.host_enter().unwrap();
+        assert_eq!(s.request(AbortKind::Rude), RequestOutcome::Deliverable);
+        for _ in 1..MAX_HOST_DEPTH {
+            s.host_enter().unwrap();
+        }
+        assert_eq!(s.host_enter(), Err(TooDeep));
+        assert_eq!(s.host_depth(), MAX_HOST_DEPTH);
+        assert_eq!(s.locks_held(), 0, "never spills into the lock count");
+    }
+
+    #[test]
+    fn lock_count_is_bounded_and_never_spills() {
+        let s = AbortState::new();
+        for _ in 0..MAX_LOCKS {
+            s.lock_taken().unwrap();
+        }
+        assert_eq!(s.lock_taken(), Err(TooDeep));
+        assert_eq!(s.host_depth(), 0);
+        assert_eq!(s.requested(), None);
     }
 
     #[test]

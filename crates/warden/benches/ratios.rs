@@ -26,6 +26,8 @@ struct Plan {
     primitive: u32,
     unloads: usize,
     idle: usize,
+    /// Calls of the null-import loop (each makes `IMPORTS_PER_CALL` imports).
+    nulls: u32,
 }
 
 impl Plan {
@@ -39,6 +41,7 @@ impl Plan {
             primitive: 1_000_000,
             unloads: 30,
             idle: 10_000,
+            nulls: 40,
         }
     }
 
@@ -52,6 +55,7 @@ impl Plan {
             primitive: 2,
             unloads: 1,
             idle: 10,
+            nulls: 2,
         }
     }
 }
@@ -125,14 +129,15 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
         ("d", grow_then_drop),
         ("e", primitives),
         ("f", unload_with_handles),
-        ("g", idle_density),
+        ("g", null_import),
+        ("h", idle_density),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -336,7 +341,7 @@ fn unload_with_handles(cx: &Ctx) -> Vec<Row> {
     rows
 }
 
-/// (g) density: resident memory of many idle domains (one page of guest memory each), from the
+/// (h) density: resident memory of many idle domains (one page of guest memory each), from the
 /// process's RSS before and after, on a runtime whose pool has room for all of them.
 fn idle_density(cx: &Ctx) -> Vec<Row> {
     let n = cx.plan.idle;
@@ -373,12 +378,117 @@ fn idle_density(cx: &Ctx) -> Vec<Row> {
     let per = (after.saturating_sub(before) * 1024) as f64 / (domains - 1).max(1) as f64;
     let guest_per = guest as f64 / domains as f64;
     println!(
-        "g {domains} idle domains: RSS {before} KiB -> {after} KiB, {:.1} KiB each \
+        "h {domains} idle domains: RSS {before} KiB -> {after} KiB, {:.1} KiB each \
          (guest memory {:.1} KiB each, committed but not touched; goal <= 64 KiB beyond it)",
         per / 1024.0,
         guest_per / 1024.0
     );
     Vec::new()
+}
+
+/// Imports one call of the null-import guest makes.
+const IMPORTS_PER_CALL: i32 = 100_000;
+
+/// The null-import guest: `nulls(n)` calls the import `n` times; `flags(n)` calls Warden's
+/// `abort_requested` `n` times.
+const NULL_GUEST: &str = r#"
+(module
+  (import "bench" "null" (func $null))
+  (import "warden" "abort_requested" (func $flag (result i32)))
+  (func (export "nulls") (param $n i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.eqz (local.get $n)))
+        (call $null)
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $l))))
+  (func (export "flags") (param $n i32)
+    (block $done
+      (loop $l
+        (br_if $done (i32.eqz (local.get $n)))
+        (drop (call $flag))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $l)))))
+"#;
+
+/// (g) a null import's round trip through the host-call layer (an embedder function, and
+/// Warden's own `abort_requested`), against a bare wasmtime `func_wrap` import.
+fn null_import(cx: &Ctx) -> Vec<Row> {
+    let mut host = warden::HostFunctions::new();
+    host.func("bench", "null", |_, ()| Ok(()));
+    let rt = warden::Runtime::new(warden::RuntimeConfig {
+        host_functions: host,
+        exit: Arc::new(|code| panic!("bench guest triggered a process exit ({code})")),
+        ..warden::RuntimeConfig::default()
+    })
+    .expect("warden runtime");
+    let module = rt
+        .load_module(NULL_GUEST.as_bytes())
+        .expect("guest compiles");
+    let domain = run(&cx.rt, async move {
+        rt.create_domain(&module, warden::DomainConfig::default())
+            .await
+            .expect("domain")
+    });
+    let bare = {
+        let side = cx.bare.clone();
+        run(&cx.rt, async move {
+            let mut linker = wasmtime::Linker::new(&side.engine);
+            linker.func_wrap("bench", "null", || {}).expect("link");
+            linker
+                .func_wrap("warden", "abort_requested", || -> i32 { 0 })
+                .expect("link");
+            let module = wasmtime::Module::new(&side.engine, NULL_GUEST).expect("guest compiles");
+            let mut store = side.store();
+            let instance = linker
+                .instantiate_async(&mut store, &module)
+                .await
+                .expect("instantiate");
+            Arc::new(tokio::sync::Mutex::new((store, instance)))
+        })
+    };
+    let n = cx.plan.nulls;
+    let mut rows = Vec::new();
+    for (export, scenario, goal) in [
+        ("nulls", "g 100,000 null embedder imports", Some(1.3)),
+        // The bare side returns a constant: what reading the call's abort state costs.
+        ("flags", "g' 100,000 x warden abort_requested", None),
+    ] {
+        let (w, b) = compare(
+            cx.plan.rounds,
+            || {
+                per_iter(&cx.rt, n, &domain, move |d| async move {
+                    let args = [warden::Val::I32(IMPORTS_PER_CALL)];
+                    d.invoke(export, &args, warden::CallOptions::default())
+                        .await
+                        .expect("call");
+                })
+            },
+            || {
+                per_iter(&cx.rt, n, &bare, move |bare| async move {
+                    let mut guard = bare.lock().await;
+                    let (store, instance) = &mut *guard;
+                    store.set_epoch_deadline(1);
+                    let func = instance.get_func(&mut *store, export).expect("export");
+                    func.call_async(
+                        &mut *store,
+                        &[wasmtime::Val::I32(IMPORTS_PER_CALL)],
+                        &mut [],
+                    )
+                    .await
+                    .expect("call");
+                })
+            },
+        );
+        rows.push(Row {
+            scenario,
+            warden: w,
+            bare: Some(b),
+            goal,
+        });
+    }
+    run(&cx.rt, async move { domain.unload().await });
+    rows
 }
 
 /// Median of three timed batches, per iteration.

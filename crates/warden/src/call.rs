@@ -7,7 +7,7 @@
 //! `join` and by one `call_finished` event.
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
@@ -244,6 +244,10 @@ pub(crate) struct CallCtl {
     pub(crate) admitted: AtomicBool,
     /// Memory-gate reservations the call holds, by token; returned when the call ends.
     pub(crate) gate: Mutex<Gate>,
+    /// Nanoseconds the call spent in host calls (see `host::HostTimed`).
+    pub(crate) host_nanos: AtomicU64,
+    /// Set by the epoch callback when it parks the guest at a yield (not a host call).
+    pub(crate) at_yield: AtomicBool,
 }
 
 /// A call's memory-gate reservations: the one its options declared (token 0) and those the
@@ -307,6 +311,8 @@ impl CallCtl {
             background,
             admitted: AtomicBool::new(false),
             gate: Mutex::new(Gate::default()),
+            host_nanos: AtomicU64::new(0),
+            at_yield: AtomicBool::new(false),
         })
     }
 

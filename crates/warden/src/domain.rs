@@ -90,7 +90,8 @@ impl Default for DomainConfig {
     }
 }
 
-/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited.
+/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited
+/// (through bounded buffers: see [`stdio`](crate::stdio)).
 #[derive(Clone, Debug)]
 pub struct WasiConfig {
     /// `argv`, program name first.
@@ -101,6 +102,12 @@ pub struct WasiConfig {
     pub inherit_stdio: bool,
     /// Inherit the host's stdin (default false: a server's stdin is not the guest's).
     pub inherit_stdin: bool,
+    /// The guest's stdin, fed by the embedder (overrides `inherit_stdin`).
+    pub stdin: Option<crate::stdio::GuestInput>,
+    /// Where the guest's stdout goes (overrides `inherit_stdio` for stdout).
+    pub stdout: Option<crate::stdio::GuestOutput>,
+    /// Where the guest's stderr goes (overrides `inherit_stdio` for stderr).
+    pub stderr: Option<crate::stdio::GuestOutput>,
 }
 
 impl Default for WasiConfig {
@@ -110,6 +117,9 @@ impl Default for WasiConfig {
             env: Vec::new(),
             inherit_stdio: true,
             inherit_stdin: false,
+            stdin: None,
+            stdout: None,
+            stderr: None,
         }
     }
 }
@@ -648,6 +658,7 @@ impl DomainShared {
             .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
                 detail: match result {
                     Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
                     Err(e) => e.detail(),
@@ -1044,6 +1055,10 @@ fn epoch_check(
             });
         return Err(AbortSignal(kind).into());
     }
+    if let Some(ctl) = &cx.data().call {
+        // Parked in guest code, not in a host call: not host time.
+        ctl.at_yield.store(true, Ordering::Relaxed);
+    }
     Ok(wasmtime::UpdateDeadline::Yield(1))
 }
 
@@ -1087,10 +1102,27 @@ fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
     for (k, v) in &cfg.env {
         b.env(k, v);
     }
-    if cfg.inherit_stdio {
-        b.inherit_stdout().inherit_stderr();
+    // Through bounded buffers and writer threads (`stdio.rs`): a stalled reader makes guest
+    // writes wait abortably, and never holds a thread or std's stdout lock.
+    use crate::stdio::GuestOutput;
+    let inherit = |o: GuestOutput| cfg.inherit_stdio.then_some(o);
+    if let Some(out) = cfg
+        .stdout
+        .clone()
+        .or_else(|| inherit(GuestOutput::stdout()))
+    {
+        b.stdout(out);
     }
-    if cfg.inherit_stdin {
+    if let Some(err) = cfg
+        .stderr
+        .clone()
+        .or_else(|| inherit(GuestOutput::stderr()))
+    {
+        b.stderr(err);
+    }
+    if let Some(input) = &cfg.stdin {
+        b.stdin(input.clone());
+    } else if cfg.inherit_stdin {
         b.inherit_stdin();
     }
     b.build_p1()

@@ -227,7 +227,9 @@ pub(crate) async fn drive<T>(
     fut: impl std::future::Future<Output = wasmtime::Result<T>>,
     deadline: Option<Instant>,
 ) -> Driven<T> {
-    let mut fut = std::pin::pin!(fut);
+    let fut = std::pin::pin!(fut);
+    // Counts the time the guest spends parked in host waits (`host::HostTimed`).
+    let mut fut = crate::host::HostTimed::new(fut, ctl);
     let mut deadline = deadline.map(tokio::time::Instant::from_std);
     // The escalation timer: which operation is being bounded, and until when.
     let mut armed: Option<(Operation, tokio::time::Instant)> = None;
@@ -241,12 +243,20 @@ pub(crate) async fn drive<T>(
             return Driven::Killed;
         }
         let kicked = ctl.kick.notified();
+        let changed = ctl.abort.changed();
+        // The host-call layer: the guest is parked (in a host wait, or at an epoch yield)
+        // whenever this loop runs, so a deliverable abort lands here, for every import.
+        // Dropping the call future unwinds the guest; the store stays usable.
+        if let Err(abort) = crate::host::deliver_if_due(dom, ctl) {
+            return Driven::Finished(Err(abort));
+        }
         if deadline.is_none() && armed.is_none() {
-            // Nothing to time (the common case): only the guest and the kick.
+            // Nothing to time (the common case): only the guest, the kick, the abort state.
             tokio::select! {
                 biased;
                 r = &mut fut => return Driven::Finished(r),
                 _ = kicked => {}
+                _ = changed => {}
             }
         } else {
             tokio::select! {
@@ -265,6 +275,7 @@ pub(crate) async fn drive<T>(
                 }
             }
             _ = kicked => {}
+            _ = changed => {}
             }
         }
         // (Re-)arm the escalation timer for the abort now pending, if it is deferred.

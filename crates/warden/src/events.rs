@@ -60,6 +60,9 @@ pub enum EventKind {
         outcome: Outcome,
         /// Wall time of the call in milliseconds.
         elapsed_ms: f64,
+        /// Of that, milliseconds the guest spent parked in host calls (waits in WASI,
+        /// `warden` and embedder imports; synchronous host code is not timed).
+        host_ms: f64,
         /// Details (trap message and backtrace, exit code), when there are any.
         #[serde(skip_serializing_if = "Option::is_none")]
         detail: Option<String>,

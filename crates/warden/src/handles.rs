@@ -37,7 +37,7 @@ use std::sync::{Arc, Weak};
 use warden_core::handles::{Handle, HandleError, HandleRef, HandleTable};
 
 use crate::call::CallError;
-use crate::domain::Domain;
+use crate::domain::{Domain, DomainShared};
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::ids::DomainId;
@@ -90,25 +90,14 @@ impl DomainHandles {
     }
 }
 
-impl Domain {
-    /// Puts an embedder resource in the domain's handle table and returns the handle value
-    /// to give the guest. `release` runs exactly once with the value: when the handle has
-    /// been closed (by [`close_handle`](Self::close_handle), the guest's `handle_close`, or
-    /// unload) and no [`HandleGuard`] to it remains.
-    ///
-    /// `release` must be synchronous and bounded; it runs on whichever thread drops the last
-    /// reference, possibly a runtime worker, and is never timed out.
-    ///
-    /// Fails with [`Error::Handle`] when the domain's quota
-    /// ([`DomainConfig::max_handles`](crate::DomainConfig::max_handles)) is reached, and with
-    /// [`CallError::DomainUnloaded`] once unload's critical release has begun. In both cases
-    /// `release` has already run: a resource handed to a domain is never leaked.
-    pub fn insert_handle<T: Any + Send + Sync>(
+impl DomainShared {
+    /// See [`Domain::insert_handle`].
+    pub(crate) fn insert_handle<T: Any + Send + Sync>(
         &self,
         value: T,
         release: impl FnOnce(T) + Send + 'static,
     ) -> Result<u32, Error> {
-        let handles = &self.shared.handles;
+        let handles = &self.handles;
         if handles.closed.load(Ordering::SeqCst) {
             release(value);
             return Err(Error::Call(CallError::DomainUnloaded));
@@ -128,6 +117,43 @@ impl Domain {
         Ok(handle.to_raw())
     }
 
+    /// See [`Domain::handle`].
+    pub(crate) fn handle<T: Any + Send + Sync>(&self, raw: u32) -> Result<HandleGuard<T>, Error> {
+        let reference = self.handles.table.borrow(Handle::from_raw(raw))?;
+        if !reference.is::<T>() {
+            return Err(Error::HandleType {
+                handle: raw,
+                expected: std::any::type_name::<T>(),
+            });
+        }
+        Ok(HandleGuard {
+            reference,
+            _type: PhantomData,
+        })
+    }
+}
+
+impl Domain {
+    /// Puts an embedder resource in the domain's handle table and returns the handle value
+    /// to give the guest. `release` runs exactly once with the value: when the handle has
+    /// been closed (by [`close_handle`](Self::close_handle), the guest's `handle_close`, or
+    /// unload) and no [`HandleGuard`] to it remains.
+    ///
+    /// `release` must be synchronous and bounded; it runs on whichever thread drops the last
+    /// reference, possibly a runtime worker, and is never timed out.
+    ///
+    /// Fails with [`Error::Handle`] when the domain's quota
+    /// ([`DomainConfig::max_handles`](crate::DomainConfig::max_handles)) is reached, and with
+    /// [`CallError::DomainUnloaded`] once unload's critical release has begun. In both cases
+    /// `release` has already run: a resource handed to a domain is never leaked.
+    pub fn insert_handle<T: Any + Send + Sync>(
+        &self,
+        value: T,
+        release: impl FnOnce(T) + Send + 'static,
+    ) -> Result<u32, Error> {
+        self.shared.insert_handle(value, release)
+    }
+
     /// Closes a handle: drops the owner's reference. Its release runs now if no
     /// [`HandleGuard`] borrows it, otherwise when the last guard is dropped.
     ///
@@ -145,17 +171,7 @@ impl Domain {
     /// Fails with [`Error::Handle`] for a stale or forged value and [`Error::HandleType`]
     /// when the resource is not a `T`.
     pub fn handle<T: Any + Send + Sync>(&self, raw: u32) -> Result<HandleGuard<T>, Error> {
-        let reference = self.shared.handles.table.borrow(Handle::from_raw(raw))?;
-        if !reference.is::<T>() {
-            return Err(Error::HandleType {
-                handle: raw,
-                expected: std::any::type_name::<T>(),
-            });
-        }
-        Ok(HandleGuard {
-            reference,
-            _type: PhantomData,
-        })
+        self.shared.handle(raw)
     }
 
     /// Runs `f` on the resource behind `raw`, holding a reference for exactly that long

@@ -45,6 +45,7 @@ mod release;
 pub mod runtime;
 pub mod shutdown;
 mod start;
+pub mod stdio;
 mod unload;
 mod worker;
 
@@ -55,6 +56,7 @@ pub use error::Error;
 pub use events::{Event, EventKind};
 pub use fail_fast::FailFastReport;
 pub use handles::HandleGuard;
+pub use host::{CallContext, HostContext, HostError, HostFunctions};
 pub use ids::{CallId, DomainId};
 pub use runtime::{ExitFn, Runtime, RuntimeConfig};
 pub use shutdown::{ExitMode, ExitReport, ExitStart, HookId, ShutdownStarted};

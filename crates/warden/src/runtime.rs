@@ -38,6 +38,9 @@ pub struct RuntimeConfig {
     /// On memory pressure (the budget's high-water mark), unload the idle domain holding the
     /// most memory (never one with a call in flight). Default false: only the event.
     pub unload_on_pressure: bool,
+    /// The embedder's own imports, given to every domain's guests (see
+    /// [`HostFunctions`](crate::HostFunctions)). Default: none.
+    pub host_functions: crate::HostFunctions,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +51,7 @@ impl Default for RuntimeConfig {
             exit: Arc::new(|code| std::process::exit(code)),
             memory_budget: None,
             unload_on_pressure: false,
+            host_functions: crate::HostFunctions::default(),
         }
     }
 }
@@ -64,6 +68,8 @@ impl std::fmt::Debug for RuntimeConfig {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: WardenEngine,
     pub(crate) linker: wasmtime::Linker<DomainState>,
+    /// The embedder's imports (for naming a module's unknown imports).
+    host_functions: crate::HostFunctions,
     pub(crate) policy: Policy,
     pub(crate) events: EventBus,
     pub(crate) budget: Arc<MemoryBudget>,
@@ -103,7 +109,8 @@ impl Runtime {
                 .expect("a WASI context exists for every module that imports WASI")
         })
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        crate::host::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        crate::host::link_warden(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        config.host_functions.link(&mut linker)?;
         let budget = match config.memory_budget {
             Some(bytes) => MemoryBudget::new(bytes),
             None => MemoryBudget::from_machine(),
@@ -113,6 +120,7 @@ impl Runtime {
         let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
+            host_functions: config.host_functions,
             policy: config.policy,
             events: EventBus::default(),
             budget,
@@ -239,8 +247,8 @@ impl RuntimeInner {
         for import in module.inner.imports() {
             let known = match import.module() {
                 "wasi_snapshot_preview1" => true,
-                "warden" => crate::host::IMPORTS.contains(&import.name()),
-                _ => false,
+                "warden" => crate::host::IMPORTS.iter().any(|i| i.name == import.name()),
+                module => self.host_functions.provides(module, import.name()),
             };
             if !known {
                 return Err(Error::UnknownImport {

@@ -81,6 +81,7 @@ impl DomainShared {
             .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                host_ms: ctl.host_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
                 detail: match result {
                     Ok(out) => out
                         .exit_code

@@ -1,0 +1,249 @@
+//! Issue #10 through the binary: WASI calls that block in the host — a `poll_oneoff` sleep, a
+//! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
+//! at a signal, so no import holds `warden run` past the policy's bounds.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// "It ends": far below the 30 s (or forever) the guests would otherwise wait; a bound, not a
+/// speed claim.
+const ENDS_WITHIN: Duration = Duration::from_secs(20);
+
+/// A WASI command that sleeps 30 s in `poll_oneoff`.
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 30000000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+/// A WASI command that reads stdin once.
+const READER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 100))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))))"#;
+
+/// A WASI command that writes 64 KiB blocks to stdout forever.
+const FLOODER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l))))"#;
+
+fn guest(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("warden-host-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// A `warden run` whose stdin and stdout are pipes the test holds and never touches; its
+/// stderr (events) is read as it comes.
+struct Stalled {
+    child: Child,
+    _stdin: ChildStdin,
+    _stdout: ChildStdout,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Stalled {
+    fn start(args: &[&str]) -> Stalled {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("run")
+            .args(args)
+            .args(["--events", "json"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warden");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Stalled {
+            _stdin: child.stdin.take().unwrap(),
+            _stdout: child.stdout.take().unwrap(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn events(&self, name: &str) -> usize {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == name)
+            .count()
+    }
+
+    fn wait_for_event(&mut self, name: &str) {
+        let until = Instant::now() + ENDS_WITHIN;
+        while self.events(name) == 0 {
+            match self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no {name} event; stderr:\n{}", self.seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -s {sig}");
+    }
+
+    /// The exit status, which must come within the bound (else the process is killed and
+    /// the test fails).
+    fn ends(&mut self) -> ExitStatus {
+        let until = Instant::now() + ENDS_WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(ENDS_WITHIN) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                while let Ok(line) = self.lines.try_recv() {
+                    self.seen.push(line);
+                }
+                panic!("warden did not end; stderr:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn a_poll_oneoff_sleep_ends_at_the_deadline() {
+    for policy in ["server", "clr"] {
+        let mut run = Stalled::start(&[
+            &guest("sleeper.wat", SLEEPER),
+            "--deadline",
+            "1s",
+            "--policy",
+            policy,
+        ]);
+        assert_eq!(
+            run.ends().code(),
+            Some(106),
+            "{policy}: {}",
+            run.seen.join("\n")
+        );
+        assert_eq!(run.events("abort_delivered"), 1, "{policy}");
+    }
+}
+
+#[test]
+fn a_read_of_a_silent_stdin_ends_at_the_deadline() {
+    let mut run = Stalled::start(&[&guest("reader.wat", READER), "--deadline", "1s"]);
+    assert_eq!(run.ends().code(), Some(106), "{}", run.seen.join("\n"));
+}
+
+#[test]
+fn writes_to_a_stalled_stdout_end_at_the_deadline() {
+    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER), "--deadline", "1s"]);
+    assert_eq!(run.ends().code(), Some(106), "{}", run.seen.join("\n"));
+}
+
+#[test]
+fn writes_to_a_stalled_stdout_do_not_hold_an_exit_at_sigterm() {
+    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER)]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    assert_eq!(run.ends().code(), Some(117), "{}", run.seen.join("\n"));
+}
+
+#[test]
+fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
+    let mut run = Stalled::start(&[&guest("reader.wat", READER)]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    assert_eq!(run.ends().code(), Some(117), "{}", run.seen.join("\n"));
+}
+
+/// `flood` writes to stdout forever; `answer` is idle work; the finalizer never returns.
+const FLOOD_AND_HANG: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "flood")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l)))
+  (func (export "answer") (result i32) (i32.const 42))
+  (func (export "warden_on_unload") (loop $l (br $l))))"#;
+
+#[test]
+fn a_second_signal_ends_the_process_while_stdout_is_stalled() {
+    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER)]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    // The orderly exit waits (boundedly) for the stalled reader; the second signal cuts it.
+    run.wait_for_event("shutdown_phase");
+    run.signal("TERM");
+    assert_eq!(run.ends().code(), Some(118), "{}", run.seen.join("\n"));
+}
+
+#[test]
+fn the_watchdog_ends_the_process_while_stdout_is_stalled() {
+    // The idle background domain's finalizer never returns, so only the `process-exit`
+    // watchdog ends this exit — while the foreground call's writes are stalled.
+    let policy = guest(
+        "watchdog.toml",
+        r#"[timeouts]
+finalizer-run = { after = "infinite", action = "none" }
+process-exit = { after = "1s", action = "rude-exit-process" }
+"#,
+    );
+    let mut run = Stalled::start(&[
+        &guest("flood-and-hang.wat", FLOOD_AND_HANG),
+        "--invoke",
+        "flood",
+        "--background-invoke",
+        "answer",
+        "--policy",
+        &policy,
+    ]);
+    run.wait_for_event("call_started");
+    run.signal("TERM");
+    let code = run.ends().code();
+    let stderr = run.seen.join("\n");
+    assert!(
+        stderr.contains("the watchdog ends the shutdown"),
+        "the watchdog fired: {stderr}"
+    );
+    assert_eq!(code, Some(116), "{stderr}");
+}

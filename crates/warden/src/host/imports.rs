@@ -1,0 +1,475 @@
+//! Warden's own imports, module `"warden"` (DESIGN §4): one table, [`IMPORTS`], that both
+//! links them and describes them (name, signature, error codes, meaning).
+//!
+//! Each function is thin: it reads its arguments, calls the owning module (abort state, lock
+//! table, memory gate) and maps the result to DESIGN's error codes. A function that ends a
+//! deferral (`critical_exit`, `constrained_exit`, `lock_release`) delivers a pending abort
+//! right there; a host wait (`sleep_ms`, `lock_acquire`) is woken by a deliverable abort.
+
+use std::sync::Arc;
+use std::time::Duration;
+use warden_core::locks::LockError;
+use wasmtime::{Caller, Linker};
+
+use super::{deliver_if_due, read_guest, wait_abortable};
+use crate::call::CallCtl;
+use crate::domain::DomainState;
+
+/// The import module name of Warden's own imports.
+pub const MODULE: &str = "warden";
+
+/// `-1`: a wait timed out (DESIGN §4).
+pub const TIMEOUT: i32 = -1;
+/// `-2`: the wait was chosen as a deadlock victim (DESIGN §4).
+pub const DEADLOCK_VICTIM: i32 = -2;
+/// `-3`: the wait was aborted (DESIGN §4).
+pub const ABORTED: i32 = -3;
+/// `-4`: the lock was acquired, but its previous owner did not release it cleanly.
+pub const POISONED: i32 = -4;
+/// `-5`: not permitted (capability).
+pub const NOT_PERMITTED: i32 = -5;
+/// `-6`: already held / not held.
+pub const HELD: i32 = -6;
+/// `-7`: the memory gate refused the reservation (DESIGN §4).
+pub const INSUFFICIENT_MEMORY: i32 = -7;
+/// `-8`: a bad argument (DESIGN §4).
+pub const BAD_ARGUMENT: i32 = -8;
+
+/// Every error code a `"warden"` import can return, with its meaning (DESIGN §4).
+pub const ERROR_CODES: &[(i32, &str)] = &[
+    (TIMEOUT, "timeout"),
+    (DEADLOCK_VICTIM, "deadlock victim"),
+    (ABORTED, "aborted"),
+    (
+        POISONED,
+        "poisoned: acquired, but the previous owner did not release it cleanly",
+    ),
+    (NOT_PERMITTED, "not permitted (capability)"),
+    (HELD, "already held / not held"),
+    (INSUFFICIENT_MEMORY, "insufficient memory"),
+    (BAD_ARGUMENT, "bad argument"),
+];
+
+/// Longest lock name accepted (bytes).
+const MAX_LOCK_NAME: i32 = warden_core::locks::MAX_NAME_LEN as i32;
+
+/// Host locks one call may hold at once. A lock left held outlives its domain (poisoned, in
+/// the process-wide table), so this bounds what a hostile call can leave behind.
+pub const MAX_HELD_LOCKS: u64 = 256;
+
+/// Memory-gate reservations one call may hold at once (each is host memory, outside the
+/// guest's linear memory).
+pub const MAX_RESERVATIONS: usize = 1024;
+
+/// Longest guest log message kept; the rest is cut.
+const MAX_LOG_BYTES: usize = 64 << 10;
+
+/// A core wasm value type in an import's signature.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WasmType {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+}
+
+impl WasmType {
+    /// The WAT spelling (`i32`, `i64`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WasmType::I32 => "i32",
+            WasmType::I64 => "i64",
+        }
+    }
+}
+
+impl std::fmt::Display for WasmType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type L = Linker<DomainState>;
+type Cx<'a> = Caller<'a, DomainState>;
+
+/// One `"warden"` import: what it is, and how it is linked. The signature is checked against
+/// the linked function by the test suite, so the table cannot drift from the code.
+pub struct Import {
+    /// The import's name in module `"warden"`.
+    pub name: &'static str,
+    /// Parameter types.
+    pub params: &'static [WasmType],
+    /// Result types.
+    pub results: &'static [WasmType],
+    /// The negative codes it may return (see [`ERROR_CODES`]).
+    pub codes: &'static [i32],
+    /// What it does.
+    pub doc: &'static str,
+    link: fn(&mut L, &'static str) -> wasmtime::Result<()>,
+}
+
+impl Import {
+    /// The signature in WAT: `(param i32 i32 i64) (result i32)`.
+    pub fn signature(&self) -> String {
+        let list = |ts: &[WasmType]| ts.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" ");
+        let mut s = String::new();
+        if !self.params.is_empty() {
+            s += &format!("(param {})", list(self.params));
+        }
+        if !self.results.is_empty() {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s += &format!("(result {})", list(self.results));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Import")
+            .field("name", &self.name)
+            .field("signature", &self.signature())
+            .field("codes", &self.codes)
+            .finish()
+    }
+}
+
+use WasmType::{I32, I64};
+
+/// Every import of module `"warden"`, in DESIGN §4's order (plus Warden's `handle_close`).
+pub static IMPORTS: &[Import] = &[
+    Import {
+        name: "critical_enter",
+        params: &[],
+        results: &[],
+        codes: &[],
+        doc: "enter a critical region (polite abort deferred)",
+        link: critical_enter,
+    },
+    Import {
+        name: "critical_exit",
+        params: &[],
+        results: &[],
+        codes: &[],
+        doc: "leave a critical region; a pending abort lands here",
+        link: critical_exit,
+    },
+    Import {
+        name: "constrained_enter",
+        params: &[],
+        results: &[],
+        codes: &[],
+        doc: "enter a constrained region (rude abort deferred too)",
+        link: constrained_enter,
+    },
+    Import {
+        name: "constrained_exit",
+        params: &[],
+        results: &[],
+        codes: &[],
+        doc: "leave a constrained region; a pending abort lands here",
+        link: constrained_exit,
+    },
+    Import {
+        name: "abort_requested",
+        params: &[],
+        results: &[I32],
+        codes: &[],
+        doc: "1 if an abort is pending for this call",
+        link: abort_requested,
+    },
+    Import {
+        name: "lock_acquire",
+        params: &[I32, I32, I64],
+        results: &[I32],
+        codes: &[TIMEOUT, DEADLOCK_VICTIM, POISONED, HELD, BAD_ARGUMENT],
+        doc: "acquire a named host lock (name ptr, len, timeout ms; < 0 waits forever); 0 ok",
+        link: lock_acquire,
+    },
+    Import {
+        name: "lock_release",
+        params: &[I32, I32],
+        results: &[I32],
+        codes: &[HELD, BAD_ARGUMENT],
+        doc: "release a named host lock; 0 ok; a pending abort lands at the last release",
+        link: lock_release,
+    },
+    Import {
+        name: "gate_reserve",
+        params: &[I64],
+        results: &[I32],
+        codes: &[INSUFFICIENT_MEMORY, BAD_ARGUMENT],
+        doc: "memory gate: reserve bytes; a positive token",
+        link: gate_reserve,
+    },
+    Import {
+        name: "gate_release",
+        params: &[I32],
+        results: &[I32],
+        codes: &[BAD_ARGUMENT],
+        doc: "return a memory-gate reservation by token; 0 ok",
+        link: gate_release,
+    },
+    Import {
+        name: "sleep_ms",
+        params: &[I64],
+        results: &[I32],
+        codes: &[BAD_ARGUMENT],
+        doc: "host-routed sleep, woken by a deliverable abort; 0 ok",
+        link: sleep_ms,
+    },
+    Import {
+        name: "log",
+        params: &[I32, I32, I32],
+        results: &[],
+        codes: &[],
+        doc: "a guest log line (level, ptr, len) as a `guest_log` event",
+        link: log,
+    },
+    Import {
+        name: "handle_close",
+        params: &[I32],
+        results: &[I32],
+        codes: &[BAD_ARGUMENT],
+        doc: "close a handle (drop the owner's reference); 0 ok",
+        link: handle_close,
+    },
+];
+
+/// Links every `"warden"` import.
+pub(crate) fn link_warden(linker: &mut L) -> wasmtime::Result<()> {
+    for import in IMPORTS {
+        (import.link)(linker, import.name)?;
+    }
+    Ok(())
+}
+
+fn critical_enter(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
+        if let Some(ctl) = current(&cx) {
+            ctl.abort
+                .critical_enter()
+                .map_err(|e| wasmtime::format_err!("critical_enter: {e}"))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn critical_exit(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
+        let Some(ctl) = current(&cx) else {
+            return Ok(());
+        };
+        ctl.abort.critical_exit().map_err(|_| {
+            wasmtime::format_err!("critical_exit without a matching critical_enter")
+        })?;
+        deliver_if_due(&cx.data().dom, &ctl)
+    })?;
+    Ok(())
+}
+
+fn constrained_enter(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
+        if let Some(ctl) = current(&cx) {
+            ctl.abort
+                .constrained_enter()
+                .map_err(|e| wasmtime::format_err!("constrained_enter: {e}"))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn constrained_exit(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
+        let Some(ctl) = current(&cx) else {
+            return Ok(());
+        };
+        ctl.abort.constrained_exit().map_err(|_| {
+            wasmtime::format_err!("constrained_exit without a matching constrained_enter")
+        })?;
+        deliver_if_due(&cx.data().dom, &ctl)
+    })?;
+    Ok(())
+}
+
+fn abort_requested(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> i32 {
+        cx.data()
+            .call
+            .as_ref()
+            .is_some_and(|c| c.abort.requested().is_some()) as i32
+    })?;
+    Ok(())
+}
+
+fn sleep_ms(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap_async(MODULE, name, |cx: Cx<'_>, (ms,): (i64,)| {
+        Box::new(async move {
+            let Some(ctl) = current(&cx) else {
+                return Ok(0);
+            };
+            if ms < 0 {
+                return Ok(BAD_ARGUMENT);
+            }
+            let dom = cx.data().dom.clone();
+            let sleep = tokio::time::sleep_until(far(Duration::from_millis(ms as u64)));
+            wait_abortable(&dom, &ctl, sleep).await?;
+            Ok(0)
+        })
+    })?;
+    Ok(())
+}
+
+// Not in DESIGN §4's table: the guest's side of the SafeHandle model (`handles.rs`). Closing
+// drops the owner's reference; the release runs now unless host code is using the handle. A
+// stale, forged or foreign value is `-8`, never another resource.
+fn handle_close(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>, h: i32| -> i32 {
+        match cx.data().dom.handles.close(h as u32) {
+            Ok(()) => 0,
+            Err(_) => BAD_ARGUMENT,
+        }
+    })?;
+    Ok(())
+}
+
+fn log(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(
+        MODULE,
+        name,
+        |mut cx: Cx<'_>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let bytes =
+                read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32)).ok_or_else(|| {
+                    wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds")
+                })?;
+            let dom = &cx.data().dom;
+            let call = cx.data().call.as_ref().map(|c| c.id);
+            dom.rt
+                .guest_log
+                .emit(&dom.rt.events, dom.id, call, level, &bytes);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+fn lock_acquire(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap_async(
+        MODULE,
+        name,
+        |mut cx: Cx<'_>, (ptr, len, timeout_ms): (i32, i32, i64)| {
+            Box::new(async move {
+                let Some(ctl) = current(&cx) else {
+                    return Ok(BAD_ARGUMENT);
+                };
+                let Some(name) = read_name(&mut cx, ptr, len) else {
+                    return Ok(BAD_ARGUMENT);
+                };
+                if ctl.abort.locks_held() >= MAX_HELD_LOCKS {
+                    return Ok(BAD_ARGUMENT);
+                }
+                let dom = cx.data().dom.clone();
+                let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+                // Cancel-safe: an abort that lands drops this future and the table forgets
+                // the waiter. A polite abort does not land while other locks are held.
+                let acquire = dom.rt.locks.acquire(ctl.id.0, &name, timeout);
+                match wait_abortable(&dom, &ctl, acquire).await? {
+                    Ok(acquired) => match ctl.abort.lock_taken() {
+                        Ok(()) => Ok(acquired.code()),
+                        // More locks than the abort record counts: refuse this one.
+                        Err(_) => {
+                            let _ = dom.rt.locks.release(ctl.id.0, &name);
+                            Ok(BAD_ARGUMENT)
+                        }
+                    },
+                    Err(LockError::Deadlock(cycle)) => {
+                        dom.deadlock_victim(&ctl, &cycle);
+                        Ok(DEADLOCK_VICTIM)
+                    }
+                    Err(e) => Ok(e.code()),
+                }
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn lock_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(
+        MODULE,
+        name,
+        |mut cx: Cx<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let Some(ctl) = current(&cx) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let Some(name) = read_name(&mut cx, ptr, len) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let dom = cx.data().dom.clone();
+            if let Err(e) = dom.rt.locks.release(ctl.id.0, &name) {
+                return Ok(e.code());
+            }
+            ctl.abort.lock_dropped();
+            // Releasing the last lock may end a deferral: a pending abort lands here.
+            deliver_if_due(&dom, &ctl)?;
+            Ok(0)
+        },
+    )?;
+    Ok(())
+}
+
+fn gate_reserve(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>, bytes: i64| -> i32 {
+        let Some(ctl) = current(&cx) else {
+            return BAD_ARGUMENT;
+        };
+        let Ok(bytes) = u64::try_from(bytes) else {
+            return BAD_ARGUMENT;
+        };
+        if ctl.gate().len() >= MAX_RESERVATIONS {
+            return INSUFFICIENT_MEMORY;
+        }
+        match cx.data().dom.account.reserve(bytes) {
+            Ok(r) => ctl.gate().keep(r).unwrap_or(BAD_ARGUMENT),
+            Err(_) => INSUFFICIENT_MEMORY,
+        }
+    })?;
+    Ok(())
+}
+
+fn gate_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    l.func_wrap(MODULE, name, |cx: Cx<'_>, token: i32| -> i32 {
+        let Some(ctl) = current(&cx) else {
+            return BAD_ARGUMENT;
+        };
+        if ctl.gate().release(token) {
+            0
+        } else {
+            BAD_ARGUMENT
+        }
+    })?;
+    Ok(())
+}
+
+/// A lock name: UTF-8, 1 to 256 bytes, inside the guest's memory.
+fn read_name(cx: &mut Cx<'_>, ptr: i32, len: i32) -> Option<String> {
+    if !(1..=MAX_LOCK_NAME).contains(&len) {
+        return None;
+    }
+    String::from_utf8(read_guest(cx, ptr, len)?).ok()
+}
+
+fn current(cx: &Cx<'_>) -> Option<Arc<CallCtl>> {
+    cx.data().call.clone()
+}
+
+/// `now + d`, or a moment so far away it never comes when that overflows.
+fn far(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
