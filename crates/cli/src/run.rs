@@ -523,35 +523,20 @@ fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
     }
 }
 
-/// Every export of the plan, concurrently, each in a fresh domain that is unloaded after.
+/// Every export of the plan, concurrently, each in a fresh domain that is unloaded after. A
+/// single export runs on this task: the same path as an embedder's `invoke`, no task hop.
 async fn run_cycle(plan: &Arc<Plan>) -> Finished {
     let names: Vec<String> = if plan.invokes.is_empty() {
         vec!["_start".into()]
     } else {
         plan.invokes.clone()
     };
+    if let [name] = names.as_slice() {
+        return vec![cycle_one(plan.clone(), name.clone()).await];
+    }
     let tasks: Vec<_> = names
         .into_iter()
-        .map(|name| {
-            let plan = plan.clone();
-            tokio::spawn(async move {
-                let result = async {
-                    let domain = plan
-                        .runtime
-                        .create_domain(&plan.module, plan.config.clone())
-                        .await?;
-                    if let Err(e) = open_handles(&plan, &domain) {
-                        domain.unload().await;
-                        return Err(e);
-                    }
-                    let out = domain.invoke(&name, &[], plan.options.clone()).await;
-                    domain.unload().await;
-                    out
-                }
-                .await;
-                (name, result)
-            })
-        })
+        .map(|name| tokio::spawn(cycle_one(plan.clone(), name)))
         .collect();
     let mut finished = Vec::new();
     for t in tasks {
@@ -564,6 +549,25 @@ async fn run_cycle(plan: &Arc<Plan>) -> Finished {
         }
     }
     finished
+}
+
+/// One export in a fresh domain: create, call, unload.
+async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput, warden::Error>) {
+    let result = async {
+        let domain = plan
+            .runtime
+            .create_domain(&plan.module, plan.config.clone())
+            .await?;
+        if let Err(e) = open_handles(&plan, &domain) {
+            domain.unload().await;
+            return Err(e);
+        }
+        let out = domain.invoke(&name, &[], plan.options.clone()).await;
+        domain.unload().await;
+        out
+    }
+    .await;
+    (name, result)
 }
 
 /// `--reuse-domain`: N rounds of calls in one domain per export.
