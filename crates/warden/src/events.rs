@@ -129,6 +129,16 @@ pub enum EventKind {
         /// The lock names.
         locks: Vec<String>,
     },
+    /// The lock table's bound on poison marks dropped the oldest ones to make room for new
+    /// orphaned locks: those locks are acquired clean from now on (a warning for the host).
+    PoisonMarkDropped {
+        /// Marks dropped.
+        dropped: u64,
+        /// The oldest lock whose mark was dropped.
+        oldest: String,
+        /// Marks the table keeps at most.
+        limit: usize,
+    },
     /// A guest log line (`log` import).
     GuestLog {
         /// The level the guest gave.

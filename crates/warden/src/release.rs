@@ -51,15 +51,26 @@ impl<'a> CriticalRelease<'a> {
     /// reservations. Returns what it released.
     pub(crate) fn call(&self, ctl: &CallCtl) -> Released {
         let dom = self.dom;
-        let orphaned = dom.rt.locks.release_orphaned(ctl.id.0);
-        let locks = orphaned.len() as u64;
+        let report = dom.rt.locks.release_orphaned_report(ctl.id.0);
+        let locks = report.orphaned.len() as u64;
         if locks > 0 {
             dom.tally.locks.fetch_add(locks, Ordering::Relaxed);
             dom.rt
                 .events
                 .emit(Some(dom.id), Some(ctl.id), || EventKind::LocksOrphaned {
-                    locks: orphaned,
+                    locks: report.orphaned,
                 });
+        }
+        if let Some(oldest) = report.oldest_dropped {
+            // The table's bound made room: older poison marks are gone (a warning for the
+            // host, so the bound is never silent).
+            dom.rt.events.emit(Some(dom.id), Some(ctl.id), || {
+                EventKind::PoisonMarkDropped {
+                    dropped: report.marks_dropped,
+                    oldest,
+                    limit: dom.rt.locks.poison_limit(),
+                }
+            });
         }
         let reservations = ctl.gate().release_all();
         if !dom.life.is_loaded() {
