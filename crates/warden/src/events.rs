@@ -105,7 +105,7 @@ pub enum EventKind {
     MemoryDenied {
         /// Bytes requested beyond the current size.
         requested: u64,
-        /// Which limit denied it: `domain` or `budget`.
+        /// Which limit denied it: `domain`, `budget` or `module` (past the declared maximum).
         limit: &'static str,
     },
     /// Process memory crossed a water mark.
