@@ -1,4 +1,5 @@
 //! `warden`: run WebAssembly guests under Warden's hosting model, and check policies.
+#![forbid(unsafe_code)]
 
 mod input;
 mod output;

@@ -28,15 +28,18 @@ use crate::size::parse_size;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
     0    every call succeeded
-    N    a WASI command's own proc_exit code, passed through (a start function's too)
+    N    a WASI command's own proc_exit code, passed through (a start function's too);
+         0-125 (a larger one traps: 103), so a guest can choose one of the codes below
     2    bad command line
     3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
-         or too long to compile, missing or unfit export, unknown or wrongly typed import,
-         invalid policy, nonsense size or duration
+         or too long to compile, missing or unfit export, unknown or wrongly typed import
+         (an unknown WASI function too), minimum memory or tables past the domain's limits,
+         invalid or unreadable policy, nonsense size or duration
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
   107    aborted (*)              108  rudely aborted (*)
-  109    deadlock victim          110  domain unloaded (*)
+  109    deadlock victim (when the policy's deadlock action ends the call)
+  110    domain unloaded (*)
   111    insufficient memory: refused before any guest code ran (memory gate, a domain's
          initial memory, a full instance pool)
   112    process exiting (*)      113  runtime disabled (*)
@@ -237,6 +240,13 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
     let mut config = DomainConfig::default();
     if let Some(m) = &args.max_memory {
         config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
+    }
+    // Refused at entry rather than after opening millions of handles (and GBs) one by one.
+    let most = warden::warden_core::handles::MAX_QUOTA;
+    if args.handles as usize > most {
+        return Err(
+            format!("--handles: at most {most} (a domain's handle table holds no more)").into(),
+        );
     }
     // Room for the soak aid's handles (the quota still applies beyond its bound).
     config.max_handles = config.max_handles.max(args.handles as usize);
@@ -515,40 +525,25 @@ fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
         Err(e) => err(&format!(
             "warden: {} (background): {}",
             escape(name, false),
-            escape(&e.to_string(), true)
+            escape(&e.to_string(), false)
         )),
     }
 }
 
-/// Every export of the plan, concurrently, each in a fresh domain that is unloaded after.
+/// Every export of the plan, concurrently, each in a fresh domain that is unloaded after. A
+/// single export runs on this task: the same path as an embedder's `invoke`, no task hop.
 async fn run_cycle(plan: &Arc<Plan>) -> Finished {
     let names: Vec<String> = if plan.invokes.is_empty() {
         vec!["_start".into()]
     } else {
         plan.invokes.clone()
     };
+    if let [name] = names.as_slice() {
+        return vec![cycle_one(plan.clone(), name.clone()).await];
+    }
     let tasks: Vec<_> = names
         .into_iter()
-        .map(|name| {
-            let plan = plan.clone();
-            tokio::spawn(async move {
-                let result = async {
-                    let domain = plan
-                        .runtime
-                        .create_domain(&plan.module, plan.config.clone())
-                        .await?;
-                    if let Err(e) = open_handles(&plan, &domain) {
-                        domain.unload().await;
-                        return Err(e);
-                    }
-                    let out = domain.invoke(&name, &[], plan.options.clone()).await;
-                    domain.unload().await;
-                    out
-                }
-                .await;
-                (name, result)
-            })
-        })
+        .map(|name| tokio::spawn(cycle_one(plan.clone(), name)))
         .collect();
     let mut finished = Vec::new();
     for t in tasks {
@@ -561,6 +556,25 @@ async fn run_cycle(plan: &Arc<Plan>) -> Finished {
         }
     }
     finished
+}
+
+/// One export in a fresh domain: create, call, unload.
+async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput, warden::Error>) {
+    let result = async {
+        let domain = plan
+            .runtime
+            .create_domain(&plan.module, plan.config.clone())
+            .await?;
+        if let Err(e) = open_handles(&plan, &domain) {
+            domain.unload().await;
+            return Err(e);
+        }
+        let out = domain.invoke(&name, &[], plan.options.clone()).await;
+        domain.unload().await;
+        out
+    }
+    .await;
+    (name, result)
 }
 
 /// `--reuse-domain`: N rounds of calls in one domain per export.
@@ -636,24 +650,51 @@ fn report(finished: &Finished) -> i32 {
                 }
             }
             Err(e) => {
-                // Trap messages and backtraces carry the guest's own names: escaped.
+                // Messages and backtraces carry the guest's own names (imports, functions):
+                // escaped, a message on one line, so a name cannot forge a line.
                 err(&format!(
                     "warden: {}: {}",
                     escape(name, false),
-                    escape(&e.to_string(), true)
+                    escape(&e.to_string(), false)
                 ));
                 if let warden::Error::Call(
                     CallError::Trap { backtrace, .. } | CallError::StackOverflow { backtrace },
                 ) = e
                     && !backtrace.is_empty()
                 {
-                    err(&escape(backtrace.trim_end(), true));
+                    err(&backtrace_lines(backtrace.trim_end()));
                 }
                 code.get_or_insert(exit_code::for_error(e));
             }
         }
     }
     code.unwrap_or(exit_code::SUCCESS)
+}
+
+/// A wasm backtrace as wasmtime writes it (a heading, then frame lines `  N: ..`, symbol
+/// lines `  - ..` and `  at ..`, a `note:`), escaped. A line of another shape can only come
+/// from a newline in a guest's function or module name: it is joined to the line before,
+/// with the newline escaped, so a guest cannot forge an output line.
+fn backtrace_lines(backtrace: &str) -> String {
+    let structural = |line: &str| {
+        let rest = line.trim_start();
+        line == "error while executing at wasm backtrace:"
+            || line.starts_with("note: ")
+            || (rest.len() < line.len()
+                && (rest.starts_with("- ")
+                    || rest.starts_with("at ")
+                    || rest.split_once(':').is_some_and(|(n, _)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })))
+    };
+    let mut out = String::with_capacity(backtrace.len());
+    for (i, line) in backtrace.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str(if structural(line) { "\n" } else { "\\n" });
+        }
+        out.push_str(&escape(line, false));
+    }
+    out
 }
 
 fn format_val(v: &Val) -> String {

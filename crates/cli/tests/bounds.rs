@@ -31,17 +31,47 @@ fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
     p.display().to_string()
 }
 
-/// Runs to the end, failing (and killing it) if it does not end in time.
+/// Runs to the end, failing (and killing it) if it does not end in time. Its output is
+/// drained as it comes, so a chatty run never blocks on a full pipe.
 fn finish(mut child: Child) -> Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let until = Instant::now() + ENDS_WITHIN;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > until {
             let _ = child.kill();
             panic!("warden did not end");
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -590,4 +620,23 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
     let warnings = err.lines().filter(|l| l.contains("orphaned_locks")).count();
     assert!((1..=25).contains(&warnings), "{warnings} warnings:\n{err}");
     assert!(err.len() < 64 << 10, "{} bytes on stderr", err.len());
+
+    // The events say so too: 5,120 marks made, so some of the oldest went.
+    let o = run(&[
+        "run", &g, "--invoke", "storm", "--repeat", "20", "--events", "json",
+    ]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let dropped: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "poison_mark_dropped")
+        .collect();
+    assert!(!dropped.is_empty(), "no poison_mark_dropped event");
+    let total: u64 = dropped.iter().map(|e| e["dropped"].as_u64().unwrap()).sum();
+    assert_eq!(total, 20 * 256 - 4096, "{dropped:?}");
+    assert!(
+        dropped
+            .iter()
+            .all(|e| e["limit"] == 4096 && e["oldest"].is_string())
+    );
 }

@@ -213,10 +213,13 @@ process-exit = { after = "10m", action = "rude-exit-process" }
         },
     );
     run.signal("TERM");
-    run.wait_for("the finalizer phase", |ev| {
+    // The busy domain reports its skipped finalizer before the idle one's starts: wait for
+    // both, so the second signal lands while the idle domain's finalizer spins.
+    run.wait_for("the finalizer phase and the busy domain's skip", |ev| {
         count(ev, |e| {
             e["event"] == "shutdown_phase" && e["phase"] == "finalizers"
         }) == 1
+            && count(ev, |e| e["event"] == "finalizer_ran") == 1
     });
     run.signal("TERM");
     let (status, stdout) = run.finish();

@@ -20,12 +20,9 @@
 //! callback or a host function returning the abort as an error); this type only answers "is
 //! there an abort, and may it land now?".
 
-#[cfg(not(all(test, loom)))]
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 // Under the loom model (tests only) the word is loom's, so every interleaving of a request
 // with a deferral ending is explored.
-#[cfg(all(test, loom))]
-use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use crate::sync::{AtomicU64, SeqCst};
 use tokio::sync::Notify;
 
 /// How hard an abort is.

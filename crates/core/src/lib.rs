@@ -11,13 +11,18 @@
 //! - [`locks`]: named host locks owned by calls, FIFO, poisoning, and deadlock detection over
 //!   a wait-for graph.
 //! - [`abort`]: the per-call abort state machine (requested, deferred, delivered).
+//! - [`lifecycle`]: a domain's lifecycle word (loaded, unloading, killed, unloaded; admitted
+//!   calls; the finalizer's claim).
 //! - [`shutdown`]: the orderly-exit coordinator: one winner, phases, hooks, a watchdog.
 //! - [`rate`]: a token-bucket rate limit for what the host writes on guests' behalf.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod abort;
 pub mod budget;
 pub mod handles;
+pub mod lifecycle;
 pub mod locks;
 pub mod rate;
 pub mod shutdown;
+mod sync;

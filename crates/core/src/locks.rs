@@ -771,6 +771,13 @@ impl LockTable {
     /// calling this). A wait of `owner` still in progress is cancelled and ends with
     /// [`LockError::OwnerEnded`]; a cross-domain edge of `owner` is removed.
     pub fn release_orphaned(&self, owner: OwnerId) -> Vec<String> {
+        self.release_orphaned_report(owner).orphaned
+    }
+
+    /// [`release_orphaned`](Self::release_orphaned), also telling which poison marks the
+    /// table's bound dropped to make room for the new ones (the runtime reports them as a
+    /// `poison_mark_dropped` event).
+    pub fn release_orphaned_report(&self, owner: OwnerId) -> Orphaned {
         let (names, dropped) = self.with(|inner, wakers| {
             let Some(state) = inner.owners.get_mut(&owner) else {
                 return (Vec::new(), Vec::new());
@@ -812,7 +819,16 @@ impl LockTable {
                 dropped[0]
             ));
         }
-        names
+        Orphaned {
+            orphaned: names,
+            marks_dropped: dropped.len() as u64,
+            oldest_dropped: dropped.into_iter().next(),
+        }
+    }
+
+    /// How many poison marks the table keeps at most ([`LockTable::with_poison_limit`]).
+    pub fn poison_limit(&self) -> usize {
+        lock_inner(&self.inner).poison_limit
     }
 
     /// The locks `owner` holds, sorted. A lock handed to a waiter that has not yet been polled
@@ -900,6 +916,18 @@ impl LockTable {
         }
         result
     }
+}
+
+/// What [`LockTable::release_orphaned_report`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Orphaned {
+    /// The locks the owner still held, now released and poisoned, sorted.
+    pub orphaned: Vec<String>,
+    /// Poison marks (of earlier owners) dropped because the table keeps at most
+    /// [`LockTable::poison_limit`]; their locks are acquired clean from now on.
+    pub marks_dropped: u64,
+    /// The oldest mark dropped, when any was.
+    pub oldest_dropped: Option<String>,
 }
 
 /// A cross-domain wait-for edge (see [`LockTable::wait_for_owner`]); dropping it removes the edge.

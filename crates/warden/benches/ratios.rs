@@ -25,6 +25,7 @@ struct Plan {
     grow: u32,
     primitive: u32,
     unloads: usize,
+    idle: usize,
     /// Calls of the null-import loop (each makes `IMPORTS_PER_CALL` imports).
     nulls: u32,
 }
@@ -39,6 +40,7 @@ impl Plan {
             grow: 100,
             primitive: 1_000_000,
             unloads: 30,
+            idle: 10_000,
             nulls: 40,
         }
     }
@@ -52,6 +54,7 @@ impl Plan {
             grow: 2,
             primitive: 2,
             unloads: 1,
+            idle: 10,
             nulls: 2,
         }
     }
@@ -126,7 +129,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
@@ -134,6 +137,7 @@ fn main() {
         ("e", primitives),
         ("f", unload_with_handles),
         ("g", null_import),
+        ("h", idle_density),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -335,6 +339,51 @@ fn unload_with_handles(cx: &Ctx) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// (h) density: resident memory of many idle domains (one page of guest memory each), from the
+/// process's RSS before and after, on a runtime whose pool has room for all of them.
+fn idle_density(cx: &Ctx) -> Vec<Row> {
+    let n = cx.plan.idle;
+    let (domains, before, after, guest) = run(&cx.rt, async move {
+        let config = warden::RuntimeConfig {
+            engine: warden::EngineConfig {
+                pool_slots: n as u32,
+                pool_max_memory: 1 << 20,
+                ..warden::EngineConfig::default()
+            },
+            exit: std::sync::Arc::new(|code| panic!("bench guest exited the process ({code})")),
+            ..warden::RuntimeConfig::default()
+        };
+        let rt = warden::Runtime::new(config).expect("runtime");
+        let module = rt.load_module(common::GUEST.as_bytes()).expect("guest");
+        // One domain first: the module's code and the runtime's own state are not per domain.
+        let first = rt
+            .create_domain(&module, warden::DomainConfig::default())
+            .await
+            .expect("domain");
+        let before = common::rss_kib();
+        let mut domains = vec![first];
+        for _ in 1..n {
+            let d = rt.create_domain(&module, warden::DomainConfig::default());
+            domains.push(d.await.expect("domain"));
+        }
+        let after = common::rss_kib();
+        let guest: u64 = domains.iter().map(|d| d.memory_used()).sum();
+        for d in &domains {
+            d.unload().await;
+        }
+        (domains.len(), before, after, guest)
+    });
+    let per = (after.saturating_sub(before) * 1024) as f64 / (domains - 1).max(1) as f64;
+    let guest_per = guest as f64 / domains as f64;
+    println!(
+        "h {domains} idle domains: RSS {before} KiB -> {after} KiB, {:.1} KiB each \
+         (guest memory {:.1} KiB each, committed but not touched; goal <= 64 KiB beyond it)",
+        per / 1024.0,
+        guest_per / 1024.0
+    );
+    Vec::new()
 }
 
 /// Imports one call of the null-import guest makes.

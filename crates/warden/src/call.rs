@@ -228,7 +228,7 @@ pub(crate) fn kind_str(kind: AbortKind) -> &'static str {
 }
 
 /// The control block of one call, shared by its handle, its domain's worker and the host
-/// functions it calls.
+/// functions it calls. (The start function and the finalizer run under one too.)
 pub(crate) struct CallCtl {
     pub(crate) id: CallId,
     pub(crate) domain: DomainId,
@@ -240,6 +240,8 @@ pub(crate) struct CallCtl {
     /// Wakes the worker so it can start escalation timers for a new request.
     pub(crate) kick: Notify,
     pub(crate) background: bool,
+    /// Counted by the domain's lifecycle (admitted) and not yet ended.
+    pub(crate) admitted: AtomicBool,
     /// Memory-gate reservations the call holds, by token; returned when the call ends.
     pub(crate) gate: Mutex<Gate>,
     /// Nanoseconds the call spent in host calls (see `host::HostTimed`).
@@ -307,6 +309,7 @@ impl CallCtl {
             memory_denied: AtomicBool::new(false),
             kick: Notify::new(),
             background,
+            admitted: AtomicBool::new(false),
             gate: Mutex::new(Gate::default()),
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
@@ -394,7 +397,7 @@ impl CallHandle {
     /// deferred while the call is in a critical region or holds host locks, bounded by the
     /// operation's timeout). Returns at once; [`join`](Self::join) to see the outcome.
     pub fn abort(&self) {
-        self.domain.apply_operation(
+        self.domain.operation(
             &self.ctl,
             warden_policy::Operation::Abort,
             AbortReason::Embedder,
@@ -404,7 +407,7 @@ impl CallHandle {
     /// Requests a rude abort through the policy's `rude-abort` operation (ignores critical
     /// regions and locks, waits only for constrained regions).
     pub fn rude_abort(&self) {
-        self.domain.apply_operation(
+        self.domain.operation(
             &self.ctl,
             warden_policy::Operation::RudeAbort,
             AbortReason::Embedder,

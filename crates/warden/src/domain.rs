@@ -1,32 +1,57 @@
 //! Domains: one store, one instance of one module, one call at a time.
 //!
-//! Each domain is owned by a worker task that holds its wasmtime `Store`. Calls are queued to
-//! the worker and run one after another; concurrency comes from many domains. The worker is
-//! also where a domain ends: unload blocks entry, aborts the in-flight call (politely or
-//! rudely, per policy), fails queued calls with `domain_unloaded`, runs the guest's
-//! `warden_on_unload` finalizer (polite unload only), releases everything the domain held,
-//! and drops the store. A call that will not yield to a rude abort (it sits in a constrained
-//! region) is ended by dropping its future — the store goes with it — so no guest can hold
-//! its domain past the policy's bounds.
+//! A domain is made of parts, each with one owner, so that a change to one of them does not
+//! need the others read first:
+//!
+//! - [`Domain`] is the embedder's handle; the last one dropped unloads the domain politely.
+//! - `DomainShared` (this module) is what the handles, the calls and the guest's host
+//!   functions share: the domain's identity, its [`Lifecycle`] word, its **slot** (the parked
+//!   worker, the queue of admitted calls, the call in flight), its memory account and its
+//!   handle table. Its methods are the lifecycle's steps: admit a call, queue it or take the
+//!   idle worker, hand the worker back, begin an unload, carry out an escalation effect,
+//!   publish the unload report. Each step that ends something releases what it owes before it
+//!   returns, so dropping any future (create, call, join, unload) never skips a release.
+//! - [`Lifecycle`] (in `warden-core`, model-checked with loom) is the one state word: loaded →
+//!   unloading {polite, rude} → killed → unloaded, the count of admitted calls, and the claim
+//!   on the finalizer. "Idle, so unload me" is one transition of it.
+//! - The `Worker` (`worker.rs`) owns the store and the instance and runs calls, the finalizer
+//!   and the end of unload. On an idle domain it runs on the caller's task (no hop).
+//! - `CriticalRelease` (`release.rs`) gives back locks, reservations and handles, in
+//!   DESIGN's order, for every path that ends a call or a domain (unload and exit alike).
+//! - `Escalation` (`escalation.rs`) decides; it returns an effect that
+//!   `DomainShared::carry_out` (or the runtime) carries out.
+//! - The unload's bounds are watched by `unload.rs`.
+//!
+//! Unload blocks entry, aborts the in-flight call (politely or rudely, per policy), fails
+//! queued calls with `domain_unloaded`, runs the guest's `warden_on_unload` finalizer (polite
+//! unload only), releases everything the domain held, and drops the store. A call that will
+//! not yield to a rude abort (it sits in a constrained region) is ended by killing the domain:
+//! its future is dropped and the store goes with it, so no guest can hold its domain past the
+//! policy's bounds.
 
-use crate::escalation::Driven;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use warden_core::abort::AbortKind;
 use warden_core::budget::{AccountStats, MemoryAccount};
+use warden_core::lifecycle::{Lifecycle, UnloadStep};
+use warden_policy::{Action, Operation};
 
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
 };
 use crate::engine::Module;
 use crate::error::Error;
+use crate::escalation::{Driven, Effect, Escalation, drive};
 use crate::events::EventKind;
 use crate::handles::DomainHandles;
 use crate::ids::DomainId;
 use crate::memory::GuestMemory;
+use crate::release::{CriticalRelease, Tally};
 use crate::runtime::RuntimeInner;
+use crate::worker::{CallRequest, Detach, FINALIZER, Next, Worker};
 
 /// Per-domain limits and environment.
 #[derive(Clone, Debug)]
@@ -119,10 +144,6 @@ pub struct UnloadReport {
     pub memory_released: u64,
 }
 
-pub(crate) const LOADED: u8 = 0;
-pub(crate) const UNLOADING: u8 = 1;
-pub(crate) const UNLOADED: u8 = 2;
-
 /// The store's data: everything a domain's guest code can reach through the host.
 pub(crate) struct DomainState {
     pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
@@ -132,43 +153,43 @@ pub(crate) struct DomainState {
     pub(crate) dom: Arc<DomainShared>,
 }
 
-pub(crate) struct CallRequest {
-    pub(crate) ctl: Arc<CallCtl>,
-    pub(crate) export: String,
-    pub(crate) args: Vec<wasmtime::Val>,
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) reply: oneshot::Sender<CallResult>,
+/// The worker when parked, the queue of admitted calls, and the call in flight; one lock, so
+/// that taking the worker, queueing behind it and beginning an unload are ordered.
+#[derive(Default)]
+struct Slot {
+    /// `Some` exactly when the domain is idle (then the queue is empty).
+    worker: Option<Box<Worker>>,
+    queue: VecDeque<CallRequest>,
+    /// The guest code running now (a call, the start function or the finalizer).
+    current: Option<Arc<CallCtl>>,
 }
 
-/// State shared by a domain's handles, its worker and its calls.
+/// What a domain's handles, its worker, its calls and its host functions share. See the
+/// [module docs](self).
 pub(crate) struct DomainShared {
     pub(crate) id: DomainId,
     pub(crate) rt: Arc<RuntimeInner>,
     pub(crate) module: Module,
-    pub(crate) state: watch::Sender<u8>,
-    pub(crate) rude: AtomicU8,
-    pub(crate) kill: watch::Sender<bool>,
-    pub(crate) tx: Mutex<Option<mpsc::UnboundedSender<CallRequest>>>,
-    pub(crate) current: Mutex<Option<Arc<CallCtl>>>,
-    pub(crate) done: watch::Sender<Option<UnloadReport>>,
-    pub(crate) calls_failed: AtomicU64,
+    /// The domain's one state word.
+    pub(crate) life: Lifecycle,
+    slot: Mutex<Slot>,
+    /// The unload report, once unloaded, and its waiters.
+    report: OnceLock<UnloadReport>,
+    unloaded: Notify,
+    /// Calls that failed `domain_unloaded`, for the unload report.
+    calls_failed: AtomicU64,
+    /// What critical releases gave back, for the unload report.
+    pub(crate) tally: Tally,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
     pub(crate) memory_used: AtomicU64,
     /// The domain's account with the process memory budget.
     pub(crate) account: Arc<MemoryAccount>,
-    /// Host locks its calls left held (released poisoned), for the unload report.
-    pub(crate) locks_released: AtomicU64,
-    /// Memory-gate bytes returned by calls the unload ended, for the unload report.
-    pub(crate) reservations_released: AtomicU64,
-    /// Requests to run the finalizer at process exit, without unloading (shutdown.rs).
-    pub(crate) at_exit: mpsc::UnboundedSender<oneshot::Sender<bool>>,
-    /// The finalizer has been claimed (it runs at most once: at exit or at unload).
-    pub(crate) finalized: AtomicBool,
     /// The domain's host resources (see `handles.rs`).
     pub(crate) handles: DomainHandles,
-    /// Set when `begin_unload` is done; the worker waits for it before running any more
-    /// guest code, so the finalizer never races the abort meant for the call in flight.
-    pub(crate) unload_begun: watch::Sender<bool>,
+    /// The tokio runtime the domain was created on: where detached work runs.
+    tokio: tokio::runtime::Handle,
+    /// Export signatures calls were checked against (see [`Signature`]).
+    signatures: Mutex<HashMap<Box<str>, Arc<Signature>>>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -184,18 +205,10 @@ struct Owner(Arc<DomainShared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let shared = self.0.clone();
-        if shared.is_loaded() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    shared.request_unload(false).await;
-                });
-            } else {
-                // No runtime to run the protocol on: closing the queue makes the worker
-                // (if it still runs) unload by itself.
-                shared.block_entry();
-            }
-        }
+        // Begun here, synchronously; the rest runs on a task that owns the worker, so even a
+        // tokio runtime that is gone (the task is dropped unrun) drops the store with it.
+        let rude = self.0.resolve_unload(false);
+        self.0.unload_in_background(rude);
     }
 }
 
@@ -208,6 +221,25 @@ impl std::fmt::Debug for Domain {
     }
 }
 
+/// Ends a start that its caller abandoned (the `create` future was dropped mid-start): the
+/// start function's locks and reservations are released, and the domain is gone.
+struct StartGuard {
+    dom: Arc<DomainShared>,
+    ctl: Arc<CallCtl>,
+    armed: bool,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.dom.set_current(None);
+            self.dom.end_guest_code(&self.ctl);
+            self.dom.life.kill();
+            self.dom.publish_report(UnloadReport::default());
+        }
+    }
+}
+
 impl Domain {
     pub(crate) async fn create(
         rt: &Arc<RuntimeInner>,
@@ -217,27 +249,21 @@ impl Domain {
         rt.admit().map_err(Error::Call)?;
         rt.check_imports(module)?;
         let id = DomainId::next();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (at_exit, at_exit_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(DomainShared {
             id,
             rt: rt.clone(),
             module: module.clone(),
-            state: watch::Sender::new(LOADED),
-            rude: AtomicU8::new(0),
-            kill: watch::Sender::new(false),
-            tx: Mutex::new(Some(tx)),
-            current: Mutex::new(None),
-            done: watch::Sender::new(None),
+            life: Lifecycle::new(),
+            slot: Mutex::new(Slot::default()),
+            report: OnceLock::new(),
+            unloaded: Notify::new(),
             calls_failed: AtomicU64::new(0),
+            tally: Tally::default(),
             memory_used: AtomicU64::new(0),
             account: Arc::new(rt.budget.account_limited(config.max_memory)),
-            locks_released: AtomicU64::new(0),
-            reservations_released: AtomicU64::new(0),
-            at_exit,
-            finalized: AtomicBool::new(false),
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
-            unload_begun: watch::Sender::new(false),
+            tokio: tokio::runtime::Handle::current(),
+            signatures: Mutex::new(HashMap::new()),
         });
         let wasi = module
             .inner
@@ -255,38 +281,46 @@ impl Domain {
         store.epoch_deadline_callback(epoch_check);
         store.set_epoch_deadline(1);
 
-        // Instantiation runs the start function: guest code, so it runs as a call, with
-        // the call's outcome and `call_finished` when it fails.
+        // Instantiation runs the start function: guest code, so it runs as a call, with the
+        // call's outcome and `call_finished` when it fails; a dropped `create` future ends it
+        // like any other call (the guard).
         let ctl = CallCtl::new(id, false);
+        let mut start = StartGuard {
+            dom: shared.clone(),
+            ctl: ctl.clone(),
+            armed: true,
+        };
         store.data_mut().call = Some(ctl.clone());
         shared.set_current(Some(ctl.clone()));
         let started = Instant::now();
         let deadline = config.start_deadline.and_then(|d| started.checked_add(d));
-        let linker = &rt.linker;
-        let inner_module = &module.inner;
         let ran = {
-            let fut = linker.instantiate_async(&mut store, inner_module);
-            shared.drive(&ctl, fut, deadline).await
+            let fut = rt.linker.instantiate_async(&mut store, &module.inner);
+            drive(&shared, &ctl, fut, deadline).await
         };
+        start.armed = false;
         shared.set_current(None);
         store.data_mut().call = None;
-        shared.end_of_call(&ctl);
+        shared.end_guest_code(&ctl);
         let instance = match ran {
             Driven::Finished(Ok(instance)) => instance,
             Driven::Finished(Err(e)) => {
                 let refused = store.data().memory.initial_refused;
                 let (result, err) = crate::start::failed(&ctl, e, refused);
-                shared.mark_unloaded();
-                if let Err(call_err) = &result {
-                    // A failing start function is a failure like any other (the domain is
-                    // gone already, so only the process actions have anything left to do).
-                    shared.decide_failure(&ctl, call_err);
+                shared.life.kill();
+                shared.publish_report(UnloadReport::default());
+                // A failing start function is a failure like any other (the domain is gone
+                // already, so only the process actions have anything left to do).
+                if let Err(call_err) = &result
+                    && let Effect::Process(action) = shared.escalation().call_failed(&ctl, call_err)
+                {
+                    rt.apply_process_action(action);
                 }
                 shared.report_start(&ctl, &result, started);
                 return Err(err);
             }
             Driven::Killed => {
-                shared.mark_unloaded();
+                shared.publish_report(UnloadReport::default());
                 let result = Err(CallError::DomainUnloaded);
                 shared.report_start(&ctl, &result, started);
                 return Err(Error::Call(CallError::DomainUnloaded));
@@ -296,8 +330,7 @@ impl Domain {
         rt.events.emit(Some(id), None, || EventKind::DomainLoaded {
             module: module.digest().to_string(),
         });
-        let worker = shared.clone();
-        tokio::spawn(async move { worker.run(store, instance, rx, at_exit_rx).await });
+        shared.lock_slot().worker = Some(Box::new(Worker::new(shared.clone(), store, instance)));
         Ok(Domain {
             _owner: Arc::new(Owner(shared.clone())),
             shared,
@@ -316,7 +349,7 @@ impl Domain {
 
     /// Whether the domain still admits calls.
     pub fn is_loaded(&self) -> bool {
-        self.shared.is_loaded()
+        self.shared.life.is_loaded()
     }
 
     /// Bytes of linear memory and tables the domain holds now.
@@ -338,6 +371,9 @@ impl Domain {
     /// Starts a call of `export` with `args`. The call queues behind the domain's running call.
     /// Errors here are about the request itself (no such export, wrong arguments); every
     /// outcome of the call, including admission failures, comes from [`CallHandle::join`].
+    ///
+    /// The call runs on a task of the domain's own (it goes on whether or not the handle is
+    /// joined); [`invoke`](Self::invoke) is the faster way to run a call and wait for it.
     pub fn call(
         &self,
         export: &str,
@@ -347,21 +383,29 @@ impl Domain {
         self.shared.call(export, args, options)
     }
 
-    /// Runs a call to completion: [`call`](Self::call) then [`CallHandle::join`].
+    /// Runs a call to completion: like [`call`](Self::call) then [`CallHandle::join`], but on
+    /// an idle domain the guest runs on the caller's task, with no cross-thread hop.
+    ///
+    /// Dropping the returned future before it completes is the embedder's abort (the policy's
+    /// `abort` operation): the call goes on, on its own task, until the abort lands (deferral
+    /// honoured, bounded by the policy) or it finishes. It ends `aborted` (or `ok`) in its
+    /// `call_finished` event, its locks and reservations are released, and the domain stays
+    /// loaded.
     pub async fn invoke(
         &self,
         export: &str,
         args: &[wasmtime::Val],
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
-        Ok(self.call(export, args, options)?.join().await?)
+        self.shared.invoke(export, args, options).await
     }
 
     /// Unloads the domain politely: block entry, abort the in-flight call (deferral
     /// honoured), run `warden_on_unload`, release everything, drop the store. This is the
     /// policy's `unload-domain` operation: its default action may make the unload rude (or
     /// an exit action, which is taken before the unload runs), and its timeout bounds it.
-    /// Concurrent and repeated unloads all get the one result.
+    /// Concurrent and repeated unloads all get the one result; dropping the future does not
+    /// stop the unload.
     pub async fn unload(&self) -> UnloadReport {
         self.shared.request_unload(false).await
     }
@@ -378,37 +422,130 @@ impl Domain {
     }
 }
 
+/// Where an admitted call goes.
+enum Queued {
+    /// Behind the running work.
+    Waiting,
+    /// The domain was idle: run it now, with this worker.
+    Run(Box<Worker>, CallRequest),
+    /// The domain began unloading meanwhile.
+    Refused(CallRequest),
+}
+
 impl DomainShared {
-    pub(crate) fn is_loaded(&self) -> bool {
-        *self.state.borrow() == LOADED
+    fn lock_slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policy's decisions for this domain.
+    pub(crate) fn escalation(&self) -> Escalation<'_> {
+        Escalation {
+            policy: &self.rt.policy,
+            events: &self.rt.events,
+            domain: self.id,
+        }
     }
 
     pub(crate) fn is_busy(&self) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.lock_slot().current.is_some()
     }
 
-    pub(crate) fn set_current(&self, ctl: Option<Arc<CallCtl>>) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = ctl;
+    /// Publishes the guest code running now. False when the domain is no longer loaded (an
+    /// unload that began before this could not abort `ctl`: the caller aborts it).
+    pub(crate) fn set_current(&self, ctl: Option<Arc<CallCtl>>) -> bool {
+        let mut slot = self.lock_slot();
+        slot.current = ctl;
+        self.life.is_loaded()
     }
 
     pub(crate) fn current(&self) -> Option<Arc<CallCtl>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock_slot().current.clone()
     }
 
-    pub(crate) fn block_entry(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    /// The signature of the function export `export` (see [`Signature`]).
+    fn signature(&self, export: &str) -> Result<Arc<Signature>, Error> {
+        let mut known = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sig) = known.get(export) {
+            return Ok(sig.clone());
+        }
+        let Some(wasmtime::ExternType::Func(ty)) = self.module.inner.get_export(export) else {
+            return Err(Error::NoSuchExport(export.to_string()));
+        };
+        let sig = Arc::new(Signature {
+            name: export.into(),
+            params: ty.params().collect(),
+            results: ty.results().len(),
+        });
+        // Bounded by the module's exports: only exports that exist are kept.
+        known.insert(export.into(), sig.clone());
+        Ok(sig)
     }
 
-    pub(crate) fn mark_unloaded(&self) {
-        self.block_entry();
-        self.state.send_replace(UNLOADED);
-        self.done.send_replace(Some(UnloadReport::default()));
+    /// Admission: the runtime admits guest work, the lifecycle counts the call, and the
+    /// memory gate grants its declared reservation.
+    fn admit(&self, ctl: &CallCtl, options: &CallOptions) -> Result<(), CallError> {
+        self.rt.admit()?;
+        self.life.admit().map_err(|_| CallError::DomainUnloaded)?;
+        ctl.admitted.store(true, Ordering::SeqCst);
+        if let Some(bytes) = options.reserve {
+            // The memory gate: a soft OOM before any work starts, never an escalation.
+            let r = self
+                .account
+                .reserve(bytes)
+                .map_err(|e| CallError::InsufficientMemory {
+                    requested: e.requested,
+                    available: e.available,
+                })?;
+            ctl.gate().keep_declared(r);
+        }
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        export: &str,
+        args: &[wasmtime::Val],
+        options: &CallOptions,
+        reply: Option<oneshot::Sender<CallResult>>,
+    ) -> Result<CallRequest, Error> {
+        let sig = self.signature(export)?;
+        check_signature(&sig, export, args)?;
+        Ok(CallRequest {
+            results: sig.results,
+            ctl: CallCtl::new(self.id, options.background),
+            export: sig.name.clone(),
+            args: args.to_vec(),
+            deadline: options.deadline,
+            reply,
+        })
+    }
+
+    /// Ends a call that never ran: released, counted, reported, answered.
+    fn refuse(self: &Arc<Self>, req: CallRequest, err: CallError) -> CallResult {
+        let result = Err(err);
+        self.finish_call(&req.ctl, &result, Instant::now(), false);
+        match req.reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+                Err(CallError::DomainUnloaded)
+            }
+            None => result,
+        }
+    }
+
+    /// Queues an admitted call, or takes the worker when the domain is idle.
+    fn enqueue(&self, req: CallRequest) -> Queued {
+        let mut slot = self.lock_slot();
+        if !self.life.is_loaded() {
+            return Queued::Refused(req);
+        }
+        match slot.worker.take() {
+            Some(worker) => Queued::Run(worker, req),
+            None => {
+                slot.queue.push_back(req);
+                Queued::Waiting
+            }
+        }
     }
 
     fn call(
@@ -417,66 +554,102 @@ impl DomainShared {
         args: &[wasmtime::Val],
         options: CallOptions,
     ) -> Result<CallHandle, Error> {
-        check_signature(&self.module, export, args)?;
-        let ctl = CallCtl::new(self.id, options.background);
         let (reply, rx) = oneshot::channel();
+        let req = self.request(export, args, &options, Some(reply))?;
         let handle = CallHandle {
-            ctl: ctl.clone(),
+            ctl: req.ctl.clone(),
             domain: self.clone(),
             rx,
             started: Instant::now(),
         };
-        let refuse = |err: CallError, reply: oneshot::Sender<CallResult>| {
-            self.finish(&ctl, Err(err), Instant::now(), reply);
-        };
-        if let Err(e) = self.rt.admit() {
-            refuse(e, reply);
+        if let Err(e) = self.admit(&req.ctl, &options) {
+            let _ = self.refuse(req, e);
             return Ok(handle);
         }
-        if let Some(bytes) = options.reserve {
-            // The memory gate: a soft OOM before any work starts, never an escalation.
-            match self.account.reserve(bytes) {
-                Ok(r) => ctl.gate().keep_declared(r),
-                Err(e) => {
-                    refuse(
-                        CallError::InsufficientMemory {
-                            requested: e.requested,
-                            available: e.available,
-                        },
-                        reply,
-                    );
-                    return Ok(handle);
-                }
+        match self.enqueue(req) {
+            Queued::Waiting => {}
+            Queued::Run(worker, req) => {
+                self.tokio.spawn(worker.drain(req));
             }
-        }
-        let req = CallRequest {
-            ctl: ctl.clone(),
-            export: export.to_string(),
-            args: args.to_vec(),
-            deadline: options.deadline,
-            reply,
-        };
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match tx {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError(req)) = tx.send(req) {
-                    refuse(CallError::DomainUnloaded, req.reply);
-                }
+            Queued::Refused(req) => {
+                let _ = self.refuse(req, CallError::DomainUnloaded);
             }
-            None => refuse(CallError::DomainUnloaded, req.reply),
         }
         Ok(handle)
     }
 
-    /// Reports a call's result exactly once: the `call_finished` event and the reply.
-    pub(crate) fn finish(
-        &self,
-        ctl: &CallCtl,
-        result: CallResult,
+    /// The fast path: on an idle domain the call runs here, on the caller's task.
+    async fn invoke(
+        self: &Arc<Self>,
+        export: &str,
+        args: &[wasmtime::Val],
+        options: CallOptions,
+    ) -> Result<CallOutput, Error> {
+        let mut req = self.request(export, args, &options, None)?;
+        if let Err(e) = self.admit(&req.ctl, &options) {
+            return Ok(self.refuse(req, e)?);
+        }
+        let worker = {
+            let mut slot = self.lock_slot();
+            if self.life.is_loaded() {
+                slot.worker.take()
+            } else {
+                None
+            }
+        };
+        let Some(mut worker) = worker else {
+            // Busy: queue behind the running work and wait for the answer.
+            let (reply, rx) = oneshot::channel();
+            req.reply = Some(reply);
+            match self.enqueue(req) {
+                Queued::Waiting => {}
+                Queued::Run(worker, req) => {
+                    self.tokio.spawn(worker.drain(req));
+                }
+                Queued::Refused(req) => {
+                    let _ = self.refuse(req, CallError::DomainUnloaded);
+                }
+            }
+            return Ok(rx.await.unwrap_or(Err(CallError::DomainUnloaded))?);
+        };
+        let dom = self.clone();
+        let ctl = req.ctl.clone();
+        let work = async move {
+            let result = worker.serve(req).await;
+            dom.hand_back(worker);
+            result
+        };
+        let result = Detach::call(self.clone(), ctl, work).await;
+        Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)
+    }
+
+    /// The end of a call, however it ended (ran, refused, drained, dropped): released, then
+    /// what outlives it escalated, counted in the lifecycle, reported by `call_finished`.
+    pub(crate) fn finish_call(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        result: &CallResult,
         started: Instant,
-        reply: oneshot::Sender<CallResult>,
+        ran: bool,
     ) {
-        let outcome = match &result {
+        if ran {
+            self.end_guest_code(ctl);
+        } else {
+            CriticalRelease::of(self).call(ctl);
+        }
+        if let Err(e) = result {
+            if e.outcome() == crate::call::Outcome::DomainUnloaded {
+                self.calls_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if ran {
+                let effect = self.escalation().call_failed(ctl, e);
+                self.carry_out(Some(ctl), effect, AbortReason::Policy);
+            }
+        }
+        if ctl.admitted.swap(false, Ordering::SeqCst) {
+            self.life.call_ended();
+        }
+        let outcome = match result {
             Ok(_) => crate::call::Outcome::Ok,
             Err(e) => e.outcome(),
         };
@@ -486,190 +659,377 @@ impl DomainShared {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
                 host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
-                detail: match &result {
+                detail: match result {
                     Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
                     Err(e) => e.detail(),
                 },
                 memory_used: self.account.used(),
             });
-        let _ = reply.send(result);
     }
 
-    /// The worker: runs queued calls until unload, then carries the unload out.
-    async fn run(
-        self: Arc<Self>,
-        mut store: wasmtime::Store<DomainState>,
-        instance: wasmtime::Instance,
-        mut rx: mpsc::UnboundedReceiver<CallRequest>,
-        mut at_exit: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
-    ) {
-        let _guard = WorkerGuard(self.clone());
-        let mut state = self.state.subscribe();
-        loop {
-            let req = tokio::select! {
-                biased;
-                _ = state.wait_for(|s| *s != LOADED) => None,
-                Some(reply) = at_exit.recv() => Some(Err(reply)),
-                r = rx.recv() => r.map(Ok),
-            };
-            let req = match req {
-                None => break,
-                Some(Ok(req)) => req,
-                Some(Err(reply)) => {
-                    self.finalize_at_exit(&mut store, &instance, reply).await;
-                    if *self.kill.borrow() {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            self.run_call(&mut store, &instance, req).await;
-            if *self.kill.borrow() {
-                break;
-            }
+    /// Owed at the end of every stretch of guest code (call, start function, finalizer): the
+    /// critical release of what it holds, and the `orphaned-lock` decision if it held locks.
+    pub(crate) fn end_guest_code(self: &Arc<Self>, ctl: &Arc<CallCtl>) {
+        if CriticalRelease::of(self).call(ctl).locks > 0 {
+            let effect = self.escalation().orphaned_locks(ctl);
+            self.carry_out(Some(ctl), effect, AbortReason::Policy);
         }
-        // Whether the queue closed (last handle dropped) or unload began: unload now.
-        if self.state.send_if_modified(|s| {
-            let was_loaded = *s == LOADED;
-            if was_loaded {
-                *s = UNLOADING;
-            }
-            was_loaded
-        }) {
-            self.begin_unload(false);
-        }
-        self.finish_unload(store, instance, rx).await;
     }
 
-    async fn run_call(
+    /// Gives the worker back after work: it runs the queue, finishes an unload, or parks.
+    pub(crate) fn hand_back(self: &Arc<Self>, worker: Box<Worker>) {
+        match self.clone().after_work(worker) {
+            Next::Parked => {}
+            Next::Call(worker, req) => {
+                self.tokio.spawn(worker.drain(req));
+            }
+            Next::Unload(worker) => {
+                self.tokio.spawn(worker.finish_unload());
+            }
+        }
+    }
+
+    /// Under the slot lock: what the worker does next.
+    pub(crate) fn after_work(self: Arc<Self>, worker: Box<Worker>) -> Next {
+        let mut slot = self.lock_slot();
+        if !self.life.is_loaded() {
+            return Next::Unload(worker);
+        }
+        match slot.queue.pop_front() {
+            Some(req) => Next::Call(worker, req),
+            None => {
+                slot.worker = Some(worker);
+                Next::Parked
+            }
+        }
+    }
+
+    /// Carries out an escalation effect on this domain (and its call, when one is named).
+    pub(crate) fn carry_out(
         self: &Arc<Self>,
-        store: &mut wasmtime::Store<DomainState>,
-        instance: &wasmtime::Instance,
-        req: CallRequest,
+        ctl: Option<&Arc<CallCtl>>,
+        effect: Effect,
+        reason: AbortReason,
     ) {
-        let CallRequest {
-            ctl,
-            export,
-            args,
-            deadline,
-            reply,
-        } = req;
-        let started = Instant::now();
-        if let Some(kind) = ctl.abort.take_delivery() {
-            // Aborted while still queued: it never runs.
-            self.finish(&ctl, Err(ctl.abort_error(kind)), started, reply);
-            return;
+        match effect {
+            Effect::None => {}
+            Effect::Abort(kind) => {
+                if let Some(ctl) = ctl {
+                    ctl.request_abort(self, kind, reason);
+                }
+            }
+            Effect::Unload { rude, kill } => {
+                if let Some(ctl) = ctl {
+                    ctl.set_reason(reason);
+                }
+                // Synchronously: entry is blocked and the running call's abort requested
+                // before the failed call's outcome is reported, so no later call runs in a
+                // domain presumed inconsistent, and a guest backing out (a deadlock victim
+                // releasing its locks) is unwound where it leaves its deferred state.
+                self.unload_in_background(rude);
+                if kill {
+                    self.kill();
+                }
+            }
+            // The process stays up under `disable-runtime`, so the failed call must not go on
+            // running: it does at least what a rude unload does (escalation only moves up).
+            Effect::Process(Action::DisableRuntime) => {
+                self.rt.apply_process_action(Action::DisableRuntime);
+                if let Some(ctl) = ctl {
+                    ctl.set_reason(reason);
+                    self.unload_in_background(true);
+                }
+            }
+            Effect::Process(action) => self.rt.apply_process_action(action),
         }
-        if !self.is_loaded() {
-            self.calls_failed.fetch_add(1, Ordering::Relaxed);
-            self.finish(&ctl, Err(CallError::DomainUnloaded), started, reply);
-            return;
+    }
+
+    /// The embedder's abort or rude abort of `ctl`: the operation's default action.
+    pub(crate) fn operation(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        op: Operation,
+        reason: AbortReason,
+    ) {
+        let effect = self.escalation().operation(ctl, op);
+        self.carry_out(Some(ctl), effect, reason);
+    }
+
+    /// A lock wait of `ctl` closed a cycle: it is the victim. Its `lock_acquire` returns -2;
+    /// the `deadlock` failure is decided by policy, and an action that ends the call marks it
+    /// a deadlock victim (it lands once the guest leaves its deferred state, e.g. by releasing
+    /// its locks to back out).
+    pub(crate) fn deadlock_victim(
+        self: &Arc<Self>,
+        ctl: &Arc<CallCtl>,
+        cycle: &warden_core::locks::DeadlockCycle,
+    ) {
+        self.rt.events.emit(Some(self.id), Some(ctl.id), || {
+            EventKind::DeadlockDetected {
+                cycle: cycle
+                    .edges
+                    .iter()
+                    .map(crate::escalation::describe_edge)
+                    .collect(),
+            }
+        });
+        let effect = self.escalation().deadlock(ctl);
+        self.carry_out(Some(ctl), effect, AbortReason::Deadlock);
+    }
+
+    /// An unload asked for by the embedder (or by dropping the last handle): the policy's
+    /// `unload-domain` / `rude-unload-domain` operation decides what it becomes, then it runs.
+    pub(crate) async fn request_unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        let rude = self.resolve_unload(rude);
+        self.unload(rude).await
+    }
+
+    /// The policy's say on an unload asked for: whether it runs rude. A process action it adds
+    /// is taken now; the unload still runs, so that its callers are answered when the process
+    /// does not end (an embedder's exit hook).
+    fn resolve_unload(&self, rude: bool) -> bool {
+        if !self.life.is_loaded() {
+            return rude;
         }
-        if self.rt.shutdown.is_exiting() {
-            // Queued before the exit began, not started: a new call-in all the same.
-            self.finish(&ctl, Err(CallError::ProcessExiting), started, reply);
-            return;
+        let (rude, process) = self
+            .escalation()
+            .unload_requested(self.current().as_deref(), rude);
+        if let Some(action) = process {
+            self.rt.apply_process_action(action);
         }
+        rude
+    }
+
+    /// Unloads the domain; every caller gets the one report. When the domain is idle the
+    /// end of unload runs on this task (and goes on by itself if this future is dropped).
+    pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
+        match self.start_unload(rude) {
+            Some(Some(worker)) => {
+                let dom = self.clone();
+                Detach::new(async move {
+                    tokio::join!(worker.finish_unload(), crate::unload::watch(dom));
+                })
+                .await;
+            }
+            Some(None) => self.finish_in_background(None),
+            None => {}
+        }
+        self.wait_unloaded().await
+    }
+
+    /// Starts an unload now and lets it finish in the background.
+    pub(crate) fn unload_in_background(self: &Arc<Self>, rude: bool) {
+        if let Some(began) = self.start_unload(rude) {
+            self.finish_in_background(began);
+        }
+    }
+
+    /// The rest of an unload this caller began: the end of unload on its own task if the
+    /// worker was parked (else the worker finishes it after its call), the bounds watched.
+    fn finish_in_background(self: &Arc<Self>, worker: Option<Box<Worker>>) {
+        let dom = self.clone();
+        match worker {
+            Some(worker) => self.tokio.spawn(async move {
+                tokio::join!(worker.finish_unload(), crate::unload::watch(dom));
+            }),
+            None => self.tokio.spawn(crate::unload::watch(dom)),
+        };
+    }
+
+    /// Starts an unload now: when this returns, entry is blocked, the in-flight call's abort
+    /// requested and the queue failed. Only the first caller begins it (`Some`, with the
+    /// worker when the domain was idle: the caller then finishes the unload with it); a rude
+    /// request makes a polite unload in progress rude.
+    pub(crate) fn start_unload(self: &Arc<Self>, rude: bool) -> Option<Option<Box<Worker>>> {
+        let slot = self.lock_slot();
+        match self.life.unload(rude) {
+            UnloadStep::Began { rude } => Some(self.begin_unload(slot, rude)),
+            UnloadStep::MadeRude => {
+                if let Some(ctl) = &slot.current {
+                    ctl.request_abort(self, AbortKind::Rude, AbortReason::Unload);
+                }
+                None
+            }
+            UnloadStep::AlreadyUnloading => None,
+        }
+    }
+
+    /// Memory pressure's step: unloads the domain politely if, and only if, it is idle (no
+    /// admitted call), in one lifecycle transition. Whether it began.
+    pub(crate) fn unload_if_idle(self: &Arc<Self>) -> bool {
+        let slot = self.lock_slot();
+        if !self.life.unload_if_idle() {
+            return false;
+        }
+        let worker = self.begin_unload(slot, false);
+        self.finish_in_background(worker);
+        true
+    }
+
+    /// The unload's first steps, by the one caller that began it, under the slot lock: the
+    /// event, the in-flight call's abort, the queue taken (and failed after the lock).
+    /// Returns the worker if it was parked.
+    fn begin_unload(
+        self: &Arc<Self>,
+        mut slot: MutexGuard<'_, Slot>,
+        rude: bool,
+    ) -> Option<Box<Worker>> {
         self.rt
             .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::CallStarted {
-                export: export.clone(),
+            .emit(Some(self.id), None, || EventKind::DomainUnloading {
+                mode: if rude { "rude" } else { "polite" },
             });
-        store.data_mut().call = Some(ctl.clone());
-        self.set_current(Some(ctl.clone()));
-        // An unload may have started between the check above and publishing `current`.
-        if !self.is_loaded() {
-            ctl.request_abort(self, AbortKind::Polite, AbortReason::Unload);
+        if let Some(ctl) = &slot.current {
+            let kind = if rude {
+                AbortKind::Rude
+            } else {
+                AbortKind::Polite
+            };
+            ctl.request_abort(self, kind, AbortReason::Unload);
         }
-        store.set_epoch_deadline(1);
-        let result = match instance.get_func(&mut *store, &export) {
-            None => Err(CallError::Trap {
-                message: format!("no exported function `{export}`"),
-                backtrace: String::new(),
-            }),
-            Some(func) => {
-                let n = func.ty(&*store).results().len();
-                let mut results = vec![wasmtime::Val::I32(0); n];
-                // A deadline too far to represent never comes.
-                let deadline = deadline.and_then(|d| started.checked_add(d));
-                let ran = {
-                    let fut = func.call_async(&mut *store, &args, &mut results);
-                    self.drive(&ctl, fut, deadline).await
-                };
-                match ran {
-                    Driven::Finished(Ok(())) => Ok(CallOutput {
-                        values: results,
-                        exit_code: None,
-                    }),
-                    Driven::Finished(Err(e)) => classify(&ctl, e),
-                    Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
-                }
+        let queued = std::mem::take(&mut slot.queue);
+        let worker = slot.worker.take();
+        drop(slot);
+        for req in queued {
+            let _ = self.refuse(req, CallError::DomainUnloaded);
+        }
+        worker
+    }
+
+    /// No more guest code: the running code is dropped (and the store with it) by whoever
+    /// drives it.
+    pub(crate) fn kill(&self) {
+        // The lifecycle says so first; the kick wakes `drive` for the code running now, which
+        // then sees it (code that starts later sees it before it runs).
+        if self.life.kill()
+            && let Some(ctl) = self.current()
+        {
+            ctl.kick.notify_one();
+        }
+    }
+
+    pub(crate) async fn wait_unloaded(&self) -> UnloadReport {
+        loop {
+            let mut notified = std::pin::pin!(self.unloaded.notified());
+            notified.as_mut().enable();
+            if let Some(report) = self.report.get() {
+                return report.clone();
             }
+            notified.await;
+        }
+    }
+
+    fn publish_report(&self, report: UnloadReport) {
+        self.life.finish();
+        let _ = self.report.set(report);
+        self.unloaded.notify_waiters();
+    }
+
+    /// The unload's last act, after the store was dropped: the report and its event.
+    pub(crate) fn publish_unloaded(
+        &self,
+        finalizer_ran: bool,
+        handles_released: u64,
+        memory_released: u64,
+    ) {
+        let report = UnloadReport {
+            rude: self.life.is_rude(),
+            calls_failed: self.calls_failed.load(Ordering::Relaxed),
+            finalizer_ran,
+            handles_released,
+            locks_released: self.tally.locks.load(Ordering::Relaxed),
+            reservations_released: self.tally.reservations.load(Ordering::Relaxed),
+            memory_released,
         };
-        self.set_current(None);
-        store.data_mut().call = None;
-        self.end_of_call(&ctl);
-        if let Err(e) = &result {
-            if e.outcome() == crate::call::Outcome::DomainUnloaded {
-                self.calls_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            self.decide_failure(&ctl, e);
-        }
-        self.finish(&ctl, result, started, reply);
-    }
-
-    /// Clean-up owed at the end of every call, however it ended (even when its future was
-    /// dropped): its memory-gate reservations go back, and host locks it still holds are
-    /// released, poisoned, and decided as an `orphaned-lock` failure.
-    pub(crate) fn end_of_call(self: &Arc<Self>, ctl: &Arc<CallCtl>) {
-        let returned = ctl.gate().release_all();
-        if !self.is_loaded() {
-            // Returned by the unload (the in-flight call it ended), for its report.
-            self.reservations_released
-                .fetch_add(returned, Ordering::Relaxed);
-        }
-        if !self.release_orphaned_locks(ctl) {
-            return;
-        }
-        let action = self.decide(ctl, warden_policy::Failure::OrphanedLock);
-        if action >= warden_policy::Action::UnloadDomain {
-            self.apply_action(Some(ctl), action, AbortReason::Policy);
-        }
-    }
-}
-
-/// If the worker ever ends without finishing its unload (it panicked: a bug in Warden, not
-/// in the guest), the domain is marked unloaded so no one waits forever, and the
-/// `fatal-runtime` failure is decided by policy (default: rude exit).
-struct WorkerGuard(Arc<DomainShared>);
-
-impl Drop for WorkerGuard {
-    fn drop(&mut self) {
-        let dom = &self.0;
-        if dom.done.borrow().is_some() {
-            return;
-        }
-        tracing::error!("the worker of {} ended unexpectedly", dom.id);
-        dom.mark_unloaded();
-        dom.rt.unregister(dom.id);
-        let action = dom
-            .rt
-            .policy
-            .decide(warden_policy::Failure::FatalRuntime, false);
-        dom.rt
+        self.rt.unregister(self.id);
+        self.rt
             .events
-            .emit(Some(dom.id), None, || EventKind::Escalation {
-                failure: Some(warden_policy::Failure::FatalRuntime.to_string()),
-                operation: None,
-                action: action.to_string(),
-                critical: false,
+            .emit(Some(self.id), None, || EventKind::DomainUnloaded {
+                calls_failed: report.calls_failed,
+                handles_released: report.handles_released,
+                locks_released: report.locks_released,
+                reservations_released: report.reservations_released,
+                memory_released: report.memory_released,
             });
-        dom.rt.fatal(
-            "a domain's worker ended unexpectedly (it panicked)",
-            Some(dom.id),
-            dom.current().map(|c| c.id),
-            action,
-        );
+        self.publish_report(report);
+    }
+
+    /// The worker was dropped without finishing the unload (see `Worker`'s `Drop`): the
+    /// domain ends here, with nothing left behind; a panic is Warden's own broken invariant,
+    /// the `fatal-runtime` failure.
+    pub(crate) fn worker_lost(self: &Arc<Self>, memory_released: u64, panicked: bool) {
+        if self.report.get().is_some() {
+            return;
+        }
+        if panicked {
+            tracing::error!("the worker of {} ended unexpectedly", self.id);
+        }
+        self.kill();
+        let (queued, current) = {
+            let mut slot = self.lock_slot();
+            (std::mem::take(&mut slot.queue), slot.current.take())
+        };
+        for req in queued {
+            let _ = self.refuse(req, CallError::DomainUnloaded);
+        }
+        let released = CriticalRelease::of(self).domain(current.as_deref());
+        self.publish_unloaded(false, released.handles, memory_released);
+        if panicked {
+            let failure = warden_policy::Failure::FatalRuntime;
+            let action = self.rt.policy.decide(failure, false);
+            self.rt
+                .events
+                .emit(Some(self.id), None, || EventKind::Escalation {
+                    failure: Some(failure.to_string()),
+                    operation: None,
+                    action: action.to_string(),
+                    critical: false,
+                });
+            self.rt.fatal(
+                "a domain's worker ended unexpectedly (it panicked)",
+                Some(self.id),
+                current.map(|c| c.id),
+                action,
+            );
+        }
+    }
+
+    /// At exit: runs the finalizer on an idle domain's worker, without unloading. `None` when
+    /// there is nothing to wait for: no finalizer, a domain not loaded (its unload runs the
+    /// finalizer), or a domain busy with a call (it skips its finalizer, and says so).
+    pub(crate) fn exit_finalizer(self: &Arc<Self>) -> Option<oneshot::Receiver<bool>> {
+        self.module.inner.get_export(FINALIZER)?;
+        let worker = {
+            let mut slot = self.lock_slot();
+            if !self.life.is_loaded() {
+                return None;
+            }
+            slot.worker.take()
+        };
+        let Some(mut worker) = worker else {
+            self.rt
+                .events
+                .emit(Some(self.id), None, || EventKind::FinalizerRan {
+                    result: "skipped",
+                });
+            return None;
+        };
+        let (tx, rx) = oneshot::channel();
+        let dom = self.clone();
+        self.tokio.spawn(async move {
+            let ran = worker.finalize().await;
+            dom.hand_back(worker);
+            let _ = tx.send(ran);
+        });
+        Some(rx)
+    }
+
+    /// The exit's critical release: every handle, and the locks and reservations of the call
+    /// in flight (calls are neither unwound nor waited for at exit). Quick, never runs guest
+    /// code, safe to repeat.
+    pub(crate) fn critical_release_at_exit(&self) {
+        let current = self.current();
+        CriticalRelease::of(self).domain(current.as_deref());
     }
 }
 
@@ -777,16 +1137,23 @@ fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
     b.build_p1()
 }
 
-/// Checks that `export` is a function taking `args`' types.
-fn check_signature(module: &Module, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
-    let Some(wasmtime::ExternType::Func(ty)) = module.inner.get_export(export) else {
-        return Err(Error::NoSuchExport(export.to_string()));
-    };
+/// What a call needs of an export's type, looked up once per domain and export: asking
+/// wasmtime for a function's type roots it in the engine's type registry, which costs more
+/// than the rest of a warm call's bookkeeping.
+pub(crate) struct Signature {
+    /// The export's name, shared by every call of it.
+    name: Arc<str>,
+    params: Vec<wasmtime::ValType>,
+    pub(crate) results: usize,
+}
+
+/// Checks that `args` fit `export`'s parameters.
+fn check_signature(sig: &Signature, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
     // Compared without allocating: this runs on every call.
-    let fits =
-        ty.params().len() == args.len() && ty.params().zip(args).all(|(p, a)| fits_param(&p, a));
+    let fits = sig.params.len() == args.len()
+        && sig.params.iter().zip(args).all(|(p, a)| fits_param(p, a));
     if !fits {
-        let expected: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+        let expected: Vec<String> = sig.params.iter().map(|p| p.to_string()).collect();
         let given: Vec<String> = args.iter().map(val_type_name).collect();
         return Err(Error::BadArguments {
             name: export.to_string(),

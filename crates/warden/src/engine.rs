@@ -32,11 +32,12 @@ pub struct EngineConfig {
     /// Largest module accepted by [`Runtime::load_module`](crate::Runtime::load_module), in
     /// bytes of the input (wasm binary or WAT text). Default 256 MiB.
     pub max_module_bytes: usize,
-    /// Most functions (defined plus imported) a module may have; checked before compiling,
+    /// Most functions (defined plus imported) a module may have; checked before compiling
+    /// (for WAT text, on its tokens before it is parsed: parsing text costs far more memory),
     /// since compile time and the compiler's memory grow with the function count. Default
     /// 100,000 (large real programs have tens of thousands).
     pub max_functions: u32,
-    /// Bound on compiling one module. Past it, `load_module` gives up with
+    /// Bound on compiling one module (turning WAT text into a binary included). Past it, `load_module` gives up with
     /// [`Error::CompileTimeout`](crate::Error::CompileTimeout); the compiler thread cannot
     /// be interrupted, so it finishes in the background and its result is dropped. `None`:
     /// no bound. Default 60 s.
@@ -202,31 +203,46 @@ impl WardenEngine {
     }
 
     /// Compiles `bytes` within the configured bounds: the function count first (cheap, no
-    /// compilation), then the compile itself on its own thread, bounded by `compile_timeout`.
+    /// compilation; for WAT text, counted on the text before it is parsed, since parsing
+    /// text costs tens of bytes per byte of input), then the parse and the compile on their
+    /// own thread, bounded by `compile_timeout`.
     fn compile(&self, bytes: &[u8]) -> Result<wasmtime::Module, Error> {
-        let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule(format!("{e}")))?;
-        let functions = count_functions(&wasm)?;
-        if functions > self.config.max_functions {
-            return Err(Error::TooManyFunctions {
-                count: functions,
-                limit: self.config.max_functions,
-            });
-        }
+        let max_functions = self.config.max_functions;
+        let engine = self.engine.clone();
+        let work = move |bytes: &[u8]| -> Result<wasmtime::Module, Error> {
+            let too_many = |count| Error::TooManyFunctions {
+                count,
+                limit: max_functions,
+            };
+            if !bytes.starts_with(b"\0asm")
+                && let Ok(text) = std::str::from_utf8(bytes)
+            {
+                let count = count_text_functions(text);
+                if count > max_functions {
+                    return Err(too_many(count));
+                }
+            }
+            let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule(format!("{e}")))?;
+            let functions = count_functions(&wasm)?;
+            if functions > max_functions {
+                return Err(too_many(functions));
+            }
+            wasmtime::Module::new(&engine, &wasm)
+                .map_err(|e| Error::InvalidModule(format!("{e:#}")))
+        };
         let Some(limit) = self.config.compile_timeout else {
-            return wasmtime::Module::new(&self.engine, &wasm)
-                .map_err(|e| Error::InvalidModule(format!("{e:#}")));
+            return work(bytes);
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        let engine = self.engine.clone();
-        let wasm = wasm.into_owned();
+        let bytes = bytes.to_vec();
         std::thread::Builder::new()
             .name("warden-compile".into())
             .spawn(move || {
-                let _ = tx.send(wasmtime::Module::new(&engine, &wasm));
+                let _ = tx.send(work(&bytes));
             })
             .map_err(|e| Error::Engine(format!("cannot start a compiler thread: {e}")))?;
         match rx.recv_timeout(limit) {
-            Ok(compiled) => compiled.map_err(|e| Error::InvalidModule(format!("{e:#}"))),
+            Ok(compiled) => compiled,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::CompileTimeout { limit }),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Engine(
                 "the compiler thread ended without a result".into(),
@@ -274,6 +290,89 @@ fn count_functions(wasm: &[u8]) -> Result<u32, Error> {
     Ok(count)
 }
 
+/// Functions WAT text defines and imports, counted on its tokens without parsing it (in
+/// constant memory): each `(func` that is a field of a module (`(module (func ..))`, or at
+/// the top level of a module written without `(module`), of a core module in a component
+/// (`(core module (func ..))`), or of an import. `(export "f" (func $f))`, `(type (func))`
+/// and references (`(ref func)`) are not functions. Text that does not lex is counted up to
+/// where it stops; the parser reports the error.
+fn count_text_functions(text: &str) -> u32 {
+    use wast::lexer::{Lexer, TokenKind};
+    // The head keyword of each open list, as far as a field can be nested; deeper lists
+    // only need their depth.
+    const TRACKED: usize = 16;
+    let mut heads: Vec<bool> = Vec::new();
+    let mut untracked = 0usize;
+    let mut open = false;
+    // Just after `(core`: only `(core module` holds functions.
+    let mut after_core = false;
+    let mut count: u32 = 0;
+    let lexer = Lexer::new(text);
+    let mut pos = 0;
+    while let Ok(Some(token)) = lexer.parse(&mut pos) {
+        match token.kind {
+            TokenKind::Whitespace | TokenKind::LineComment | TokenKind::BlockComment => continue,
+            TokenKind::LParen => {
+                if open {
+                    // `((`: a list without a head keyword holds no fields.
+                    push(&mut heads, &mut untracked, false, TRACKED);
+                }
+                open = true;
+                continue;
+            }
+            TokenKind::Keyword if open => {
+                let keyword = token.keyword(text);
+                // The list this one opens in: `(module`, `(core module`, `(import` or none.
+                let holds_fields = match heads.last() {
+                    None => untracked == 0,
+                    Some(&holds) => holds && untracked == 0,
+                };
+                if keyword == "func" && holds_fields {
+                    count = count.saturating_add(1);
+                }
+                let fields = matches!(keyword, "module" | "core" | "import");
+                push(&mut heads, &mut untracked, fields, TRACKED);
+                after_core = keyword == "core";
+                open = false;
+                continue;
+            }
+            TokenKind::Keyword if after_core => {
+                if token.keyword(text) != "module"
+                    && untracked == 0
+                    && let Some(last) = heads.last_mut()
+                {
+                    *last = false;
+                }
+            }
+            TokenKind::RParen => {
+                if open {
+                    // `()`
+                    open = false;
+                    continue;
+                }
+                if untracked > 0 {
+                    untracked -= 1;
+                } else {
+                    heads.pop();
+                }
+            }
+            _ if open => push(&mut heads, &mut untracked, false, TRACKED),
+            _ => {}
+        }
+        open = false;
+        after_core = false;
+    }
+    count
+}
+
+fn push(heads: &mut Vec<bool>, untracked: &mut usize, holds_fields: bool, tracked: usize) {
+    if heads.len() < tracked && *untracked == 0 {
+        heads.push(holds_fields);
+    } else {
+        *untracked += 1;
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -315,5 +414,34 @@ impl Ticker {
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_text_functions;
+
+    #[test]
+    fn text_functions_are_counted_on_tokens() {
+        assert_eq!(count_text_functions("(module)"), 0);
+        assert_eq!(count_text_functions("(func) (func $f (param i32))"), 2);
+        assert_eq!(
+            count_text_functions(
+                r#"(module ;; (func)
+                     (; (func) ;) (type (func)) (import "a" "b" (func (type 0)))
+                     (func (export "f") (local (ref null func)) (block (nop)))
+                     (export "g" (func 1)) (elem (i32.const 0) func 1) (@custom "x" "(func)"))"#
+            ),
+            2
+        );
+        assert_eq!(
+            count_text_functions(
+                r#"(component (core module (func) (func)) (core type (func))
+                     (core func (canon lower (func 0))) (func (canon lift (core func 0))))"#
+            ),
+            2
+        );
+        // Text that stops lexing is counted as far as it goes.
+        assert_eq!(count_text_functions("(module (func) \"unterminated"), 1);
     }
 }

@@ -105,7 +105,7 @@ pub enum EventKind {
     MemoryDenied {
         /// Bytes requested beyond the current size.
         requested: u64,
-        /// Which limit denied it: `domain` or `budget`.
+        /// Which limit denied it: `domain`, `budget` or `module` (past the declared maximum).
         limit: &'static str,
     },
     /// Process memory crossed a water mark.
@@ -128,6 +128,16 @@ pub enum EventKind {
     LocksOrphaned {
         /// The lock names.
         locks: Vec<String>,
+    },
+    /// The lock table's bound on poison marks dropped the oldest ones to make room for new
+    /// orphaned locks: those locks are acquired clean from now on (a warning for the host).
+    PoisonMarkDropped {
+        /// Marks dropped.
+        dropped: u64,
+        /// The oldest lock whose mark was dropped.
+        oldest: String,
+        /// Marks the table keeps at most.
+        limit: usize,
     },
     /// A guest log line (`log` import).
     GuestLog {

@@ -115,7 +115,7 @@ impl RuntimeInner {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(path) = path
-            && let Err(e) = std::fs::write(&path, &text)
+            && let Err(e) = write_report(&path, &text)
         {
             let _ = writeln!(
                 std::io::stderr().lock(),
@@ -154,6 +154,18 @@ impl RuntimeInner {
     fn exit_now(&self, code: i32) {
         self.shutdown
             .escalate(code, warden_core::shutdown::ExitMode::Rude);
+    }
+}
+
+/// Writes the report file: only a regular file (or a new one), since the exit must not wait
+/// (opening a FIFO no one reads blocks for ever).
+fn write_report(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )),
+        _ => std::fs::write(path, text),
     }
 }
 

@@ -78,15 +78,15 @@ impl DomainHandles {
     }
 }
 
-impl DomainShared {
+impl DomainHandles {
     /// Critical release of handles: refuses further inserts and closes every open handle.
     /// Each one is released now, or when the host use that borrows it ends. Returns how many
-    /// handles were closed. Runs after all guest code of the domain, exactly once.
-    pub(crate) fn release_handles(&self) -> u64 {
+    /// handles were closed. Runs after all guest code of the domain (see `release.rs`).
+    pub(crate) fn release_all(&self) -> u64 {
         // SeqCst pairs with `insert_handle`'s check after inserting: an insert racing this
         // either is closed by `close_all` below or sees `closed` and closes itself.
-        self.handles.closed.store(true, Ordering::SeqCst);
-        self.handles.table.close_all() as u64
+        self.closed.store(true, Ordering::SeqCst);
+        self.table.close_all() as u64
     }
 }
 

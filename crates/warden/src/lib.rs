@@ -26,6 +26,7 @@
 //! The guest-free primitives (memory budget, handle tables, host locks, shutdown) live in
 //! [`warden_core`] and the policy model in [`warden_policy`]; both are re-exported.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod domain;
@@ -46,6 +47,7 @@ pub mod shutdown;
 mod start;
 pub mod stdio;
 mod unload;
+mod worker;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
 pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};

@@ -300,24 +300,27 @@ impl RuntimeInner {
         if let Some(h) = handler {
             h(p);
         }
-        if unload
-            && level == "high"
-            && let Some(victim) = self.largest_idle_domain()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move {
-                victim.unload(false).await;
-            });
+        if unload && level == "high" {
+            self.unload_largest_idle();
         }
     }
 
-    /// The loaded domain with no call in flight that holds the most memory.
-    pub(crate) fn largest_idle_domain(&self) -> Option<Arc<DomainShared>> {
-        self.lock_domains()
+    /// Unloads the loaded domain with no admitted call that holds the most memory. "Idle" is
+    /// checked and acted on in one lifecycle transition, so a call admitted meanwhile keeps
+    /// its domain (the next largest idle one goes instead).
+    pub(crate) fn unload_largest_idle(&self) {
+        let mut domains: Vec<_> = self
+            .lock_domains()
             .values()
             .filter_map(Weak::upgrade)
-            .filter(|d| d.is_loaded() && !d.is_busy())
-            .max_by_key(|d| d.account.used())
+            .filter(|d| d.life.is_loaded() && d.life.calls() == 0)
+            .collect();
+        domains.sort_by_key(|d| std::cmp::Reverse(d.account.used()));
+        for dom in domains {
+            if dom.unload_if_idle() {
+                return;
+            }
+        }
     }
 
     /// Carries out a process-wide action: the exit actions and `disable-runtime`.

@@ -46,21 +46,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use tokio::sync::oneshot;
 use warden_core::shutdown::{BoxFuture, Participant, ShutdownConfig};
 pub use warden_core::shutdown::{
     ExitMode, ExitReport, ExitStart, HookId, Phase, Shutdown, ShutdownStarted,
 };
 use warden_policy::{Action, Operation, Policy};
 
-use crate::domain::{DomainShared, DomainState};
+use crate::domain::DomainShared;
 use crate::events::EventKind;
 use crate::runtime::{Runtime, RuntimeInner};
-
-/// The guest finalizer's export name.
-const FINALIZER: &str = "warden_on_unload";
 
 /// The coordinator's config from the policy's `process-exit` operation. A timeout action that
 /// is not an exit (`disable-runtime`) cannot end a shutdown, so it counts as a rude exit:
@@ -197,10 +192,13 @@ impl Participant for RuntimeParticipant {
     fn run_finalizers(&self) -> BoxFuture<'_> {
         Box::pin(async move {
             let Some(rt) = self.rt.upgrade() else { return };
-            let pending: Vec<_> = rt
-                .live_domains()
+            // Busy domains first: their `skipped` follows the phase's event at once, before
+            // any idle domain's finalizer is started.
+            let mut domains = rt.live_domains();
+            domains.sort_by_key(|dom| !dom.is_busy());
+            let pending: Vec<_> = domains
                 .iter()
-                .filter_map(|dom| dom.request_exit_finalizer())
+                .filter_map(|dom| dom.exit_finalizer())
                 .collect();
             drop(rt);
             // They run concurrently, each on its own domain's worker; each one is bounded by
@@ -214,7 +212,7 @@ impl Participant for RuntimeParticipant {
     fn critical_release(&self) {
         let Some(rt) = self.rt.upgrade() else { return };
         for dom in rt.live_domains() {
-            dom.critical_release();
+            dom.critical_release_at_exit();
         }
     }
 
@@ -224,48 +222,5 @@ impl Participant for RuntimeParticipant {
             phase: phase.as_str().to_string(),
             mode: mode_name(mode),
         });
-    }
-}
-
-impl DomainShared {
-    /// Asks the worker to run the finalizer at exit; `None` when there is nothing to wait
-    /// for: no finalizer, an unloading domain (its unload runs the finalizer), or a domain
-    /// busy with a call (it skips its finalizer, and says so).
-    fn request_exit_finalizer(self: &Arc<Self>) -> Option<oneshot::Receiver<bool>> {
-        if !self.is_loaded() || self.module.inner.get_export(FINALIZER).is_none() {
-            return None;
-        }
-        if self.is_busy() {
-            self.rt
-                .events
-                .emit(Some(self.id), None, || EventKind::FinalizerRan {
-                    result: "skipped",
-                });
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.at_exit.send(tx).ok()?;
-        Some(rx)
-    }
-
-    /// On the worker, between calls: runs the finalizer for an exit, without unloading.
-    pub(crate) async fn finalize_at_exit(
-        self: &Arc<Self>,
-        store: &mut wasmtime::Store<DomainState>,
-        instance: &wasmtime::Instance,
-        reply: oneshot::Sender<bool>,
-    ) {
-        let ran = if self.is_loaded() && !*self.kill.borrow() {
-            self.run_finalizer(store, instance).await
-        } else {
-            false
-        };
-        let _ = reply.send(ran);
-    }
-
-    /// Whether a finalizer has already been claimed; claims it when not. Called by
-    /// `run_finalizer` so that a domain's finalizer runs at most once (at exit or at unload).
-    pub(crate) fn claim_finalizer(&self) -> bool {
-        !self.finalized.swap(true, Ordering::SeqCst)
     }
 }

@@ -364,3 +364,23 @@ async fn every_event_carries_a_timestamp_and_domain() {
         assert!(e["event"].is_string());
     }
 }
+
+#[test]
+fn the_readme_embedding_snippet_is_the_compiled_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/embedding.rs")).unwrap();
+    let section = &readme[readme.find("## Embedding").expect("an Embedding section")..];
+    let start = section.find("```rust\n").expect("a rust block") + "```rust\n".len();
+    let snippet = &section[start..start + section[start..].find("```").unwrap()];
+    let begin = example.find("// README begin\n").unwrap() + "// README begin\n".len();
+    let end = example.find("    // README end").unwrap();
+    let compiled: String = example[begin..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert_eq!(
+        snippet, compiled,
+        "README.md's embedding snippet and examples/embedding.rs differ"
+    );
+}

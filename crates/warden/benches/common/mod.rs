@@ -206,6 +206,11 @@ pub struct BareSide {
 
 impl BareSide {
     pub fn new(pooling: bool) -> Self {
+        Self::with_guest(pooling, GUEST)
+    }
+
+    /// Like [`new`](Self::new), with another guest (wasm or WAT).
+    pub fn with_guest(pooling: bool, guest: impl AsRef<[u8]>) -> Self {
         // Mirrors WardenEngine::new (crates/warden/src/engine.rs), with the same defaults.
         let cfg = EngineConfig::default();
         let mut c = wasmtime::Config::new();
@@ -225,7 +230,7 @@ impl BareSide {
             c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wasmtime::Engine::new(&c).expect("bare engine");
-        let module = wasmtime::Module::new(&engine, GUEST).expect("guest compiles");
+        let module = wasmtime::Module::new(&engine, guest).expect("guest compiles");
         let linker = Arc::new(wasmtime::Linker::new(&engine));
         let ticker = Arc::new(Ticker::start(engine.clone(), cfg.tick));
         BareSide {
@@ -443,4 +448,16 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
     let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples[i.min(samples.len() - 1)]
+}
+
+/// This process's resident set, in KiB (0 where /proc has no figure).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
 }

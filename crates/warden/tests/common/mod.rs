@@ -80,3 +80,18 @@ pub const HOSTILE: &str = r#"
     (i32.const 7))
   (func (export "trap") (result i32) (i32.div_u (i32.const 1) (i32.const 0))))
 "#;
+
+/// Far beyond any bound a test sets: the limit of "it happens" waits on a loaded 2-core box.
+pub const ENDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until `cond` holds (polled), failing the test with `what` after [`ENDS_WITHIN`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let polled = async {
+        while !cond() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(ENDS_WITHIN, polled).await.is_err() {
+        panic!("timed out waiting until {what}");
+    }
+}

@@ -1,0 +1,357 @@
+//! The worker: the one owner of a domain's wasmtime store and instance. It runs calls, the
+//! finalizer and the end of unload; nothing else touches the store.
+//!
+//! A [`Worker`] is a value, not a thread. While the domain is idle it is **parked** in the
+//! domain's slot; whoever starts work takes it out, runs the work on its own task and hands it
+//! back. That is the fast path: `Domain::invoke` on an idle domain runs the guest on the
+//! caller's task, with no cross-thread hop. Only when work is already running does a call wait
+//! in the domain's queue, and the task holding the worker runs the queue down before parking
+//! it (`Worker::drain`, spawned when `Domain::call` finds the worker parked).
+//!
+//! A caller may drop its future at any point; [`Detach`] makes that safe. It runs the work on
+//! the caller's task while the caller polls it, and if the caller drops it first, the rest
+//! goes on as a task of its own — so no release, hand-back or report is ever skipped. For a
+//! call, being dropped counts as the embedder's abort (the policy's `abort` operation): the
+//! call ends `aborted` (or `ok`, if it finished first), its locks and reservations are
+//! released, and the domain stays loaded for the next call.
+//!
+//! If a worker is dropped anyway (a panic in Warden, or a tokio runtime shut down under it), its
+//! `Drop` ends the domain: killed, queue failed, critical release, report.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use warden_core::abort::AbortKind;
+use warden_core::lifecycle::FinalizerClaim;
+use warden_policy::Operation;
+
+use crate::call::{AbortReason, CallCtl, CallError, CallOutput, CallResult};
+use crate::domain::{DomainShared, DomainState, classify};
+use crate::escalation::{Driven, Effect, drive};
+use crate::events::EventKind;
+use crate::release::CriticalRelease;
+
+/// The guest finalizer's export name.
+pub(crate) const FINALIZER: &str = "warden_on_unload";
+
+/// One admitted call, waiting for (or given to) the worker.
+pub(crate) struct CallRequest {
+    pub(crate) ctl: Arc<CallCtl>,
+    pub(crate) export: Arc<str>,
+    pub(crate) args: Vec<wasmtime::Val>,
+    pub(crate) deadline: Option<Duration>,
+    /// How many values the export returns.
+    pub(crate) results: usize,
+    /// Where the result goes; `None` on the fast path, where it is returned instead.
+    pub(crate) reply: Option<oneshot::Sender<CallResult>>,
+}
+
+struct Parts {
+    store: wasmtime::Store<DomainState>,
+    instance: wasmtime::Instance,
+}
+
+/// The owner of a domain's store. See the [module docs](self).
+pub(crate) struct Worker {
+    dom: Arc<DomainShared>,
+    /// Taken by `finish_unload`; still here when the worker is dropped means it was lost.
+    parts: Option<Parts>,
+}
+
+/// What the worker does after a call, decided under the domain's slot lock.
+pub(crate) enum Next {
+    /// It was parked: the domain is idle.
+    Parked,
+    /// Run this queued call next.
+    Call(Box<Worker>, CallRequest),
+    /// The domain is unloading: finish it.
+    Unload(Box<Worker>),
+}
+
+impl Worker {
+    pub(crate) fn new(
+        dom: Arc<DomainShared>,
+        store: wasmtime::Store<DomainState>,
+        instance: wasmtime::Instance,
+    ) -> Self {
+        Worker {
+            dom,
+            parts: Some(Parts { store, instance }),
+        }
+    }
+
+    fn parts(&mut self) -> &mut Parts {
+        match &mut self.parts {
+            Some(parts) => parts,
+            // Only `finish_unload` takes them, and it consumes the worker.
+            None => unreachable!("a worker is used after its unload"),
+        }
+    }
+
+    /// Runs one call to its end and reports it (`call_finished`, then the reply). Returns the
+    /// result when the request has no reply channel (the fast path).
+    pub(crate) async fn serve(&mut self, req: CallRequest) -> Option<CallResult> {
+        let dom = self.dom.clone();
+        let CallRequest {
+            ctl,
+            export,
+            args,
+            deadline,
+            results,
+            reply,
+        } = req;
+        let started = Instant::now();
+        let (result, ran) = if let Some(kind) = ctl.abort.take_delivery() {
+            // Aborted while still queued: it never runs.
+            (Err(ctl.abort_error(kind)), false)
+        } else if !dom.life.is_loaded() {
+            (Err(CallError::DomainUnloaded), false)
+        } else if dom.rt.shutdown.is_exiting() {
+            // Queued before the exit began, not started: a new call-in all the same.
+            (Err(CallError::ProcessExiting), false)
+        } else {
+            let values = vec![wasmtime::Val::I32(0); results];
+            let result = self.run(&ctl, &export, &args, values, deadline, started);
+            (result.await, true)
+        };
+        dom.finish_call(&ctl, &result, started, ran);
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+                None
+            }
+            None => Some(result),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        ctl: &Arc<CallCtl>,
+        export: &str,
+        args: &[wasmtime::Val],
+        mut results: Vec<wasmtime::Val>,
+        deadline: Option<Duration>,
+        started: Instant,
+    ) -> CallResult {
+        let dom = self.dom.clone();
+        dom.rt
+            .events
+            .emit(Some(dom.id), Some(ctl.id), || EventKind::CallStarted {
+                export: export.to_string(),
+            });
+        let Parts { store, instance } = self.parts();
+        store.data_mut().call = Some(ctl.clone());
+        // An unload that began before the call was published as current could not abort it.
+        if !dom.set_current(Some(ctl.clone())) {
+            ctl.request_abort(&dom, AbortKind::Polite, AbortReason::Unload);
+        }
+        store.set_epoch_deadline(1);
+        let result = match instance.get_func(&mut *store, export) {
+            None => Err(CallError::Trap {
+                message: format!("no exported function `{export}`"),
+                backtrace: String::new(),
+            }),
+            Some(func) => {
+                // A deadline too far to represent never comes.
+                let deadline = deadline.and_then(|d| started.checked_add(d));
+                let ran = {
+                    let fut = func.call_async(&mut *store, args, &mut results);
+                    drive(&dom, ctl, fut, deadline).await
+                };
+                match ran {
+                    Driven::Finished(Ok(())) => Ok(CallOutput {
+                        values: results,
+                        exit_code: None,
+                    }),
+                    Driven::Finished(Err(e)) => classify(ctl, e),
+                    Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
+                }
+            }
+        };
+        dom.set_current(None);
+        store.data_mut().call = None;
+        result
+    }
+
+    /// Runs `warden_on_unload` if exported and the lifecycle grants its one claim (at exit, or
+    /// in a polite unload), bounded by the `finalizer-run` operation. Whether it ran to its end.
+    pub(crate) async fn finalize(&mut self) -> bool {
+        let dom = self.dom.clone();
+        let Parts { store, instance } = self.parts();
+        let Some(func) = instance.get_func(&mut *store, FINALIZER) else {
+            return false;
+        };
+        let skipped = || {
+            dom.rt
+                .events
+                .emit(Some(dom.id), None, || EventKind::FinalizerRan {
+                    result: "skipped",
+                })
+        };
+        let Ok(func) = func.typed::<(), ()>(&*store) else {
+            skipped();
+            return false;
+        };
+        match dom.life.claim_finalizer() {
+            FinalizerClaim::Run => {}
+            FinalizerClaim::Skip => {
+                skipped();
+                return false;
+            }
+            FinalizerClaim::AlreadyClaimed => return false,
+        }
+        let ctl = CallCtl::new(dom.id, false);
+        store.data_mut().call = Some(ctl.clone());
+        dom.set_current(Some(ctl.clone()));
+        store.set_epoch_deadline(1);
+        let bound = dom.rt.policy.operation(Operation::FinalizerRun);
+        let ran = {
+            let fut = func.call_async(&mut *store, ());
+            let timer = async {
+                match bound.timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+                let effect = dom.escalation().finalizer_timed_out(&ctl);
+                if effect != Effect::None {
+                    dom.carry_out(Some(&ctl), effect, AbortReason::Policy);
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = drive(&dom, &ctl, fut, None) => r,
+                _ = timer => unreachable!("the timer never completes"),
+            }
+        };
+        dom.set_current(None);
+        store.data_mut().call = None;
+        // Not a call of the embedder's: released like one, reported as `finalizer_ran`.
+        dom.end_guest_code(&ctl);
+        let result = match &ran {
+            Driven::Finished(Ok(())) => "ok",
+            Driven::Finished(Err(_)) if ctl.abort.delivered().is_some() => "timeout",
+            Driven::Finished(Err(_)) => "trap",
+            Driven::Killed => "timeout",
+        };
+        dom.rt
+            .events
+            .emit(Some(dom.id), Some(ctl.id), || EventKind::FinalizerRan {
+                result,
+            });
+        matches!(ran, Driven::Finished(Ok(())))
+    }
+
+    /// The slow path's task: runs `first`, then the queue, until the domain is idle (the
+    /// worker parks) or unloading (the worker finishes the unload).
+    pub(crate) async fn drain(mut self: Box<Self>, first: CallRequest) {
+        let mut req = first;
+        loop {
+            self.serve(req).await;
+            match self.dom.clone().after_work(self) {
+                Next::Parked => return,
+                Next::Call(worker, next) => {
+                    self = worker;
+                    req = next;
+                }
+                Next::Unload(worker) => return worker.finish_unload().await,
+            }
+        }
+    }
+
+    /// The end of unload, after the unloader blocked entry, aborted the call in flight and
+    /// drained the queue: the finalizer (polite and not killed), the critical release, the
+    /// store dropped, the report.
+    pub(crate) async fn finish_unload(mut self: Box<Self>) {
+        let dom = self.dom.clone();
+        let finalizer_ran = self.finalize().await;
+        let Some(parts) = self.parts.take() else {
+            return;
+        };
+        let memory_released = parts.store.data().memory.used();
+        // Critical release: after all guest code, never skipped, never timed out.
+        let released = CriticalRelease::of(&dom).domain(None);
+        drop(parts);
+        dom.publish_unloaded(finalizer_ran, released.handles, memory_released);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let Some(parts) = self.parts.take() else {
+            return;
+        };
+        // The store goes without the unload protocol: a bug in Warden (a panic), or a tokio
+        // runtime that ended under the domain. Nothing may be left behind either way.
+        let memory_released = parts.store.data().memory.used();
+        drop(parts);
+        self.dom
+            .worker_lost(memory_released, std::thread::panicking());
+    }
+}
+
+/// Work that runs on its caller's task while polled, and on a task of its own if the caller
+/// drops it first. See the [module docs](self).
+pub(crate) struct Detach<T: Send + 'static> {
+    work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    /// The call to abort if the caller goes away (the embedder's `abort` operation).
+    call: Option<(Arc<DomainShared>, Arc<CallCtl>)>,
+}
+
+impl<T: Send + 'static> Detach<T> {
+    /// `work`, which must finish what it starts even when no one waits for its output.
+    pub(crate) fn new(work: impl Future<Output = T> + Send + 'static) -> Self {
+        Detach {
+            work: Some(Box::pin(work)),
+            call: None,
+        }
+    }
+
+    /// Like [`new`](Self::new), for a call: if the caller goes away, the call is aborted.
+    pub(crate) fn call(
+        dom: Arc<DomainShared>,
+        ctl: Arc<CallCtl>,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Self {
+        Detach {
+            work: Some(Box::pin(work)),
+            call: Some((dom, ctl)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detach<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detach<T> {
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        if let Some((dom, ctl)) = self.call.take() {
+            dom.operation(&ctl, Operation::Abort, AbortReason::Embedder);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    work.await;
+                });
+            }
+            // No runtime to finish on: dropping the work drops the worker inside it, whose
+            // `Drop` ends the domain (wasmtime unwinds a suspended guest stack on drop).
+            Err(_) => drop(work),
+        }
+    }
+}
