@@ -1,68 +1,7 @@
 //! Review of issue #16 from outside: inputs and exit codes the first pass missed.
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn warden() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-}
-
-fn dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("warden-review16-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
-    let p = dir().join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p.display().to_string()
-}
-
-/// A bound on "it ends", never a speed claim.
-const ENDS_WITHIN: Duration = Duration::from_secs(60);
-
-/// Runs to the end (killed, and the test failed, if it does not end within the bound);
-/// stdout and stderr are read while it runs, so a chatty run cannot block.
-fn run(args: &[&str]) -> Output {
-    let mut child = warden()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = read(Box::new(child.stdout.take().unwrap()));
-    let err = read(Box::new(child.stderr.take().unwrap()));
-    let until = Instant::now() + ENDS_WITHIN;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("warden {args:?} did not end");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{dir, run, stderr, write};
 
 /// WAT text with more functions than the limit is refused on its tokens, before it is
 /// parsed (parsing text costs tens of bytes per byte: 21 MB of `(func)` took 1.3 GB): the

@@ -1,0 +1,92 @@
+//! Helpers shared by the binary's test files: spawn `warden`, write guests to a per-binary
+//! temporary directory, and run to the end within a bound, draining output as it comes.
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A bound on "it ends", never a speed claim (CI is a loaded 2-core box).
+pub const ENDS_WITHIN: Duration = Duration::from_secs(60);
+
+pub fn warden() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// This test binary's own scratch directory.
+pub fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "warden-{}-tests-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
+    let p = dir().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+/// Runs to the end, failing (and killing it) if it does not end in time. Its output is
+/// drained as it comes, so a chatty run never blocks on a full pipe.
+pub fn finish(mut child: Child) -> Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let until = Instant::now() + ENDS_WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("warden did not end");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// `warden ARGS` with no stdin, to the end.
+pub fn run(args: &[&str]) -> Output {
+    finish(
+        warden()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
