@@ -649,6 +649,21 @@ impl DomainShared {
         if ctl.admitted.swap(false, Ordering::SeqCst) {
             self.life.call_ended();
         }
+        let detail = match result {
+            Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
+            Err(e) => e.detail(),
+        };
+        self.emit_call_finished(ctl, result, started, detail);
+    }
+
+    /// The one `call_finished` event of a call (or of a start function that gave no domain).
+    pub(crate) fn emit_call_finished(
+        &self,
+        ctl: &CallCtl,
+        result: &CallResult,
+        started: Instant,
+        detail: Option<String>,
+    ) {
         let outcome = match result {
             Ok(_) => crate::call::Outcome::Ok,
             Err(e) => e.outcome(),
@@ -659,10 +674,7 @@ impl DomainShared {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
                 host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
-                detail: match result {
-                    Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
-                    Err(e) => e.detail(),
-                },
+                detail,
                 memory_used: self.account.used(),
             });
     }

@@ -4,10 +4,9 @@
 
 use std::time::Instant;
 
-use crate::call::{CallCtl, CallError, CallOutput, CallResult, Outcome};
+use crate::call::{CallCtl, CallError, CallOutput, CallResult};
 use crate::domain::{DomainShared, classify};
 use crate::error::Error;
-use crate::events::EventKind;
 
 /// The outcome of a failed instantiation, and the error `create_domain` returns for it.
 ///
@@ -72,23 +71,12 @@ pub(crate) fn failed(
 impl DomainShared {
     /// The `call_finished` of a start that did not give the domain.
     pub(crate) fn report_start(&self, ctl: &CallCtl, result: &CallResult, started: Instant) {
-        let outcome = match result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => e.outcome(),
+        let detail = match result {
+            Ok(out) => out
+                .exit_code
+                .map(|c| format!("start function exited with {c}")),
+            Err(e) => e.detail().or_else(|| Some("start function".into())),
         };
-        self.rt
-            .events
-            .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
-                outcome,
-                elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
-                host_ms: ctl.host_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
-                detail: match result {
-                    Ok(out) => out
-                        .exit_code
-                        .map(|c| format!("start function exited with {c}")),
-                    Err(e) => e.detail().or_else(|| Some("start function".into())),
-                },
-                memory_used: self.account.used(),
-            });
+        self.emit_call_finished(ctl, result, started, detail);
     }
 }
