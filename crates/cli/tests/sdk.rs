@@ -1,4 +1,4 @@
-//! The C guest SDK end to end: `sdk/c/examples/transfer.c` is compiled with clang against
+//! The guest SDKs. The C SDK end to end: `sdk/c/examples/transfer.c` is compiled with clang against
 //! wasi-libc and run through the binary. Two calls cross on host locks; the one chosen as
 //! the deadlock victim backs out, the other completes, and both finalizers run.
 //!
@@ -138,4 +138,78 @@ fn the_c_example_backs_out_of_a_deadlock_and_runs_its_finalizers() {
         assert_eq!(e["locks_released"], 0, "{err}");
         assert_eq!(e["reservations_released"], 0, "{err}");
     }
+}
+
+/// `sdk/wit/warden-host.wit` is a valid WIT package that mirrors DESIGN §4: every core import
+/// has its function, and every core error code its `error-code` case.
+#[test]
+fn the_wit_package_parses_and_mirrors_the_core_imports() {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_path(repo("sdk/wit/warden-host.wit"))
+        .unwrap_or_else(|e| panic!("sdk/wit/warden-host.wit: {e:?}"));
+    let package = &resolve.packages[pkg];
+    assert_eq!(package.name.to_string(), "warden:host@0.1.0");
+    let functions = |iface: &str| -> Vec<String> {
+        let id = package.interfaces[iface];
+        let mut names: Vec<String> = resolve.interfaces[id].functions.keys().cloned().collect();
+        names.sort();
+        names
+    };
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "regions",
+            &[
+                "abort-requested",
+                "constrained-enter",
+                "constrained-exit",
+                "critical-enter",
+                "critical-exit",
+            ],
+        ),
+        ("locks", &["acquire", "release"]),
+        ("memory-gate", &["release", "reserve"]),
+        ("host", &["log", "sleep"]),
+        ("handles", &["close"]),
+        ("finalizer", &["on-unload"]),
+    ];
+    for (iface, names) in expected {
+        assert_eq!(functions(iface), *names, "interface {iface}");
+    }
+    // Every core import of `"warden"` is mirrored by one function above.
+    let mirrored = expected.iter().map(|(_, n)| n.len()).sum::<usize>() - 1; // less on-unload
+    let core: Vec<&str> = warden::host::IMPORTS.iter().map(|i| i.name).collect();
+    assert_eq!(mirrored, core.len(), "core imports: {core:?}");
+
+    let types = &resolve.interfaces[package.interfaces["types"]];
+    let code = &resolve.types[types.types["error-code"]];
+    let wit_parser::TypeDefKind::Enum(e) = &code.kind else {
+        panic!("error-code is not an enum");
+    };
+    let cases: Vec<&str> = e.cases.iter().map(|c| c.name.as_str()).collect();
+    for (value, meaning) in warden::host::ERROR_CODES {
+        let case = match *value {
+            -1 => &["timeout"][..],
+            -2 => &["deadlock-victim"],
+            -3 => &["aborted"],
+            -4 => &[], // not an error in WIT: `acquired.poisoned`
+            -5 => &["not-permitted"],
+            -6 => &["already-held", "not-held"],
+            -7 => &["insufficient-memory"],
+            -8 => &["bad-argument"],
+            other => panic!("core code {other} ({meaning}) has no WIT counterpart"),
+        };
+        for c in case {
+            assert!(cases.contains(c), "{c} for {value} ({meaning}): {cases:?}");
+        }
+    }
+    let locks = &resolve.interfaces[package.interfaces["locks"]];
+    let acquired = &resolve.types[locks.types["acquired"]];
+    assert!(
+        matches!(&acquired.kind, wit_parser::TypeDefKind::Enum(e)
+            if e.cases.iter().map(|c| c.name.as_str()).eq(["clean", "poisoned"])),
+        "locks.acquired: {:?}",
+        acquired.kind
+    );
+    assert!(package.worlds.contains_key("imports") && package.worlds.contains_key("guest"));
 }
