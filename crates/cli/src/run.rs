@@ -34,7 +34,9 @@ Exit codes:
     3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
          or too long to compile, missing or unfit export, unknown or wrongly typed import
          (an unknown WASI function too), minimum memory or tables past the domain's limits,
-         invalid or unreadable policy, nonsense size or duration
+         invalid or unreadable policy, nonsense size or duration, a --dir or --dir-ro
+         that is not a readable directory or not spelled HOST[::GUEST], an --env without a
+         name
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
   107    aborted (*)              108  rudely aborted (*)

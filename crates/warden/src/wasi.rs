@@ -190,3 +190,47 @@ pub(crate) fn builder(cfg: &WasiConfig) -> Result<wasmtime_wasi::WasiCtxBuilder,
     }
     Ok(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("warden-wasi-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn refusal(cfg: &WasiConfig) -> String {
+        match builder(cfg) {
+            Ok(_) => panic!("built a context for {:?}", cfg.preopens),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_preopen_that_cannot_be_granted_is_an_error_naming_its_path() {
+        let d = scratch("bad");
+        let missing = d.join("missing");
+        let file = d.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let cfg = |p: &Path| WasiConfig {
+            preopens: vec![Preopen::new(p, "g")],
+            ..WasiConfig::default()
+        };
+        let e = refusal(&cfg(&missing));
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        let e = refusal(&cfg(&file));
+        assert!(e.contains("not a directory"), "{e}");
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert_eq!(
+            cfg(&file).check().unwrap_err().why,
+            "not a directory".to_string()
+        );
+        // A good one builds, for either WASI version.
+        assert!(cfg(&d).check().is_ok());
+        builder(&cfg(&d)).unwrap().build_p1();
+    }
+}
