@@ -1,6 +1,7 @@
 //! `warden`: run WebAssembly guests under Warden's hosting model, and check policies.
 #![forbid(unsafe_code)]
 
+mod error;
 mod input;
 mod output;
 mod run;
@@ -82,23 +83,24 @@ fn main() -> ExitCode {
 }
 
 fn policy(cmd: PolicyCommand) -> i32 {
+    let refused = |allowed| move |source| error::CliError::Policy { source, allowed };
     let result = match cmd {
         PolicyCommand::Check {
             file,
             allow_non_regular,
         } => Policy::from_file_with(std::path::Path::new(&file), allow_non_regular)
             .map(|_| format!("{file}: ok"))
-            .map_err(|e| input::policy_error(&e, allow_non_regular)),
+            .map_err(refused(allow_non_regular)),
         PolicyCommand::Show { preset } => preset
             .parse::<Preset>()
             .map(|p| Policy::preset(p).to_toml())
-            .map_err(|e| e.to_string()),
+            .map_err(error::CliError::from),
         PolicyCommand::Explain {
             policy,
             allow_non_regular,
         } => Policy::load_with(&policy, allow_non_regular)
             .map(|p| p.explain())
-            .map_err(|e| input::policy_error(&e, allow_non_regular)),
+            .map_err(refused(allow_non_regular)),
     };
     match result {
         Ok(text) => {
@@ -107,7 +109,7 @@ fn policy(cmd: PolicyCommand) -> i32 {
         }
         Err(e) => {
             output::err(&format!("warden: {}", output::escape(&e.to_string(), true)));
-            exit_code::BAD_INPUT
+            e.exit_code()
         }
     }
 }

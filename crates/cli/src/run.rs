@@ -21,6 +21,7 @@ use warden::{
 };
 use warden_policy::Policy;
 
+use crate::error::CliError;
 use crate::input::read_bounded;
 use crate::output::{err, escape, flush, out};
 use crate::size::parse_size;
@@ -153,22 +154,22 @@ pub fn run(args: RunArgs) -> i32 {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            return fail(
-                exit_code::FATAL,
-                format!("cannot start the async runtime: {e}"),
-            );
+        Err(source) => {
+            return fail(CliError::Setup {
+                what: "cannot start the async runtime".into(),
+                source,
+            });
         }
     };
     let code = rt.block_on(async move {
         // Signals are handled from the start, before the module is read and compiled.
         let runtime = Arc::new(OnceLock::new());
-        if let Err(msg) = watch_signals(runtime.clone(), args.events.is_some()) {
-            return fail(exit_code::FATAL, msg);
+        if let Err(e) = watch_signals(runtime.clone(), args.events.is_some()) {
+            return fail(e);
         }
         let plan = match plan(args, &runtime) {
             Ok(p) => p,
-            Err((code, msg)) => return fail(code, msg),
+            Err(e) => return fail(e),
         };
         execute(plan).await
     });
@@ -210,64 +211,46 @@ const GUEST_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2
 /// reader.
 const RUDE_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn fail(code: i32, msg: String) -> i32 {
-    err(&format!("warden: {}", escape(&msg, true)));
-    code
+/// Says what stopped the run, and returns its exit code.
+fn fail(e: CliError) -> i32 {
+    err(&format!("warden: {}", escape(&e.to_string(), true)));
+    e.exit_code()
 }
 
 /// Checks the command line and loads the module. The runtime, once made, goes in `slot`
 /// for the signal watcher. An error carries its exit code.
-fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, (i32, String)> {
-    plan_inner(args, slot).map_err(|e| match e {
-        PlanError::Input(msg) => (exit_code::BAD_INPUT, msg),
-        PlanError::Load(msg, code) => (code, msg),
-    })
-}
-
-enum PlanError {
-    /// Bad input: exit 3.
-    Input(String),
-    /// Loading the module failed with this code.
-    Load(String, i32),
-}
-
-impl From<String> for PlanError {
-    fn from(msg: String) -> Self {
-        PlanError::Input(msg)
-    }
-}
-
-impl From<&str> for PlanError {
-    fn from(msg: &str) -> Self {
-        PlanError::Input(msg.to_string())
-    }
-}
-
-fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError> {
-    let policy = Policy::load_with(&args.policy, args.allow_non_regular)
-        .map_err(|e| crate::input::policy_error(&e, args.allow_non_regular))?;
+fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
+    let policy = Policy::load_with(&args.policy, args.allow_non_regular).map_err(|source| {
+        CliError::Policy {
+            source,
+            allowed: args.allow_non_regular,
+        }
+    })?;
     let deadline = match &args.deadline {
         None => None,
-        Some(d) => warden_policy::parse_duration(d).map_err(|e| format!("--deadline: {e}"))?,
+        Some(d) => warden_policy::parse_duration(d).map_err(|e| CliError::flag("--deadline", e))?,
     };
     let mut config = DomainConfig::default();
     if let Some(m) = &args.max_memory {
-        config.max_memory = parse_size(m).map_err(|e| format!("--max-memory: {e}"))?;
+        config.max_memory = parse_size(m).map_err(|e| CliError::flag("--max-memory", e))?;
     }
     // Refused at entry rather than after opening millions of handles (and GBs) one by one.
     let most = warden::warden_core::handles::MAX_QUOTA;
     if args.handles as usize > most {
-        return Err(
-            format!("--handles: at most {most} (a domain's handle table holds no more)").into(),
-        );
+        return Err(CliError::flag(
+            "--handles",
+            format!("at most {most} (a domain's handle table holds no more)"),
+        ));
     }
     // Room for the soak aid's handles (the quota still applies beyond its bound).
     config.max_handles = config.max_handles.max(args.handles as usize);
     if args.repeat == 0 {
-        return Err("--repeat: must be at least 1".into());
+        return Err(CliError::flag("--repeat", "must be at least 1".to_string()));
     }
     if args.reuse_domain && args.repeat == 1 {
-        return Err("--reuse-domain needs --repeat N with N > 1".into());
+        return Err(CliError::Usage(
+            "--reuse-domain needs --repeat N with N > 1".into(),
+        ));
     }
     let env = guest_env(&args.env)?;
     let preopens = preopens(&args.dirs, &args.dirs_ro)?;
@@ -282,7 +265,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
         config.start_deadline = deadline;
     }
     let memory_budget = match &args.memory_budget {
-        Some(b) => Some(parse_size(b).map_err(|e| format!("--memory-budget: {e}"))?),
+        Some(b) => Some(parse_size(b).map_err(|e| CliError::flag("--memory-budget", e))?),
         None => None,
     };
     let runtime = Runtime::new(RuntimeConfig {
@@ -292,7 +275,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
         exit: Arc::new(|code| end_process(code)),
         ..RuntimeConfig::default()
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(CliError::Runtime)?;
     let _ = slot.set(runtime.clone());
     if let Some(path) = &args.fail_fast_report {
         runtime.set_fail_fast_report(path);
@@ -303,12 +286,12 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
             err(&event.to_json());
         });
     }
-    let module = runtime.load_module(&bytes).map_err(|e| {
-        PlanError::Load(
-            format!("{}: {e}", args.module.display()),
-            exit_code::for_error(&e),
-        )
-    })?;
+    let module = runtime
+        .load_module(&bytes)
+        .map_err(|source| CliError::Load {
+            path: args.module.display().to_string(),
+            source,
+        })?;
     let exports: Vec<&str> = if args.invoke.is_empty() {
         vec!["_start"]
     } else {
@@ -356,7 +339,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
 
 /// `--env` values: KEY=VALUE, or a bare KEY that takes the host's value (skipped when the
 /// host has none, as wasmtime does).
-fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, String> {
+fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, CliError> {
     let mut env = Vec::new();
     for kv in values {
         let (key, value) = match kv.split_once('=') {
@@ -364,9 +347,9 @@ fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, String> {
             None => (kv.as_str(), None),
         };
         if key.is_empty() {
-            return Err(format!(
+            return Err(CliError::Usage(format!(
                 "--env `{kv}`: the variable has no name (KEY[=VALUE])"
-            ));
+            )));
         }
         let value = match value {
             Some(v) => v,
@@ -374,9 +357,9 @@ fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, String> {
                 Ok(v) => v,
                 Err(std::env::VarError::NotPresent) => continue,
                 Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(format!(
+                    return Err(CliError::Usage(format!(
                         "--env {key}: the host's value is not valid UTF-8; pass --env {key}=VALUE"
-                    ));
+                    )));
                 }
             },
         };
@@ -387,7 +370,7 @@ fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, String> {
 
 /// `--dir` and `--dir-ro` values, each checked (a directory this process can read) so that
 /// a bad one is refused before the module is compiled, naming the flag and the path.
-fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, String> {
+fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, CliError> {
     let flagged = dirs
         .iter()
         .map(|d| ("--dir", d, false))
@@ -398,10 +381,10 @@ fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, Strin
         let host = parts.next().unwrap_or_default();
         let guest = parts.next().unwrap_or(host);
         if host.is_empty() || guest.is_empty() || parts.next().is_some() {
-            return Err(format!(
+            return Err(CliError::Usage(format!(
                 "{flag} `{}`: expected HOST or HOST::GUEST (non-empty, one `::`)",
                 escape(value, false)
-            ));
+            )));
         }
         let preopen = Preopen {
             host: PathBuf::from(host),
@@ -410,32 +393,32 @@ fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, Strin
         };
         preopen
             .check()
-            .map_err(|e| format!("{flag} {}: {}", escape(host, false), e.why))?;
+            .map_err(|e| CliError::Usage(format!("{flag} {}: {}", escape(host, false), e.why)))?;
         preopens.push(preopen);
     }
     Ok(preopens)
 }
 
-fn check_export(module: &Module, name: &str) -> Result<(), String> {
+fn check_export(module: &Module, name: &str) -> Result<(), CliError> {
     let shown = escape(name, false);
-    match module.wasmtime().get_export(name) {
+    let unfit = match module.wasmtime().get_export(name) {
         None if name == "_start" => {
-            Err("module has no `_start` export (not a WASI command); use --invoke NAME".into())
+            "module has no `_start` export (not a WASI command); use --invoke NAME".to_string()
         }
-        None => Err(format!("module has no export `{shown}`")),
+        None => format!("module has no export `{shown}`"),
         Some(wasmtime::ExternType::Func(ty)) => {
-            if ty.params().len() > 0 {
-                let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
-                Err(format!(
-                    "export `{shown}` takes parameters ({}); --invoke needs one that takes none",
-                    params.join(", ")
-                ))
-            } else {
-                Ok(())
+            if ty.params().len() == 0 {
+                return Ok(());
             }
+            let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
+            format!(
+                "export `{shown}` takes parameters ({}); --invoke needs one that takes none",
+                params.join(", ")
+            )
         }
-        Some(_) => Err(format!("export `{shown}` is not a function")),
-    }
+        Some(_) => format!("export `{shown}` is not a function"),
+    };
+    Err(CliError::Usage(unfit))
 }
 
 /// One call's name and result, in command-line order.
@@ -498,10 +481,13 @@ async fn execute(plan: Plan) -> i32 {
 
 /// SIGTERM and SIGINT: the first starts an orderly exit, a second ends the process at once.
 #[cfg(unix)]
-fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), String> {
+fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let watch = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| format!("cannot watch {name}: {e}"))
+        signal(kind).map_err(|source| CliError::Setup {
+            what: format!("cannot watch {name}"),
+            source,
+        })
     };
     let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
     let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
@@ -536,7 +522,7 @@ fn signalled(runtime: &OnceLock<Runtime>) {
 
 /// Ctrl-C where there are no Unix signals: the same two steps.
 #[cfg(not(unix))]
-fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), String> {
+fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), CliError> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;

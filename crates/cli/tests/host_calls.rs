@@ -2,6 +2,8 @@
 //! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
 //! at a signal, so no import holds `warden run` past the policy's bounds.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -41,12 +43,9 @@ const FLOODER: &str = r#"(module
       (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
       (br $l))))"#;
 
+/// A scratch file of this module (`common::write`).
 fn guest(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("warden-host-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    common::write(name, text)
 }
 
 /// A `warden run` whose stdin and stdout are pipes the test holds and never touches; its

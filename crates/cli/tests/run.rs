@@ -1,5 +1,7 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -13,12 +15,9 @@ fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// A scratch file of this module (`common::write`).
 fn write_guest(name: &str, wat: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warden-cli-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, wat).unwrap();
-    p
+    PathBuf::from(common::write(name, wat))
 }
 
 fn run(args: &[&str]) -> Output {

@@ -1,6 +1,8 @@
 //! How `warden run` ends: the orderly exit path when the foreground calls are done,
 //! background calls that do not keep it alive, and SIGTERM/SIGINT (a second one is rude).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -29,12 +31,9 @@ fn hostile() -> String {
     repo("guests/hostile.wat").display().to_string()
 }
 
+/// A scratch file of this module (`common::write`).
 fn write_file(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("warden-signal-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    common::write(name, text)
 }
 
 /// A running `warden run`, its stderr read line by line as it comes.

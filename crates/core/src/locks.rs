@@ -104,6 +104,8 @@ use loom::sync::{Arc as InnerArc, Mutex, MutexGuard};
 #[cfg(not(all(test, loom)))]
 use std::sync::{Arc as InnerArc, Mutex, MutexGuard};
 
+use crate::sync::{AtomicU32, SeqCst};
+
 /// Who owns a lock or waits: a call id.
 pub type OwnerId = u64;
 
@@ -254,6 +256,8 @@ impl fmt::Display for DeadlockCycle {
 /// See the [module docs](self) for the model.
 pub struct LockTable {
     inner: InnerArc<Mutex<Inner>>,
+    /// Which owners may be in the table, readable without its mutex (see [`Presence`]).
+    present: InnerArc<Presence>,
     /// Bounds the `orphaned_locks` and `poison_mark_dropped` warnings a hostile guest can
     /// cause (each cycle that orphans locks would otherwise write a line).
     warnings: crate::rate::RateLimit,
@@ -275,7 +279,10 @@ type Ticket = u64;
 
 struct Inner {
     locks: HashMap<String, Entry>,
+    /// Owners that hold or wait on something; every insert and removal goes through
+    /// `owner_state` and `gc_owner`, which keep `present` in step.
     owners: HashMap<OwnerId, OwnerState>,
+    present: InnerArc<Presence>,
     next_ticket: Ticket,
     /// Marks in the order they were made, as (name, the mark's ticket); a pair whose entry
     /// has another ticket (or no mark) is stale and skipped.
@@ -294,6 +301,7 @@ impl Default for Inner {
         Inner {
             locks: HashMap::new(),
             owners: HashMap::new(),
+            present: InnerArc::new(Presence::new()),
             next_ticket: 0,
             poison_order: VecDeque::new(),
             poisoned: 0,
@@ -362,6 +370,46 @@ enum Begin {
     Wait(Ticket),
 }
 
+/// How many presence buckets a table has (owner id modulo this). Under loom, two, so the
+/// models see owners share a bucket.
+#[cfg(not(all(test, loom)))]
+const PRESENCE_BUCKETS: usize = 256;
+#[cfg(all(test, loom))]
+const PRESENCE_BUCKETS: usize = 2;
+
+/// The lock-free fast path of [`LockTable::release_orphaned`]: per bucket of owner ids, the
+/// number of entries of `Inner::owners` in it. Written only under the table's mutex, when an
+/// owner's entry is made or forgotten; read without it.
+///
+/// Why a zero read means "nothing to release": an owner's entry is only ever made by that
+/// owner's own acquire or cross-domain wait (a hand-off goes to a waiter, which has its entry
+/// already). Those happen before its call ends, so the read at the end sees their increment
+/// or a later value (coherence), and every later value counts the entry for as long as it
+/// exists. Zero therefore means the entry is gone, and the mutex path would find nothing
+/// either. A call that ends while its own acquire is still beginning on another thread races
+/// it either way; the zero read is the order in which the end came first. Another owner in
+/// the same bucket only sends the call down the mutex path.
+struct Presence {
+    buckets: Vec<AtomicU32>,
+}
+
+impl Presence {
+    fn new() -> Self {
+        Presence {
+            buckets: (0..PRESENCE_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn bucket(&self, owner: OwnerId) -> &AtomicU32 {
+        &self.buckets[(owner % PRESENCE_BUCKETS as u64) as usize]
+    }
+
+    /// Whether `owner` may have an entry (false: it certainly has none).
+    fn may_have(&self, owner: OwnerId) -> bool {
+        self.bucket(owner).load(SeqCst) != 0
+    }
+}
+
 fn check_name(name: &str) -> Result<(), LockError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         Err(LockError::BadName)
@@ -380,6 +428,17 @@ impl Inner {
         self.owners.get(&owner).is_some_and(|s| s.waiting.is_some())
     }
 
+    /// The entry of `owner`, made (and counted in `present`) if it has none.
+    fn owner_state(&mut self, owner: OwnerId) -> &mut OwnerState {
+        match self.owners.entry(owner) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.present.bucket(owner).fetch_add(1, SeqCst);
+                e.insert(OwnerState::default())
+            }
+        }
+    }
+
     /// Forgets an owner that holds nothing and waits on nothing, so the map does not grow.
     fn gc_owner(&mut self, owner: OwnerId) {
         if self
@@ -388,6 +447,7 @@ impl Inner {
             .is_some_and(|s| s.held.is_empty() && s.waiting.is_none())
         {
             self.owners.remove(&owner);
+            self.present.bucket(owner).fetch_sub(1, SeqCst);
         }
     }
 
@@ -443,7 +503,7 @@ impl Inner {
                 owner: next.owner,
                 ticket: next.ticket,
             });
-            let state = self.owners.entry(next.owner).or_default();
+            let state = self.owner_state(next.owner);
             state.held.insert(name.to_string());
             state.waiting = None;
             if let Some(waker) = next.waker {
@@ -585,7 +645,7 @@ impl Inner {
                 } else {
                     Acquired::Clean
                 };
-                let state = self.owners.entry(owner).or_default();
+                let state = self.owner_state(owner);
                 state.held.insert(name.to_string());
                 return Ok(Begin::Acquired(acquired));
             }
@@ -609,7 +669,7 @@ impl Inner {
                 waker: None,
             });
         }
-        self.owners.entry(owner).or_default().waiting = Some(Waiting::Lock {
+        self.owner_state(owner).waiting = Some(Waiting::Lock {
             name: name.to_string(),
             ticket,
         });
@@ -664,11 +724,13 @@ impl LockTable {
     /// next acquirer gets it clean (`0`, not `-4`). That is the price of a bound: a host that
     /// orphans locks under ever new names would otherwise grow the table without end.
     pub fn with_poison_limit(limit: usize) -> std::sync::Arc<Self> {
+        let inner = Inner {
+            poison_limit: limit,
+            ..Inner::default()
+        };
         std::sync::Arc::new(LockTable {
-            inner: InnerArc::new(Mutex::new(Inner {
-                poison_limit: limit,
-                ..Inner::default()
-            })),
+            present: InnerArc::clone(&inner.present),
+            inner: InnerArc::new(Mutex::new(inner)),
             warnings: crate::rate::RateLimit::new(20, 1),
         })
     }
@@ -777,7 +839,13 @@ impl LockTable {
     /// [`release_orphaned`](Self::release_orphaned), also telling which poison marks the
     /// table's bound dropped to make room for the new ones (the runtime reports them as a
     /// `poison_mark_dropped` event).
+    ///
+    /// An owner that holds and waits on nothing (most calls) costs one atomic load here, not
+    /// the table's mutex.
     pub fn release_orphaned_report(&self, owner: OwnerId) -> Orphaned {
+        if !self.present.may_have(owner) {
+            return Orphaned::default();
+        }
         let (names, dropped) = self.with(|inner, wakers| {
             let Some(state) = inner.owners.get_mut(&owner) else {
                 return (Vec::new(), Vec::new());
@@ -903,8 +971,7 @@ impl LockTable {
                 return Err(LockError::Deadlock(cycle));
             }
             let guard = inner.ticket();
-            inner.owners.entry(waiter).or_default().waiting =
-                Some(Waiting::Owner { target, guard });
+            inner.owner_state(waiter).waiting = Some(Waiting::Owner { target, guard });
             Ok(WaitGuard {
                 inner: InnerArc::clone(&self.inner),
                 waiter,
@@ -1071,12 +1138,37 @@ mod tests {
             let inner = lock_inner(&t.inner);
             assert_eq!(inner.owners.len(), 2);
         }
+        assert_eq!(presence_total(&t), 2);
         t.release(1, "a").unwrap();
         assert_eq!(poll_once(w.as_mut()), Poll::Ready(Ok(Acquired::Clean)));
         t.release(2, "a").unwrap();
+        assert_eq!(presence_total(&t), 0);
         let inner = lock_inner(&t.inner);
         assert!(inner.owners.is_empty());
         assert!(inner.locks.is_empty());
+    }
+
+    fn presence_total(t: &LockTable) -> u32 {
+        t.present.buckets.iter().map(|b| b.load(SeqCst)).sum()
+    }
+
+    #[test]
+    fn orphan_release_of_an_owner_in_a_shared_bucket_still_finds_its_locks() {
+        let t = LockTable::new();
+        let sharing = 1 + PRESENCE_BUCKETS as u64;
+        let mut a = pin!(t.acquire(sharing, "a", None));
+        assert_eq!(poll_once(a.as_mut()), Poll::Ready(Ok(Acquired::Clean)));
+        // 1 is not in the table but shares the bucket: the slow path, which finds nothing.
+        assert!(t.release_orphaned(1).is_empty());
+        assert_eq!(t.release_orphaned(sharing), vec!["a".to_string()]);
+        // An owner whose only entry is a cross-domain wait goes the slow path too.
+        let guard = t.wait_for_owner(2, 3).unwrap();
+        assert_eq!(presence_total(&t), 1);
+        assert!(t.release_orphaned(2).is_empty());
+        assert_eq!(presence_total(&t), 0);
+        drop(guard);
+        assert_eq!(presence_total(&t), 0);
+        assert!(t.is_poisoned("a"));
     }
 
     #[test]
@@ -1233,6 +1325,37 @@ mod loom_tests {
             cancelled.join().unwrap();
             patient.join().unwrap();
             assert_eq!(t.lock_count(), 0);
+        });
+    }
+
+    /// The lock-free fast path of `release_orphaned` (the presence count per bucket of owners,
+    /// read without the mutex; two buckets under loom) never misses a held lock. Owner 1 waits
+    /// for L held by 2, gets it (free or by hand-off) and ends holding it, while owner 3 — in
+    /// the same bucket — takes and releases a lock of its own, so the count goes up and down
+    /// around 1's read. 1's end always finds L; owner 5 (same bucket, never in the table)
+    /// always finds nothing; and the counts are back to zero at the end.
+    #[test]
+    fn orphan_fast_path_never_misses_a_held_lock() {
+        loom::model(|| {
+            let t = LockTable::new();
+            take(&t, 2, "L");
+            let t1 = t.clone();
+            let ends = thread::spawn(move || {
+                assert_eq!(block_on(t1.acquire(1, "L", None)), Ok(Acquired::Clean));
+                assert_eq!(t1.release_orphaned(1), vec!["L".to_string()]);
+            });
+            let t3 = t.clone();
+            let other = thread::spawn(move || {
+                take(&t3, 3, "M");
+                t3.release(3, "M").unwrap();
+                assert!(t3.release_orphaned(5).is_empty());
+            });
+            t.release(2, "L").unwrap();
+            ends.join().unwrap();
+            other.join().unwrap();
+            assert!(t.is_poisoned("L"));
+            assert_eq!(t.held_count(1), 0);
+            assert!(t.present.buckets.iter().all(|b| b.load(SeqCst) == 0));
         });
     }
 

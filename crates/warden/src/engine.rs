@@ -222,13 +222,13 @@ impl WardenEngine {
                     return Err(too_many(count));
                 }
             }
-            let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule(format!("{e}")))?;
+            let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule(e.into()))?;
             let functions = count_functions(&wasm)?;
             if functions > max_functions {
                 return Err(too_many(functions));
             }
             wasmtime::Module::new(&engine, &wasm)
-                .map_err(|e| Error::InvalidModule(format!("{e:#}")))
+                .map_err(|e| Error::InvalidModule(crate::error::cause(e)))
         };
         let Some(limit) = self.config.compile_timeout else {
             return work(bytes);
@@ -240,7 +240,12 @@ impl WardenEngine {
             .spawn(move || {
                 let _ = tx.send(work(&bytes));
             })
-            .map_err(|e| Error::Engine(format!("cannot start a compiler thread: {e}")))?;
+            .map_err(|source| {
+                Error::Engine(Box::new(crate::error::Doing {
+                    what: "cannot start a compiler thread",
+                    source,
+                }))
+            })?;
         match rx.recv_timeout(limit) {
             Ok(compiled) => compiled,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::CompileTimeout { limit }),
@@ -267,12 +272,12 @@ impl WardenEngine {
 fn on_demand(base: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
     let mut c = base.clone();
     c.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
-    wasmtime::Engine::new(&c).map_err(|e| Error::Engine(format!("{e:#}")))
+    wasmtime::Engine::new(&c).map_err(|e| Error::Engine(crate::error::cause(e)))
 }
 
 /// Functions a module defines and imports, read from its sections without compiling it.
 fn count_functions(wasm: &[u8]) -> Result<u32, Error> {
-    let invalid = |e: wasmparser::BinaryReaderError| Error::InvalidModule(e.to_string());
+    let invalid = |e: wasmparser::BinaryReaderError| Error::InvalidModule(Box::new(e));
     let mut count: u32 = 0;
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload.map_err(invalid)? {
@@ -395,7 +400,12 @@ impl Ticker {
                     engine.increment_epoch();
                 }
             })
-            .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?;
+            .map_err(|source| {
+                Error::Engine(Box::new(crate::error::Doing {
+                    what: "cannot start the epoch ticker",
+                    source,
+                }))
+            })?;
         Ok(Ticker {
             stop,
             thread: Mutex::new(Some(thread)),

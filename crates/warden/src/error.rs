@@ -1,15 +1,57 @@
 //! Errors of the embedder API that are not call outcomes: bad modules, bad exports, bad
 //! configuration. Every message names the thing that was wrong.
+//!
+//! An error that wraps another library's (wasmtime's, the WAT parser's, the OS's) keeps it as
+//! its [`source`](std::error::Error::source), a [`Cause`]. Its `Display` still reads as one
+//! line with the whole chain (`invalid module: failed to parse: ...`), as it always has, so a
+//! message printed with `{}` loses nothing; a tool that walks `source()` finds the typed
+//! original (for example a [`std::io::Error`] and its kind).
 
 use crate::call::CallError;
+
+/// The error another library gave, kept as the source of an [`Error`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A wasmtime error as a [`Cause`], its context chain intact.
+pub(crate) fn cause(e: wasmtime::Error) -> Cause {
+    e.into_boxed_dyn_error()
+}
+
+/// What Warden was doing, with the error that stopped it as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub(crate) struct Doing {
+    pub(crate) what: &'static str,
+    #[source]
+    pub(crate) source: std::io::Error,
+}
+
+/// Shows an error and its sources as one line: `top: cause: root`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+fn chain(e: &Cause) -> Chain<'_> {
+    Chain(&**e)
+}
 
 /// An error from loading a module, creating a domain, or starting a call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The bytes are not a valid WebAssembly module (or WAT text).
-    #[error("invalid module: {0}")]
-    InvalidModule(String),
+    #[error("invalid module: {}", chain(.0))]
+    InvalidModule(#[source] Cause),
     /// The module is larger than the runtime accepts.
     #[error("module is {size} bytes, more than the {limit}-byte limit")]
     ModuleTooLarge {
@@ -45,8 +87,8 @@ pub enum Error {
     /// Instantiation failed for a reason no guest code caused: an import of the wrong type,
     /// an unknown WASI function, a table or memory minimum the domain's limits cannot hold.
     /// (A start function that fails is a call that fails: [`Error::Call`].)
-    #[error("cannot instantiate module: {0}")]
-    Instantiate(String),
+    #[error("cannot instantiate module: {}", chain(.0))]
+    Instantiate(#[source] Cause),
     /// The start function called `proc_exit` with this code: the domain never came to be.
     #[error("the start function exited with code {0}")]
     StartExited(i32),
@@ -71,9 +113,9 @@ pub enum Error {
     /// The runtime configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The engine could not be created.
-    #[error("cannot create engine: {0}")]
-    Engine(String),
+    /// The engine could not be created, or a thread it needs could not be started.
+    #[error("cannot create engine: {}", chain(.0))]
+    Engine(#[source] Cause),
     /// A handle operation failed: the handle is stale or forged, or the domain's handle
     /// quota is reached.
     #[error(transparent)]

@@ -108,8 +108,8 @@ impl Runtime {
                 .as_mut()
                 .expect("a WASI context exists for every module that imports WASI")
         })
-        .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        crate::host::link_warden(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        .map_err(|e| Error::Engine(crate::error::cause(e)))?;
+        crate::host::link_warden(&mut linker).map_err(|e| Error::Engine(crate::error::cause(e)))?;
         config.host_functions.link(&mut linker)?;
         let budget = match config.memory_budget {
             Some(bytes) => MemoryBudget::new(bytes),
@@ -261,7 +261,7 @@ impl RuntimeInner {
         self.linker
             .instantiate_pre(&module.inner)
             .map(drop)
-            .map_err(|e| Error::Instantiate(format!("{e:#}")))
+            .map_err(|e| Error::Instantiate(crate::error::cause(e)))
     }
 
     pub(crate) fn register(&self, dom: &Arc<DomainShared>) {

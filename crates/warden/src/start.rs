@@ -43,7 +43,7 @@ pub(crate) fn failed(
             message: message.clone(),
             backtrace: String::new(),
         };
-        return (Err(err), Error::Instantiate(message));
+        return (Err(err), Error::Instantiate(crate::error::cause(e)));
     }
     match classify(ctl, e) {
         Ok(CallOutput {
@@ -62,7 +62,7 @@ pub(crate) fn failed(
                 message: message.clone(),
                 backtrace: String::new(),
             };
-            (Err(err), Error::Instantiate(message))
+            (Err(err), Error::Instantiate(message.into()))
         }
         Err(err) => (Err(err.clone()), Error::Call(err)),
     }

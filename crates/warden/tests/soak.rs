@@ -7,6 +7,7 @@
 //! test needs a process of its own (each test file is one) with no other test running beside
 //! it.
 
+#[path = "all/common/mod.rs"]
 mod common;
 
 use common::runtime;

@@ -1,6 +1,7 @@
-//! Helpers shared by the binary's test files: spawn `warden`, write guests to a per-binary
-//! temporary directory, and run to the end within a bound, draining output as it comes.
-// Each test binary uses its own subset of these.
+//! Helpers shared by the binary's test modules: spawn `warden`, write guests to a temporary
+//! directory of the calling module, and run to the end within a bound, draining output as it
+//! comes.
+// Each test module uses its own subset of these.
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -15,10 +16,21 @@ pub fn warden() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warden"))
 }
 
-/// This test binary's own scratch directory.
+/// The calling test module's own scratch directory.
+#[track_caller]
 pub fn dir() -> PathBuf {
+    dir_for(std::panic::Location::caller())
+}
+
+/// One scratch directory per test file and process: two files writing a file of the same name
+/// must not race (they may one day share a binary).
+fn dir_for(caller: &std::panic::Location<'_>) -> PathBuf {
+    let module = std::path::Path::new(caller.file())
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let d = std::env::temp_dir().join(format!(
-        "warden-{}-tests-{}",
+        "warden-{}-tests-{}-{module}",
         env!("CARGO_CRATE_NAME"),
         std::process::id()
     ));
@@ -26,8 +38,9 @@ pub fn dir() -> PathBuf {
     d
 }
 
+#[track_caller]
 pub fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
-    let p = dir().join(name);
+    let p = dir_for(std::panic::Location::caller()).join(name);
     std::fs::write(&p, bytes).unwrap();
     p.display().to_string()
 }

@@ -46,9 +46,11 @@ use crate::error::Error;
 use crate::handles::HandleGuard;
 use crate::ids::{CallId, DomainId};
 
-/// What an embedder host function fails with: any error (`anyhow`), reported as a trap of
-/// the call that names the import.
-pub type HostError = anyhow::Error;
+/// What an embedder host function fails with: any error (`?` converts every
+/// `std::error::Error`; `HostError::msg` and `wasmtime::format_err!` make one from text),
+/// reported as a trap of the call that names the import. It is wasmtime's own error type,
+/// so no conversion stands between a host function and wasmtime.
+pub type HostError = wasmtime::Error;
 
 type Link = Arc<dyn Fn(&mut Linker<DomainState>) -> wasmtime::Result<()> + Send + Sync>;
 
@@ -383,7 +385,7 @@ impl HostContext<'_> {
         let data = memory.data(&self.caller);
         let (start, end) = (ptr as usize, ptr as usize + len as usize);
         data.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
-            anyhow::anyhow!(
+            wasmtime::format_err!(
                 "guest memory range {ptr}..{end} is out of bounds ({} bytes)",
                 data.len()
             )
@@ -399,7 +401,9 @@ impl HostContext<'_> {
         let len = data.len();
         data.get_mut(start..end)
             .ok_or_else(|| {
-                anyhow::anyhow!("guest memory range {ptr}..{end} is out of bounds ({len} bytes)")
+                wasmtime::format_err!(
+                    "guest memory range {ptr}..{end} is out of bounds ({len} bytes)"
+                )
             })?
             .copy_from_slice(bytes);
         Ok(())
@@ -409,7 +413,7 @@ impl HostContext<'_> {
         self.caller
             .get_export("memory")
             .and_then(|e| e.into_memory())
-            .ok_or_else(|| anyhow::anyhow!("the guest exports no `memory`"))
+            .ok_or_else(|| wasmtime::format_err!("the guest exports no `memory`"))
     }
 }
 

@@ -3,9 +3,7 @@
 //! defers a polite abort, errors and panics fail the call naming the import, host time is
 //! counted, and the domain survives to serve its next call.
 
-mod common;
-
-use common::{Recorder, exited, runtime, runtime_with};
+use crate::common::{Recorder, exited, runtime, runtime_with};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -155,7 +153,7 @@ fn host() -> Host {
         Ok(x * 2)
     });
     host.func("env", "fail", |_, ()| -> Result<(), _> {
-        Err(anyhow::anyhow!("the table is closed"))
+        Err(warden::HostError::msg("the table is closed"))
     });
     host.func("env", "boom", |_, ()| -> Result<(), _> {
         panic!("a host bug");

@@ -1,8 +1,6 @@
 //! Issue #2: domains, calls and containment through the public API.
 
-mod common;
-
-use common::{HOSTILE, runtime};
+use crate::common::{HOSTILE, runtime};
 use std::time::{Duration, Instant};
 use warden::{CallError, CallOptions, DomainConfig, Error, Outcome, Val};
 
@@ -254,6 +252,12 @@ async fn bad_input_is_a_clear_error() {
     let (rt, _) = runtime();
     let e = rt.load_module(b"\0asm\x01\0\0\0\xff").unwrap_err();
     assert!(matches!(e, Error::InvalidModule(_)), "{e}");
+    // The parser's own error is kept as the source, and the message still carries it.
+    let source = std::error::Error::source(&e).expect("the cause is kept");
+    assert!(
+        e.to_string().ends_with(&source.to_string()),
+        "{e} / {source}"
+    );
     let e = rt
         .load_module(b"(module (func (export \"f\") i32.add))")
         .unwrap_err();
@@ -317,6 +321,10 @@ async fn initial_memory_over_the_limit_fails_instantiation() {
     };
     let e = rt.create_domain(&m, cfg).await.unwrap_err();
     assert!(matches!(e, Error::Instantiate(_)), "{e}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "wasmtime's error is kept: {e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,8 @@
 //! provoked by a guest and observed through the public API and the event stream; and the
 //! four ways an embedder builds a policy, validated alike.
 
-mod common;
-
-use common::{HOSTILE, Recorder, runtime_with};
+use crate::common;
+use crate::common::{HOSTILE, Recorder, runtime_with};
 use serde_json::Value;
 use std::time::Duration;
 use warden::{

@@ -2,9 +2,8 @@
 //! bound, critical release of handles after all guest code, escalation of an unload that will
 //! not finish, and races between unloaders, callers and the runtime's end.
 
-mod common;
-
-use common::{Recorder, runtime, runtime_with};
+use crate::common;
+use crate::common::{Recorder, runtime, runtime_with};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

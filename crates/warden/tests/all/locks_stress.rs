@@ -2,9 +2,7 @@
 //! order while random aborts, rude aborts and deadlines fire. No hang, no lost wake-up, every
 //! lock free at the end.
 
-mod common;
-
-use common::runtime;
+use crate::common::runtime;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

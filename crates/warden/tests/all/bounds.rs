@@ -1,9 +1,8 @@
 //! Issue #16: every input bounded, every exit code exact — the rows of its table that the
 //! embedder API shows, and the accounting property test.
 
-mod common;
-
-use common::{runtime, runtime_with};
+use crate::common;
+use crate::common::{runtime, runtime_with};
 use proptest::prelude::*;
 use std::time::Duration;
 use warden::{

@@ -1,8 +1,7 @@
 //! Review of issue #16: fail-fast exits at once, whatever its report file is. A FIFO that
 //! no one reads blocked the report (and so the exit) for ever.
 
-mod common;
-
+use crate::common;
 use std::sync::mpsc;
 use std::time::Duration;
 use warden::exit_code;

@@ -1,8 +1,7 @@
 //! Issue #4: abort that respects critical regions, host locks, deadlock detection.
 
-mod common;
-
-use common::runtime;
+use crate::common;
+use crate::common::runtime;
 use std::time::{Duration, Instant};
 use warden::{CallError, CallOptions, DomainConfig, Error, Val};
 

@@ -2,9 +2,8 @@
 //! draining, a dropped future) releases what the call held, and "idle, so unload it" is one
 //! atomic step. Each test here reproduces an interleaving that once left something behind.
 
-mod common;
-
-use common::{Recorder, runtime, runtime_with, wait_until};
+use crate::common;
+use crate::common::{Recorder, runtime, runtime_with, wait_until};
 use std::pin::pin;
 use std::time::Duration;
 use warden::{

@@ -2,8 +2,7 @@
 //! shuts its async runtime down while domains are loaded cancels their workers; that is
 //! not a panic, so it is no fail-fast (which would end the process with 119).
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use warden::DomainConfig;

@@ -1,6 +1,6 @@
 //! The `kv_store` example, run as a test: CI builds the example and runs its logic.
 
-#[path = "../examples/kv_store.rs"]
+#[path = "../../examples/kv_store.rs"]
 mod kv_store;
 
 use warden::CallError;

@@ -1,8 +1,6 @@
 //! Issue #6: the process budget, the memory gate, hard OOM and pressure.
 
-mod common;
-
-use common::{Recorder, runtime_with};
+use crate::common::{Recorder, runtime_with};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! failure of a running call (a passed deadline), that call must not go on running. It
 //! spun for ever, so `warden run --deadline` never ended.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 use warden::{
     Action, CallError, CallOptions, DomainConfig, Error, Failure, Policy, Preset, RuntimeConfig,

@@ -1,9 +1,7 @@
 //! Orderly shutdown through the runtime: one winner, phases in order, hooks, finalizers of
 //! idle domains, the `process-exit` watchdog, and the policy's exit actions.
 
-mod common;
-
-use common::{HOSTILE, Recorder, runtime_with};
+use crate::common::{HOSTILE, Recorder, runtime_with};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 use warden::shutdown::Phase;

@@ -1,9 +1,7 @@
 //! Handles in domains (the SafeHandle model): the embedder API, the guest's `handle_close`,
 //! recycling proofs, quotas, and release exactly once.
 
-mod common;
-
-use common::runtime;
+use crate::common::runtime;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

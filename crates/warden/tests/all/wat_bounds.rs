@@ -3,9 +3,7 @@
 //! 1.3 GB and seconds before its functions were counted), so the function-count limit is
 //! checked on the text before it is parsed, and the compile-time bound covers the parse.
 
-mod common;
-
-use common::runtime_with;
+use crate::common::runtime_with;
 use std::time::Duration;
 use warden::{EngineConfig, Error, RuntimeConfig, exit_code};
 
