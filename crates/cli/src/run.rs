@@ -347,7 +347,10 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
 
 fn check_export(module: &Module, name: &str) -> Result<(), String> {
     let shown = escape(name, false);
-    match module.wasmtime().get_export(name) {
+    let Some(core) = module.wasmtime() else {
+        return Err("components are not run by `warden run` yet".into());
+    };
+    match core.get_export(name) {
         None if name == "_start" => {
             Err("module has no `_start` export (not a WASI command); use --invoke NAME".into())
         }
