@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod input;
+mod invoke;
 mod output;
 mod run;
 mod size;

@@ -67,6 +67,15 @@ impl ComponentExport {
         self.func.params().map(|(_, ty)| ty).collect()
     }
 
+    /// Its parameters as WIT writes them: `a: s32, b: list<string>`.
+    pub fn describe_params(&self) -> String {
+        self.func
+            .params()
+            .map(|(n, t)| format!("{n}: {}", type_name(&t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// How many values it returns (0 or 1).
     pub fn results(&self) -> usize {
         self.func.results().len()
@@ -218,11 +227,7 @@ pub(crate) fn check_args(export: &ComponentExport, args: &[Val]) -> Result<(), E
         .collect();
     let bad = |detail: String| Error::BadArguments {
         name: export.name.clone(),
-        expected: params
-            .iter()
-            .map(|(n, t)| format!("{n}: {}", type_name(t)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        expected: export.describe_params(),
         given: detail,
     };
     if params.len() != args.len() {
