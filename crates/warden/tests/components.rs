@@ -439,3 +439,50 @@ impl std::io::Write for Writer {
         Ok(())
     }
 }
+
+/// A writer that never returns until its test ends: stdout stalls.
+struct Stalled(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Write for Stalled {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.recv();
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_parked_on_a_stalled_stdout_is_woken_by_the_deadline() {
+    let (rt, rec) = common::runtime();
+    let module = rt.load_module(&components::command()).unwrap();
+    let (release, stalled) = std::sync::mpsc::channel();
+    // More than the output buffer holds, in writes `blocking-write-and-flush` accepts.
+    let mut args = vec!["prog".to_string()];
+    args.extend(std::iter::repeat_n("x".repeat(4000), 100));
+    let config = DomainConfig {
+        wasi: WasiConfig {
+            args,
+            stdout: Some(warden::stdio::GuestOutput::to_writer(Stalled(stalled))),
+            ..WasiConfig::default()
+        },
+        ..DomainConfig::default()
+    };
+    let d = rt.create_domain(&module, config).await.unwrap();
+    let options = CallOptions {
+        deadline: Some(Duration::from_millis(200)),
+        ..opts()
+    };
+    let result = d.invoke_component("run", &[], options).await;
+    assert!(
+        matches!(result, Err(Error::Call(CallError::Timeout))),
+        "{result:?}"
+    );
+    // The call was parked in the WASI write (host time), not spinning in wasm.
+    let finished = rec.named("call_finished");
+    let host_ms = finished.last().unwrap()["host_ms"].as_f64().unwrap();
+    assert!(host_ms > 0.0, "{finished:?}");
+    d.unloaded().await;
+    drop(release);
+}

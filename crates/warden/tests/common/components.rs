@@ -163,7 +163,7 @@ pub const COMMAND_WAT: &str = r#"
     (func $write (param i32 i32 i32 i32)))
   (import "wasi:cli/environment@0.2.0" "get-arguments" (func $args (param i32)))
   (import "wasi:cli/exit@0.2.0" "exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
+  (memory (export "memory") 10)
   (global $heap (mut i32) (i32.const 4096))
   (data (i32.const 700) "\n")
   (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32)
