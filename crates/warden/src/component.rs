@@ -153,14 +153,14 @@ impl CompiledComponent {
         match by_own_name.as_slice() {
             [one] => Ok(found(one)),
             [] => Err(Error::NoSuchExport(name.to_string())),
-            many => Err(Error::NoSuchExport(format!(
-                "{name}` is ambiguous: it names {}; give the full path, e.g. `{}",
-                many.iter()
+            many => Err(Error::AmbiguousExport {
+                name: name.to_string(),
+                candidates: many
+                    .iter()
                     .map(|e| format!("`{}`", e.path.join("#")))
                     .collect::<Vec<_>>()
                     .join(", "),
-                many[0].path.join("#")
-            ))),
+            }),
         }
     }
 }

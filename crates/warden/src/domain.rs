@@ -598,14 +598,14 @@ impl DomainShared {
             }
             (SigKind::Core { .. }, Args::Component(_)) => {
                 return Err(Error::NoSuchExport(format!(
-                    "{export}` in a component (the domain holds a core module: call it with \
-                     `invoke` or `call`"
+                    "{export}` in a component; the domain holds a core module: call it with \
+                     `invoke` or `call"
                 )));
             }
             (SigKind::Component { .. }, Args::Core(_)) => {
                 return Err(Error::NoSuchExport(format!(
-                    "{export}` in a core module (the domain holds a component: call it with \
-                     `invoke_component` or `call_component`"
+                    "{export}` in a core module; the domain holds a component: call it with \
+                     `invoke_component` or `call_component"
                 )));
             }
         }

@@ -125,13 +125,13 @@ impl Module {
 
     /// Finds a component's function export by name (see
     /// [`component`](crate::component) for the names accepted): its full path and type.
-    /// [`Error::NoSuchExport`] when nothing (or a core module) matches, and when several
-    /// functions match a bare name.
+    /// [`Error::NoSuchExport`] when nothing matches (or this is a core module),
+    /// [`Error::AmbiguousExport`] when several functions have the name given.
     pub fn component_func(&self, name: &str) -> Result<crate::ComponentExport, Error> {
         match &self.code {
             Code::Component(c) => c.resolve(name).map(|(export, _)| export),
             Code::Core(_) => Err(Error::NoSuchExport(format!(
-                "{name}` (the module is a core module, not a component: call it with `invoke`"
+                "{name}` in a component; this is a core module: look it up with `Module::wasmtime"
             ))),
         }
     }

@@ -486,3 +486,37 @@ async fn a_write_parked_on_a_stalled_stdout_is_woken_by_the_deadline() {
     d.unloaded().await;
     drop(release);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_in_two_interfaces_needs_its_path() {
+    let (rt, _rec) = common::runtime();
+    let text = br#"(component
+        (core module $m (func (export "f") (result i32) (i32.const 1)))
+        (core instance $i (instantiate $m))
+        (func $f (result u32) (canon lift (core func $i "f")))
+        (instance $a (export "get" (func $f)))
+        (instance $b (export "get" (func $f)))
+        (export "x:y/a@1.0.0" (instance $a))
+        (export "x:y/b" (instance $b)))"#;
+    let m = rt.load_module(text).unwrap();
+    match m.component_func("get").unwrap_err() {
+        Error::AmbiguousExport { name, candidates } => {
+            assert_eq!(name, "get");
+            assert_eq!(candidates, "`x:y/a@1.0.0#get`, `x:y/b#get`");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        m.component_func("x:y/a#get").unwrap().name,
+        "x:y/a@1.0.0#get"
+    );
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    assert_eq!(
+        one(d.invoke_component("x:y/b/get", &[], opts()).await.unwrap()),
+        Val::U32(1)
+    );
+    assert!(matches!(
+        d.invoke_component("get", &[], opts()).await,
+        Err(Error::AmbiguousExport { .. })
+    ));
+}
