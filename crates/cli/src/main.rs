@@ -60,10 +60,12 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     // Warnings (e.g. the allocator falling back to on-demand) go to stderr; RUST_LOG overrides.
+    // wasmtime-wasi's own warnings ("p1 sock_shutdown is not implemented") are not: they would
+    // land in the middle of the guest's stderr, where wasmtime's CLI prints nothing.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wasmtime_wasi=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
