@@ -3,6 +3,7 @@
 
 mod error;
 mod input;
+mod invoke;
 mod output;
 mod run;
 mod size;

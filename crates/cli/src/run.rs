@@ -17,12 +17,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use warden::{
     CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Preopen, Runtime,
-    RuntimeConfig, Val, WasiConfig, exit_code,
+    RuntimeConfig, WasiConfig, exit_code,
 };
 use warden_policy::Policy;
 
 use crate::error::CliError;
 use crate::input::read_bounded;
+use crate::invoke::{Invocation, command_failed, render};
 use crate::output::{err, escape, flush, out};
 use crate::size::parse_size;
 
@@ -30,10 +31,13 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
     0    every call succeeded
     N    a WASI command's own proc_exit code, passed through (a start function's too);
-         0-125 (a larger one traps: 103), so a guest can choose one of the codes below
+         0-125 (a larger one traps: 103), so a guest can choose one of the codes below;
+         for a preview2 command, 1 when it exits with an error status (wasi:cli/exit) or
+         its wasi:cli/run returns an error, as wasmtime's CLI does
     2    bad command line
     3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
-         or too long to compile, missing or unfit export, unknown or wrongly typed import
+         or too long to compile, missing or unfit export, bad WAVE arguments (syntax,
+         arity, types), unknown or wrongly typed import
          (an unknown WASI function too), minimum memory or tables past the domain's limits,
          invalid or unreadable policy, nonsense size or duration, a --dir or --dir-ro
          that is not a readable directory or not spelled HOST[::GUEST], an --env without a
@@ -58,19 +62,23 @@ Background calls (--background-invoke) never decide the code.";
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The guest: a .wasm binary or .wat text.
+    /// The guest: a core module or a component, as a .wasm binary or .wat text.
     module: PathBuf,
-    /// Call this export (no parameters) instead of `_start`; repeat to run several
-    /// concurrently, each in its own domain.
-    #[arg(long = "invoke", value_name = "NAME")]
+    /// Call this export instead of the command (`_start`, or a component's `wasi:cli/run`):
+    /// `NAME`, or `NAME(ARGS)` with arguments in WAVE, e.g. --invoke 'add(1, 2)',
+    /// --invoke 'greet("you")', --invoke 'area({w: 2, h: 3})'. A component's export may be
+    /// named by its path (`pkg:iface/func`, `wasi:cli/run@0.2.0#run`) or by its own name
+    /// when only one function has it. Results are printed as `NAME: RESULT`, the result in
+    /// WAVE. Repeat to run several concurrently, each in its own domain.
+    #[arg(long = "invoke", value_name = "NAME[(ARGS)]")]
     invoke: Vec<String>,
-    /// Also call this export (no parameters) as a background call, in its own domain, started
+    /// Also call this export (NAME or NAME(ARGS), as --invoke) as a background call, in its own domain, started
     /// once alongside the others (repeatable). Background calls do not keep the run alive:
     /// when the foreground calls (--invoke, or `_start`) are done, the run exits without
     /// waiting for them. A background call that finished prints its result like the others,
     /// but never decides the exit code; its domain stays loaded until the exit, whose
     /// finalizer phase runs its `warden_on_unload` if it is idle by then.
-    #[arg(long = "background-invoke", value_name = "NAME")]
+    #[arg(long = "background-invoke", value_name = "NAME[(ARGS)]")]
     background_invoke: Vec<String>,
     /// Bound each call: passing it is a `deadline` failure (e.g. 500ms, 2s, 1m).
     #[arg(long, value_name = "DURATION")]
@@ -134,10 +142,10 @@ pub struct RunArgs {
 struct Plan {
     runtime: Runtime,
     module: Module,
-    /// Exports to call; empty for a WASI command (`_start`).
-    invokes: Vec<String>,
+    /// The calls: the --invoke ones, or the command's entry point.
+    invokes: Vec<Invocation>,
     /// Exports to call as background calls.
-    background: Vec<String>,
+    background: Vec<Invocation>,
     config: DomainConfig,
     options: CallOptions,
     repeat: u64,
@@ -292,18 +300,21 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
             path: args.module.display().to_string(),
             source,
         })?;
-    let exports: Vec<&str> = if args.invoke.is_empty() {
-        vec!["_start"]
+    let invokes = if args.invoke.is_empty() {
+        vec![Invocation::command(&module).map_err(CliError::Usage)?]
     } else {
-        args.invoke.iter().map(String::as_str).collect()
+        args.invoke
+            .iter()
+            .map(|text| Invocation::parse(&module, text))
+            .collect::<Result<_, _>>()
+            .map_err(CliError::Usage)?
     };
-    for name in exports
+    let background = args
+        .background_invoke
         .iter()
-        .copied()
-        .chain(args.background_invoke.iter().map(String::as_str))
-    {
-        check_export(&module, name)?;
-    }
+        .map(|text| Invocation::parse(&module, text))
+        .collect::<Result<_, _>>()
+        .map_err(CliError::Usage)?;
     let program = args
         .module
         .file_name()
@@ -322,8 +333,8 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
     Ok(Plan {
         runtime,
         module,
-        invokes: args.invoke,
-        background: args.background_invoke,
+        invokes,
+        background,
         config,
         options: CallOptions {
             deadline,
@@ -399,30 +410,11 @@ fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, CliEr
     Ok(preopens)
 }
 
-fn check_export(module: &Module, name: &str) -> Result<(), CliError> {
-    let shown = escape(name, false);
-    let unfit = match module.wasmtime().get_export(name) {
-        None if name == "_start" => {
-            "module has no `_start` export (not a WASI command); use --invoke NAME".to_string()
-        }
-        None => format!("module has no export `{shown}`"),
-        Some(wasmtime::ExternType::Func(ty)) => {
-            if ty.params().len() == 0 {
-                return Ok(());
-            }
-            let params: Vec<String> = ty.params().map(|p| p.to_string()).collect();
-            format!(
-                "export `{shown}` takes parameters ({}); --invoke needs one that takes none",
-                params.join(", ")
-            )
-        }
-        Some(_) => format!("export `{shown}` is not a function"),
-    };
-    Err(CliError::Usage(unfit))
-}
-
-/// One call's name and result, in command-line order.
-type Finished = Vec<(String, Result<warden::CallOutput, warden::Error>)>;
+/// One call and its result, in command-line order (`None`: its task failed).
+type Finished = Vec<(
+    Option<Invocation>,
+    Result<warden::CallOutput, warden::Error>,
+)>;
 
 async fn execute(plan: Plan) -> i32 {
     let plan = Arc::new(plan);
@@ -541,9 +533,10 @@ fn watch_signals(runtime: Arc<OnceLock<Runtime>>, quiet: bool) -> Result<(), Cli
 /// Starts each background export once, in its own domain. The domain stays loaded until the
 /// process exits, so its finalizer runs in the exit's finalizer phase (if it is idle then).
 fn start_background(plan: &Arc<Plan>) {
-    for name in &plan.background {
+    for inv in &plan.background {
         let plan = plan.clone();
-        let name = name.clone();
+        let inv = inv.clone();
+        let name = inv.name.clone();
         tokio::spawn(async move {
             let domain = match plan
                 .runtime
@@ -557,7 +550,7 @@ fn start_background(plan: &Arc<Plan>) {
                 background: true,
                 ..plan.options.clone()
             };
-            print_background(&name, domain.invoke(&name, &[], options).await);
+            print_background(&name, inv.call(&domain, options).await);
             // Hold the domain (dropping the last handle would unload it) until the exit.
             std::future::pending::<()>().await;
             drop(domain);
@@ -570,12 +563,7 @@ fn start_background(plan: &Arc<Plan>) {
 fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
     match result {
         Ok(out) if out.exit_code.is_none() => {
-            let values: Vec<String> = out.values.iter().map(format_val).collect();
-            self::out(&format!(
-                "{}: {}",
-                escape(name, false),
-                values.join(" ").trim_end()
-            ));
+            self::out(&format!("{}: {}", escape(name, false), render(&out)));
         }
         Ok(_) => {}
         Err(warden::Error::Call(CallError::ProcessExiting)) => {}
@@ -590,24 +578,20 @@ fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
 /// Every export of the plan, concurrently, each in a fresh domain that is unloaded after. A
 /// single export runs on this task: the same path as an embedder's `invoke`, no task hop.
 async fn run_cycle(plan: &Arc<Plan>) -> Finished {
-    let names: Vec<String> = if plan.invokes.is_empty() {
-        vec!["_start".into()]
-    } else {
-        plan.invokes.clone()
-    };
-    if let [name] = names.as_slice() {
-        return vec![cycle_one(plan.clone(), name.clone()).await];
+    if let [inv] = plan.invokes.as_slice() {
+        return vec![cycle_one(plan.clone(), inv.clone()).await];
     }
-    let tasks: Vec<_> = names
-        .into_iter()
-        .map(|name| tokio::spawn(cycle_one(plan.clone(), name)))
+    let tasks: Vec<_> = plan
+        .invokes
+        .iter()
+        .map(|inv| tokio::spawn(cycle_one(plan.clone(), inv.clone())))
         .collect();
     let mut finished = Vec::new();
     for t in tasks {
         match t.await {
             Ok(r) => finished.push(r),
             Err(e) => finished.push((
-                "?".into(),
+                None,
                 Err(warden::Error::Config(format!("task failed: {e}"))),
             )),
         }
@@ -616,7 +600,10 @@ async fn run_cycle(plan: &Arc<Plan>) -> Finished {
 }
 
 /// One export in a fresh domain: create, call, unload.
-async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput, warden::Error>) {
+async fn cycle_one(
+    plan: Arc<Plan>,
+    inv: Invocation,
+) -> (Option<Invocation>, Result<CallOutput, warden::Error>) {
     let result = async {
         let domain = plan
             .runtime
@@ -626,12 +613,12 @@ async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput,
             domain.unload().await;
             return Err(e);
         }
-        let out = domain.invoke(&name, &[], plan.options.clone()).await;
+        let out = inv.call(&domain, plan.options.clone()).await;
         domain.unload().await;
         out
     }
     .await;
-    (name, result)
+    (Some(inv), result)
 }
 
 /// `--reuse-domain`: N rounds of calls in one domain per export.
@@ -639,12 +626,7 @@ async fn cycle_one(plan: Arc<Plan>, name: String) -> (String, Result<CallOutput,
 async fn run_reused(plan: &Arc<Plan>) -> (Finished, u64) {
     let mut finished = Vec::new();
     let mut cycles = 0u64;
-    let names: Vec<String> = if plan.invokes.is_empty() {
-        vec!["_start".into()]
-    } else {
-        plan.invokes.clone()
-    };
-    for name in names {
+    for inv in &plan.invokes {
         let result = async {
             let domain = plan
                 .runtime
@@ -657,7 +639,7 @@ async fn run_reused(plan: &Arc<Plan>) -> (Finished, u64) {
             let mut out = None;
             let mut ran = 0u64;
             for _ in 0..plan.repeat {
-                let result = domain.invoke(&name, &[], plan.options.clone()).await;
+                let result = inv.call(&domain, plan.options.clone()).await;
                 ran += 1;
                 cycles = cycles.max(ran);
                 match result {
@@ -672,7 +654,7 @@ async fn run_reused(plan: &Arc<Plan>) -> (Finished, u64) {
             Ok(out.expect("repeat is at least 1"))
         }
         .await;
-        finished.push((name, result));
+        finished.push((Some(inv.clone()), result));
     }
     (finished, cycles)
 }
@@ -692,18 +674,19 @@ fn open_handles(plan: &Plan, domain: &Domain) -> Result<(), warden::Error> {
 /// Prints results (`NAME: VALUES`) and failures; returns the process exit code.
 fn report(finished: &Finished) -> i32 {
     let mut code = None;
-    for (name, result) in finished {
+    for (inv, result) in finished {
+        let name = inv.as_ref().map_or("?", |i| i.name.as_str());
+        let command = inv.as_ref().is_some_and(|i| i.command);
         match result {
             Ok(out) => {
                 if let Some(c) = out.exit_code {
                     code.get_or_insert(c);
-                } else if name != "_start" {
-                    let values: Vec<String> = out.values.iter().map(format_val).collect();
-                    self::out(&format!(
-                        "{}: {}",
-                        escape(name, false),
-                        values.join(" ").trim_end()
-                    ));
+                } else if command {
+                    if command_failed(out) {
+                        code.get_or_insert(1);
+                    }
+                } else {
+                    self::out(&format!("{}: {}", escape(name, false), render(out)));
                 }
             }
             Err(e) => {
@@ -752,17 +735,6 @@ fn backtrace_lines(backtrace: &str) -> String {
         out.push_str(&escape(line, false));
     }
     out
-}
-
-fn format_val(v: &Val) -> String {
-    match v {
-        Val::I32(x) => x.to_string(),
-        Val::I64(x) => x.to_string(),
-        Val::F32(x) => f32::from_bits(*x).to_string(),
-        Val::F64(x) => f64::from_bits(*x).to_string(),
-        Val::V128(x) => format!("{:#034x}", x.as_u128()),
-        _ => "ref".into(),
-    }
 }
 
 /// (resident set in KiB, open file descriptors) of this process, where /proc has them.

@@ -129,7 +129,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
@@ -138,6 +138,7 @@ fn main() {
         ("f", unload_with_handles),
         ("g", null_import),
         ("h", idle_density),
+        ("i", component_calls),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -173,6 +174,159 @@ fn create_call_unload(cx: &Ctx) -> Vec<Row> {
         bare: Some(b),
         goal: Some(2.0),
     }]
+}
+
+/// The component of (i): one typed export over a core module with a memory, written as
+/// component text.
+const COMPONENT: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))
+  (core instance $i (instantiate $m))
+  (func (export "add") (param "a" s32) (param "b" s32) (result s32)
+    (canon lift (core func $i "add"))))
+"#;
+
+/// Bare wasmtime's side of (i): the bare engine (configured as Warden's), a
+/// `component::InstancePre` of the component, stores set up as in the other scenarios.
+#[derive(Clone)]
+struct BareComponent {
+    side: BareSide,
+    pre: wasmtime::component::InstancePre<common::BareState>,
+    add: wasmtime::component::ComponentExportIndex,
+}
+
+impl BareComponent {
+    fn new(side: BareSide) -> Self {
+        let component = wasmtime::component::Component::new(&side.engine, COMPONENT)
+            .expect("component compiles");
+        let linker = wasmtime::component::Linker::new(&side.engine);
+        let pre = linker.instantiate_pre(&component).expect("links");
+        let add = component.get_export_index(None, "add").expect("export");
+        BareComponent { side, pre, add }
+    }
+
+    async fn call(
+        &self,
+        store: &mut wasmtime::Store<common::BareState>,
+        instance: &wasmtime::component::Instance,
+    ) -> i32 {
+        use wasmtime::component::Val;
+        store.set_epoch_deadline(1);
+        let func = instance.get_func(&mut *store, self.add).expect("export");
+        let mut results = [Val::Bool(false)];
+        func.call_async(&mut *store, &[Val::S32(40), Val::S32(2)], &mut results)
+            .await
+            .expect("call");
+        match results[0] {
+            Val::S32(v) => v,
+            _ => panic!("not an s32"),
+        }
+    }
+
+    async fn create_call_drop(&self) {
+        let mut store = self.side.store();
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instance");
+        assert_eq!(self.call(&mut store, &instance).await, 42);
+    }
+}
+
+async fn warden_component_call(d: &warden::Domain) {
+    use warden::wasmtime::component::Val;
+    let out = d
+        .invoke_component("add", &[Val::S32(40), Val::S32(2)], Default::default())
+        .await
+        .expect("call");
+    assert_eq!(out.component_values, [Val::S32(42)]);
+}
+
+/// (i) a component: fresh domain + typed call + unload, and a typed call on a warm domain.
+fn component_calls(cx: &Ctx) -> Vec<Row> {
+    let module = cx
+        .warden
+        .rt
+        .load_module(COMPONENT.as_bytes())
+        .expect("component loads");
+    let bare = BareComponent::new(cx.bare.clone());
+    let n = cx.plan.create;
+    let (fresh_w, fresh_b) = compare(
+        cx.plan.rounds,
+        || {
+            let rt = cx.warden.rt.clone();
+            per_iter(&cx.rt, n, &module, move |m| {
+                let rt = rt.clone();
+                async move {
+                    let d = rt
+                        .create_domain(&m, Default::default())
+                        .await
+                        .expect("domain");
+                    warden_component_call(&d).await;
+                    d.unload().await;
+                }
+            })
+        },
+        || {
+            per_iter(
+                &cx.rt,
+                n,
+                &bare,
+                |b| async move { b.create_call_drop().await },
+            )
+        },
+    );
+    let domain = {
+        let rt = cx.warden.rt.clone();
+        let m = module.clone();
+        run(&cx.rt, async move {
+            rt.create_domain(&m, Default::default())
+                .await
+                .expect("domain")
+        })
+    };
+    let warm = {
+        let b = bare.clone();
+        run(&cx.rt, async move {
+            let mut store = b.side.store();
+            let instance = b.pre.instantiate_async(&mut store).await.expect("instance");
+            Arc::new(tokio::sync::Mutex::new((b, store, instance)))
+        })
+    };
+    let w = cx.plan.warm;
+    let (warm_w, warm_b) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(&cx.rt, w, &domain, |d| async move {
+                warden_component_call(&d).await
+            })
+        },
+        || {
+            per_iter(&cx.rt, w, &warm, |warm| async move {
+                let mut guard = warm.lock().await;
+                let (b, store, instance) = &mut *guard;
+                std::hint::black_box(b.call(store, instance).await);
+            })
+        },
+    );
+    run(&cx.rt, async move { domain.unload().await });
+    vec![
+        Row {
+            scenario: "i component: create domain + typed call + unload",
+            warden: fresh_w,
+            bare: Some(fresh_b),
+            goal: Some(2.0),
+        },
+        Row {
+            scenario: "i' component: typed call on a warm domain",
+            warden: warm_w,
+            bare: Some(warm_b),
+            goal: Some(1.5),
+        },
+    ]
 }
 
 /// (b) one call on a warm domain.

@@ -160,10 +160,31 @@ impl CallError {
 /// What a successful call returned.
 #[derive(Clone, Debug)]
 pub struct CallOutput {
-    /// The export's results.
+    /// A core export's results (empty for a component's).
     pub values: Vec<wasmtime::Val>,
+    /// A component export's results (empty for a core module's): see
+    /// [`Domain::invoke_component`](crate::Domain::invoke_component).
+    pub component_values: Vec<wasmtime::component::Val>,
     /// For a WASI command that called `proc_exit`: its code.
     pub exit_code: Option<i32>,
+}
+
+impl CallOutput {
+    pub(crate) fn core(values: Vec<wasmtime::Val>) -> Self {
+        CallOutput {
+            values,
+            component_values: Vec::new(),
+            exit_code: None,
+        }
+    }
+
+    pub(crate) fn component(values: Vec<wasmtime::component::Val>) -> Self {
+        CallOutput {
+            values: Vec::new(),
+            component_values: values,
+            exit_code: None,
+        }
+    }
 }
 
 /// The result of a call.

@@ -1,4 +1,4 @@
-//! Domains: one store, one instance of one module, one call at a time.
+//! Domains: one store, one instance of one module or component, one call at a time.
 //!
 //! A domain is made of parts, each with one owner, so that a change to one of them does not
 //! need the others read first:
@@ -28,6 +28,10 @@
 //! not yield to a rude abort (it sits in a constrained region) is ended by killing the domain:
 //! its future is dropped and the store goes with it, so no guest can hold its domain past the
 //! policy's bounds.
+//!
+//! A domain holds a core module or a component (see [`component`](crate::component)): the
+//! store, the worker, `drive`, the lifecycle and every release are the same for both; only
+//! instantiation, export lookup and the WASI context (preview1 or preview2) differ.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +48,7 @@ pub use crate::wasi::WasiConfig;
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
 };
-use crate::engine::Module;
+use crate::engine::{Code, Module};
 use crate::error::Error;
 use crate::escalation::{Driven, Effect, Escalation, drive};
 use crate::events::EventKind;
@@ -52,8 +56,8 @@ use crate::handles::DomainHandles;
 use crate::ids::DomainId;
 use crate::memory::GuestMemory;
 use crate::release::{CriticalRelease, Tally};
-use crate::runtime::RuntimeInner;
-use crate::worker::{CallRequest, Detach, FINALIZER, Next, Worker};
+use crate::runtime::{Pre, RuntimeInner};
+use crate::worker::{Args, CallRequest, Detach, GuestInstance, Next, Worker};
 
 /// Per-domain limits and environment.
 #[derive(Clone, Debug)]
@@ -62,7 +66,9 @@ pub struct DomainConfig {
     pub max_memory: u64,
     /// Elements any one table may hold. Default 1,000,000.
     pub max_table_elements: usize,
-    /// Instances the domain may create. Default 1 (a domain is one instance of one module).
+    /// Core instances the domain may create. A core module is one; a component instantiates
+    /// each core module inside it (its code, and the shims and adapters tools add for its
+    /// imports). Default 16.
     pub max_instances: usize,
     /// Memories the domain may create. Default 1.
     pub max_memories: usize,
@@ -73,7 +79,8 @@ pub struct DomainConfig {
     /// Live handles the domain's handle table may hold (open, or closed but still borrowed);
     /// clamped to [`warden_core::handles::MAX_QUOTA`]. Default 4096.
     pub max_handles: usize,
-    /// WASI settings, for modules that import `wasi_snapshot_preview1` (see [`wasi`](crate::wasi)).
+    /// WASI settings, for modules that import `wasi_snapshot_preview1` and for components
+    /// (preview2); see [`wasi`](crate::wasi).
     pub wasi: WasiConfig,
 }
 
@@ -82,7 +89,7 @@ impl Default for DomainConfig {
         DomainConfig {
             max_memory: 1 << 30,
             max_table_elements: 1_000_000,
-            max_instances: 1,
+            max_instances: 16,
             max_memories: 1,
             max_tables: 4,
             start_deadline: Some(Duration::from_secs(10)),
@@ -115,6 +122,8 @@ pub struct UnloadReport {
 /// The store's data: everything a domain's guest code can reach through the host.
 pub(crate) struct DomainState {
     pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
+    /// A component's preview2 WASI context and resource table.
+    pub(crate) wasi_p2: Option<Box<crate::component::WasiP2>>,
     pub(crate) memory: GuestMemory,
     /// The call running now (read by the epoch callback and host functions).
     pub(crate) call: Option<Arc<CallCtl>>,
@@ -215,15 +224,20 @@ impl Domain {
         config: DomainConfig,
     ) -> Result<Domain, Error> {
         rt.admit().map_err(Error::Call)?;
-        rt.check_imports(module)?;
+        let pre = rt.check_imports(module)?;
         // Before anything of the domain exists, so a bad grant leaves nothing behind.
-        let wasi = match module
-            .inner
-            .imports()
-            .any(|i| i.module() == "wasi_snapshot_preview1")
-        {
-            true => Some(crate::wasi::builder(&config.wasi)?.build_p1()),
-            false => None,
+        let (wasi, wasi_p2) = match &module.code {
+            Code::Core(m) => match m.imports().any(|i| i.module() == "wasi_snapshot_preview1") {
+                true => (Some(crate::wasi::builder(&config.wasi)?.build_p1()), None),
+                false => (None, None),
+            },
+            Code::Component(_) => (
+                None,
+                Some(Box::new(crate::component::WasiP2 {
+                    ctx: crate::wasi::builder(&config.wasi)?.build(),
+                    table: wasmtime::component::ResourceTable::new(),
+                })),
+            ),
         };
         let id = DomainId::next();
         let shared = Arc::new(DomainShared {
@@ -244,6 +258,7 @@ impl Domain {
         });
         let state = DomainState {
             wasi,
+            wasi_p2,
             memory: GuestMemory::new(shared.clone(), &config),
             call: None,
             dom: shared.clone(),
@@ -266,9 +281,19 @@ impl Domain {
         shared.set_current(Some(ctl.clone()));
         let started = Instant::now();
         let deadline = config.start_deadline.and_then(|d| started.checked_add(d));
-        let ran = {
-            let fut = rt.linker.instantiate_async(&mut store, &module.inner);
-            drive(&shared, &ctl, fut, deadline).await
+        let ran = match &pre {
+            Pre::Core(pre) => {
+                let fut = pre.instantiate_async(&mut store);
+                drive(&shared, &ctl, fut, deadline)
+                    .await
+                    .map_ok(GuestInstance::Core)
+            }
+            Pre::Component(pre) => {
+                let fut = pre.instantiate_async(&mut store);
+                drive(&shared, &ctl, fut, deadline)
+                    .await
+                    .map_ok(GuestInstance::Component)
+            }
         };
         start.armed = false;
         shared.set_current(None);
@@ -352,7 +377,7 @@ impl Domain {
         args: &[wasmtime::Val],
         options: CallOptions,
     ) -> Result<CallHandle, Error> {
-        self.shared.call(export, args, options)
+        self.shared.call(export, Args::Core(args.to_vec()), options)
     }
 
     /// Runs a call to completion: like [`call`](Self::call) then [`CallHandle::join`], but on
@@ -369,7 +394,42 @@ impl Domain {
         args: &[wasmtime::Val],
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
-        self.shared.invoke(export, args, options).await
+        self.shared
+            .invoke(export, Args::Core(args.to_vec()), options)
+            .await
+    }
+
+    /// Starts a call of a component's export `export` with typed `args`: like
+    /// [`call`](Self::call), for a domain that holds a component. The name may be a path
+    /// (`pkg:iface/func`, `wasi:cli/run@0.2.0#run`) or a function's own name when only one
+    /// function has it (see [`component`](crate::component)). Its results come back in
+    /// [`CallOutput::component_values`].
+    pub fn call_component(
+        &self,
+        export: &str,
+        args: &[wasmtime::component::Val],
+        options: CallOptions,
+    ) -> Result<CallHandle, Error> {
+        self.shared
+            .call(export, Args::Component(args.to_vec()), options)
+    }
+
+    /// Runs a call of a component's export to completion: like [`invoke`](Self::invoke)
+    /// (same fast path, same abort on drop), with typed values; results in
+    /// [`CallOutput::component_values`].
+    ///
+    /// Core modules and components have separate methods because their values are different
+    /// types (`wasmtime::Val` and `wasmtime::component::Val`); calling the other kind's
+    /// method is [`Error::NoSuchExport`], naming the method to use.
+    pub async fn invoke_component(
+        &self,
+        export: &str,
+        args: &[wasmtime::component::Val],
+        options: CallOptions,
+    ) -> Result<CallOutput, Error> {
+        self.shared
+            .invoke(export, Args::Component(args.to_vec()), options)
+            .await
     }
 
     /// Unloads the domain politely: block entry, abort the in-flight call (deferral
@@ -440,13 +500,30 @@ impl DomainShared {
         if let Some(sig) = known.get(export) {
             return Ok(sig.clone());
         }
-        let Some(wasmtime::ExternType::Func(ty)) = self.module.inner.get_export(export) else {
-            return Err(Error::NoSuchExport(export.to_string()));
-        };
-        let sig = Arc::new(Signature {
-            name: export.into(),
-            params: ty.params().collect(),
-            results: ty.results().len(),
+        let sig = Arc::new(match &self.module.code {
+            Code::Core(m) => {
+                let Some(wasmtime::ExternType::Func(ty)) = m.get_export(export) else {
+                    return Err(Error::NoSuchExport(export.to_string()));
+                };
+                Signature {
+                    name: export.into(),
+                    results: ty.results().len(),
+                    kind: SigKind::Core {
+                        params: ty.params().collect(),
+                    },
+                }
+            }
+            Code::Component(c) => {
+                let (found, index) = c.resolve(export)?;
+                Signature {
+                    name: found.name.as_str().into(),
+                    results: found.results(),
+                    kind: SigKind::Component {
+                        export: found,
+                        index,
+                    },
+                }
+            }
         });
         // Bounded by the module's exports: only exports that exist are kept.
         known.insert(export.into(), sig.clone());
@@ -476,17 +553,33 @@ impl DomainShared {
     fn request(
         &self,
         export: &str,
-        args: &[wasmtime::Val],
+        args: Args,
         options: &CallOptions,
         reply: Option<oneshot::Sender<CallResult>>,
     ) -> Result<CallRequest, Error> {
         let sig = self.signature(export)?;
-        check_signature(&sig, export, args)?;
+        match (&sig.kind, &args) {
+            (SigKind::Core { params }, Args::Core(args)) => check_signature(params, export, args)?,
+            (SigKind::Component { export, .. }, Args::Component(args)) => {
+                crate::component::check_args(export, args)?
+            }
+            (SigKind::Core { .. }, Args::Component(_)) => {
+                return Err(Error::NoSuchExport(format!(
+                    "{export}` in a component; the domain holds a core module: call it with \
+                     `invoke` or `call"
+                )));
+            }
+            (SigKind::Component { .. }, Args::Core(_)) => {
+                return Err(Error::NoSuchExport(format!(
+                    "{export}` in a core module; the domain holds a component: call it with \
+                     `invoke_component` or `call_component"
+                )));
+            }
+        }
         Ok(CallRequest {
-            results: sig.results,
             ctl: CallCtl::new(self.id, options.background),
-            export: sig.name.clone(),
-            args: args.to_vec(),
+            sig,
+            args,
             deadline: options.deadline,
             reply,
         })
@@ -523,7 +616,7 @@ impl DomainShared {
     fn call(
         self: &Arc<Self>,
         export: &str,
-        args: &[wasmtime::Val],
+        args: Args,
         options: CallOptions,
     ) -> Result<CallHandle, Error> {
         let (reply, rx) = oneshot::channel();
@@ -554,7 +647,7 @@ impl DomainShared {
     async fn invoke(
         self: &Arc<Self>,
         export: &str,
-        args: &[wasmtime::Val],
+        args: Args,
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
         let mut req = self.request(export, args, &options, None)?;
@@ -982,7 +1075,9 @@ impl DomainShared {
     /// there is nothing to wait for: no finalizer, a domain not loaded (its unload runs the
     /// finalizer), or a domain busy with a call (it skips its finalizer, and says so).
     pub(crate) fn exit_finalizer(self: &Arc<Self>) -> Option<oneshot::Receiver<bool>> {
-        self.module.inner.get_export(FINALIZER)?;
+        if !self.module.has_finalizer() {
+            return None;
+        }
         let worker = {
             let mut slot = self.lock_slot();
             if !self.life.is_loaded() {
@@ -1060,6 +1155,7 @@ pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Ok(CallOutput {
             values: Vec::new(),
+            component_values: Vec::new(),
             exit_code: Some(exit.0),
         });
     }
@@ -1093,19 +1189,33 @@ pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
 /// wasmtime for a function's type roots it in the engine's type registry, which costs more
 /// than the rest of a warm call's bookkeeping.
 pub(crate) struct Signature {
-    /// The export's name, shared by every call of it.
-    name: Arc<str>,
-    params: Vec<wasmtime::ValType>,
+    /// The export's name (a component's: its full path), shared by every call of it.
+    pub(crate) name: Arc<str>,
     pub(crate) results: usize,
+    pub(crate) kind: SigKind,
+}
+
+/// A core export's parameters, or a component export's type and index.
+pub(crate) enum SigKind {
+    Core {
+        params: Vec<wasmtime::ValType>,
+    },
+    Component {
+        export: crate::component::ComponentExport,
+        index: wasmtime::component::ComponentExportIndex,
+    },
 }
 
 /// Checks that `args` fit `export`'s parameters.
-fn check_signature(sig: &Signature, export: &str, args: &[wasmtime::Val]) -> Result<(), Error> {
+fn check_signature(
+    params: &[wasmtime::ValType],
+    export: &str,
+    args: &[wasmtime::Val],
+) -> Result<(), Error> {
     // Compared without allocating: this runs on every call.
-    let fits = sig.params.len() == args.len()
-        && sig.params.iter().zip(args).all(|(p, a)| fits_param(p, a));
+    let fits = params.len() == args.len() && params.iter().zip(args).all(|(p, a)| fits_param(p, a));
     if !fits {
-        let expected: Vec<String> = sig.params.iter().map(|p| p.to_string()).collect();
+        let expected: Vec<String> = params.iter().map(|p| p.to_string()).collect();
         let given: Vec<String> = args.iter().map(val_type_name).collect();
         return Err(Error::BadArguments {
             name: export.to_string(),

@@ -1,6 +1,10 @@
 //! The wasmtime engine Warden runs guests on: async calls, epoch interruption driven by one
 //! ticker thread, the pooling allocator (with a fallback), bounded wasm stacks, and a module
 //! cache keyed by content digest.
+//!
+//! A [`Module`] is a core module or a component (`wasmtime::component`): `load_module`
+//! detects which from the bytes (after WAT text is parsed), and both pass the same bounds
+//! (size, function count, compile time) and share the digest cache.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -78,11 +82,18 @@ pub enum Allocator {
     },
 }
 
-/// A compiled module with its content digest. Cheap to clone.
+/// A compiled guest, a core module or a component, with its content digest. Cheap to clone.
 #[derive(Clone)]
 pub struct Module {
-    pub(crate) inner: wasmtime::Module,
+    pub(crate) code: Code,
     digest: Arc<str>,
+}
+
+/// What a [`Module`] holds.
+#[derive(Clone)]
+pub(crate) enum Code {
+    Core(wasmtime::Module),
+    Component(crate::component::CompiledComponent),
 }
 
 impl Module {
@@ -91,9 +102,47 @@ impl Module {
         &self.digest
     }
 
-    /// The underlying wasmtime module.
-    pub fn wasmtime(&self) -> &wasmtime::Module {
-        &self.inner
+    /// Whether this is a component (else a core module).
+    pub fn is_component(&self) -> bool {
+        matches!(self.code, Code::Component(_))
+    }
+
+    /// The underlying wasmtime core module; `None` for a component.
+    pub fn wasmtime(&self) -> Option<&wasmtime::Module> {
+        match &self.code {
+            Code::Core(m) => Some(m),
+            Code::Component(_) => None,
+        }
+    }
+
+    /// The underlying wasmtime component; `None` for a core module.
+    pub fn component(&self) -> Option<&wasmtime::component::Component> {
+        match &self.code {
+            Code::Core(_) => None,
+            Code::Component(c) => Some(&c.component),
+        }
+    }
+
+    /// Finds a component's function export by name (see
+    /// [`component`](crate::component) for the names accepted): its full path and type.
+    /// [`Error::NoSuchExport`] when nothing matches (or this is a core module),
+    /// [`Error::AmbiguousExport`] when several functions have the name given.
+    pub fn component_func(&self, name: &str) -> Result<crate::ComponentExport, Error> {
+        match &self.code {
+            Code::Component(c) => c.resolve(name).map(|(export, _)| export),
+            Code::Core(_) => Err(Error::NoSuchExport(format!(
+                "{name}` in a component; this is a core module: look it up with `Module::wasmtime"
+            ))),
+        }
+    }
+
+    /// Whether the guest exports its finalizer ([`FINALIZER`](crate::worker) for a core
+    /// module, `warden-on-unload` for a component).
+    pub(crate) fn has_finalizer(&self) -> bool {
+        match &self.code {
+            Code::Core(m) => m.get_export(crate::worker::FINALIZER).is_some(),
+            Code::Component(c) => c.finalizer.is_some(),
+        }
     }
 }
 
@@ -110,7 +159,7 @@ pub(crate) struct WardenEngine {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) allocator: Allocator,
     config: EngineConfig,
-    cache: Mutex<HashMap<Arc<str>, wasmtime::Module>>,
+    cache: Mutex<HashMap<Arc<str>, Code>>,
     ticker: Ticker,
 }
 
@@ -185,12 +234,12 @@ impl WardenEngine {
             .get(&digest)
         {
             return Ok(Module {
-                inner: m.clone(),
+                code: m.clone(),
                 digest,
             });
         }
         // Compile outside the cache lock: compilation can take long.
-        let inner = self.compile(bytes)?;
+        let code = self.compile(bytes)?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= self.config.module_cache_entries {
             // Evict an arbitrary entry: the cache is a convenience, never a leak.
@@ -198,18 +247,18 @@ impl WardenEngine {
                 cache.remove(&k);
             }
         }
-        cache.insert(digest.clone(), inner.clone());
-        Ok(Module { inner, digest })
+        cache.insert(digest.clone(), code.clone());
+        Ok(Module { code, digest })
     }
 
     /// Compiles `bytes` within the configured bounds: the function count first (cheap, no
     /// compilation; for WAT text, counted on the text before it is parsed, since parsing
     /// text costs tens of bytes per byte of input), then the parse and the compile on their
     /// own thread, bounded by `compile_timeout`.
-    fn compile(&self, bytes: &[u8]) -> Result<wasmtime::Module, Error> {
+    fn compile(&self, bytes: &[u8]) -> Result<Code, Error> {
         let max_functions = self.config.max_functions;
         let engine = self.engine.clone();
-        let work = move |bytes: &[u8]| -> Result<wasmtime::Module, Error> {
+        let work = move |bytes: &[u8]| -> Result<Code, Error> {
             let too_many = |count| Error::TooManyFunctions {
                 count,
                 limit: max_functions,
@@ -227,8 +276,17 @@ impl WardenEngine {
             if functions > max_functions {
                 return Err(too_many(functions));
             }
+            let invalid = |e: wasmtime::Error| Error::InvalidModule(crate::error::cause(e));
+            if wasmparser::Parser::is_component(&wasm) {
+                let component =
+                    wasmtime::component::Component::new(&engine, &wasm).map_err(invalid)?;
+                return Ok(Code::Component(crate::component::CompiledComponent::new(
+                    &engine, component,
+                )));
+            }
             wasmtime::Module::new(&engine, &wasm)
-                .map_err(|e| Error::InvalidModule(crate::error::cause(e)))
+                .map(Code::Core)
+                .map_err(invalid)
         };
         let Some(limit) = self.config.compile_timeout else {
             return work(bytes);
@@ -275,7 +333,9 @@ fn on_demand(base: &wasmtime::Config) -> Result<wasmtime::Engine, Error> {
     wasmtime::Engine::new(&c).map_err(|e| Error::Engine(crate::error::cause(e)))
 }
 
-/// Functions a module defines and imports, read from its sections without compiling it.
+/// Functions a module defines and imports, read from its sections without compiling it. For
+/// a component: the core functions of every core module nested in it (its lifted and
+/// lowered component functions are not counted; each wraps a core function or import).
 fn count_functions(wasm: &[u8]) -> Result<u32, Error> {
     let invalid = |e: wasmparser::BinaryReaderError| Error::InvalidModule(Box::new(e));
     let mut count: u32 = 0;

@@ -100,6 +100,14 @@ pub enum Error {
     /// The export does not exist or is not a function.
     #[error("no exported function `{0}`")]
     NoSuchExport(String),
+    /// A component function's own name names several functions (in different interfaces).
+    #[error("export name `{name}` is ambiguous: it names {candidates}; give the full path")]
+    AmbiguousExport {
+        /// The name given.
+        name: String,
+        /// The full paths it matches, each in backticks.
+        candidates: String,
+    },
     /// The arguments do not match the export's parameters.
     #[error("export `{name}` takes ({expected}), got ({given})")]
     BadArguments {

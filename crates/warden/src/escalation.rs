@@ -217,6 +217,16 @@ pub(crate) enum Driven<T> {
     Killed,
 }
 
+impl<T> Driven<T> {
+    /// The same end, with a finished value mapped.
+    pub(crate) fn map_ok<U>(self, f: impl FnOnce(T) -> U) -> Driven<U> {
+        match self {
+            Driven::Finished(r) => Driven::Finished(r.map(f)),
+            Driven::Killed => Driven::Killed,
+        }
+    }
+}
+
 /// Runs guest code (`fut`, which borrows the store) for `ctl` until it finishes or the domain
 /// is killed, firing the deadline and the abort escalation timers meanwhile. Every stretch of
 /// guest code (start function, call, finalizer) is driven here, on whichever task holds the

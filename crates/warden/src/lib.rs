@@ -1,7 +1,7 @@
 //! Warden: a reliability-first host for WebAssembly guests.
 //!
 //! Guest code runs in isolated **domains** ([`Domain`]): one wasmtime store, one instance of
-//! one module, one call at a time. Whatever a guest does — loop forever, exhaust memory,
+//! one core module or component ([`component`]), one call at a time. Whatever a guest does — loop forever, exhaust memory,
 //! overflow its stack, trap — comes back to the host as a typed [`Outcome`] of its **call**
 //! ([`CallHandle`]), in bounded time, with the process and every other domain untouched. What a
 //! failure costs beyond its call (nothing, the domain, the process) is decided by the
@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod component;
 pub mod domain;
 pub mod engine;
 pub mod error;
@@ -51,6 +52,7 @@ pub mod wasi;
 mod worker;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
+pub use component::ComponentExport;
 pub use domain::{Domain, DomainConfig, UnloadReport};
 pub use engine::{Allocator, EngineConfig, Module};
 pub use error::Error;
@@ -65,4 +67,6 @@ pub use warden_core;
 pub use warden_policy;
 pub use warden_policy::{Action, Failure, Operation, Policy, Preset};
 pub use wasi::{Preopen, PreopenError, WasiConfig};
+/// The wasmtime this runtime is built on (its component `Val` and types are in the API).
+pub use wasmtime;
 pub use wasmtime::Val;

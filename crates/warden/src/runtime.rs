@@ -10,7 +10,7 @@ use warden_policy::{Action, Policy};
 
 use crate::call::CallError;
 use crate::domain::{Domain, DomainConfig, DomainShared, DomainState};
-use crate::engine::{Allocator, EngineConfig, Module, WardenEngine};
+use crate::engine::{Allocator, Code, EngineConfig, Module, WardenEngine};
 use crate::error::Error;
 use crate::events::{Event, EventBus, EventKind};
 use crate::exit_code;
@@ -65,9 +65,17 @@ impl std::fmt::Debug for RuntimeConfig {
     }
 }
 
+/// A guest linked against the runtime's imports, ready to instantiate in a store.
+pub(crate) enum Pre {
+    Core(wasmtime::InstancePre<DomainState>),
+    Component(wasmtime::component::InstancePre<DomainState>),
+}
+
 pub(crate) struct RuntimeInner {
     pub(crate) engine: WardenEngine,
     pub(crate) linker: wasmtime::Linker<DomainState>,
+    /// What component guests are linked against: WASI preview2.
+    pub(crate) component_linker: wasmtime::component::Linker<DomainState>,
     /// The embedder's imports (for naming a module's unknown imports).
     host_functions: crate::HostFunctions,
     pub(crate) policy: Policy,
@@ -111,6 +119,9 @@ impl Runtime {
         .map_err(|e| Error::Engine(crate::error::cause(e)))?;
         crate::host::link_warden(&mut linker).map_err(|e| Error::Engine(crate::error::cause(e)))?;
         config.host_functions.link(&mut linker)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| Error::Engine(crate::error::cause(e)))?;
         let budget = match config.memory_budget {
             Some(bytes) => MemoryBudget::new(bytes),
             None => MemoryBudget::from_machine(),
@@ -120,6 +131,7 @@ impl Runtime {
         let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
             linker,
+            component_linker,
             host_functions: config.host_functions,
             policy: config.policy,
             events: EventBus::default(),
@@ -172,7 +184,10 @@ impl Runtime {
         &self.inner.locks
     }
 
-    /// Compiles a module from wasm bytes or WAT text (cached by content digest).
+    /// Compiles a core module or a component from wasm bytes or WAT text (`(module ..)` or
+    /// `(component ..)`), cached by content digest. Which one it is is read from the bytes
+    /// ([`Module::is_component`]); both pass the same bounds (size, function count,
+    /// compile time).
     pub fn load_module(&self, bytes: &[u8]) -> Result<Module, Error> {
         self.inner.engine.load(bytes)
     }
@@ -242,9 +257,31 @@ impl RuntimeInner {
         Ok(())
     }
 
-    /// Checks a module's imports against what the runtime provides, naming the first miss.
-    pub(crate) fn check_imports(&self, module: &Module) -> Result<(), Error> {
-        for import in module.inner.imports() {
+    /// Checks a guest's imports against what the runtime provides, naming the first miss;
+    /// the guest linked, ready to instantiate.
+    pub(crate) fn check_imports(&self, module: &Module) -> Result<Pre, Error> {
+        let m = match &module.code {
+            Code::Core(m) => m,
+            Code::Component(c) => {
+                // Each runtime has its own engine (and linker): the cached link is this
+                // runtime's exactly when the component was compiled by it.
+                if !wasmtime::Engine::same(c.component.engine(), &self.engine.engine) {
+                    return Err(Error::Instantiate(
+                        "the component was loaded by another runtime".into(),
+                    ));
+                }
+                if let Some(pre) = c.pre.get() {
+                    return Ok(Pre::Component(pre.clone()));
+                }
+                // wasmtime names the import it cannot satisfy (and why).
+                let pre = self
+                    .component_linker
+                    .instantiate_pre(&c.component)
+                    .map_err(|e| Error::Instantiate(crate::error::cause(e)))?;
+                return Ok(Pre::Component(c.pre.get_or_init(|| pre).clone()));
+            }
+        };
+        for import in m.imports() {
             let known = match import.module() {
                 "wasi_snapshot_preview1" => true,
                 "warden" => crate::host::IMPORTS.iter().any(|i| i.name == import.name()),
@@ -259,8 +296,8 @@ impl RuntimeInner {
         }
         // Types: wasmtime names the mismatching import.
         self.linker
-            .instantiate_pre(&module.inner)
-            .map(drop)
+            .instantiate_pre(m)
+            .map(Pre::Core)
             .map_err(|e| Error::Instantiate(crate::error::cause(e)))
     }
 

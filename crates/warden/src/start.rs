@@ -51,8 +51,8 @@ pub(crate) fn failed(
             ..
         }) => (
             Ok(CallOutput {
-                values: Vec::new(),
                 exit_code: Some(code),
+                ..CallOutput::core(Vec::new())
             }),
             Error::StartExited(code),
         ),

@@ -29,29 +29,44 @@ use warden_core::lifecycle::FinalizerClaim;
 use warden_policy::Operation;
 
 use crate::call::{AbortReason, CallCtl, CallError, CallOutput, CallResult};
-use crate::domain::{DomainShared, DomainState, classify};
+use crate::domain::{DomainShared, DomainState, SigKind, Signature, classify};
 use crate::escalation::{Driven, Effect, drive};
 use crate::events::EventKind;
 use crate::release::CriticalRelease;
 
-/// The guest finalizer's export name.
+/// The guest finalizer's export name (a core module's; a component's is
+/// [`component::FINALIZER`](crate::component::FINALIZER)).
 pub(crate) const FINALIZER: &str = "warden_on_unload";
 
 /// One admitted call, waiting for (or given to) the worker.
 pub(crate) struct CallRequest {
     pub(crate) ctl: Arc<CallCtl>,
-    pub(crate) export: Arc<str>,
-    pub(crate) args: Vec<wasmtime::Val>,
+    /// The export, checked against `args`.
+    pub(crate) sig: Arc<Signature>,
+    pub(crate) args: Args,
     pub(crate) deadline: Option<Duration>,
-    /// How many values the export returns.
-    pub(crate) results: usize,
     /// Where the result goes; `None` on the fast path, where it is returned instead.
     pub(crate) reply: Option<oneshot::Sender<CallResult>>,
 }
 
+/// A call's arguments: core values for a core module, typed values for a component.
+pub(crate) enum Args {
+    Core(Vec<wasmtime::Val>),
+    Component(Vec<wasmtime::component::Val>),
+}
+
+/// A domain's instance.
+pub(crate) enum GuestInstance {
+    Core(wasmtime::Instance),
+    Component(wasmtime::component::Instance),
+}
+
 struct Parts {
     store: wasmtime::Store<DomainState>,
-    instance: wasmtime::Instance,
+    instance: GuestInstance,
+    /// A component whose guest code failed (trapped, was aborted, exited) cannot be entered
+    /// again (the component model's rule; see `component.rs`).
+    spent: bool,
 }
 
 /// The owner of a domain's store. See the [module docs](self).
@@ -75,11 +90,15 @@ impl Worker {
     pub(crate) fn new(
         dom: Arc<DomainShared>,
         store: wasmtime::Store<DomainState>,
-        instance: wasmtime::Instance,
+        instance: GuestInstance,
     ) -> Self {
         Worker {
             dom,
-            parts: Some(Parts { store, instance }),
+            parts: Some(Parts {
+                store,
+                instance,
+                spent: false,
+            }),
         }
     }
 
@@ -97,10 +116,9 @@ impl Worker {
         let dom = self.dom.clone();
         let CallRequest {
             ctl,
-            export,
+            sig,
             args,
             deadline,
-            results,
             reply,
         } = req;
         let started = Instant::now();
@@ -113,10 +131,14 @@ impl Worker {
             // Queued before the exit began, not started: a new call-in all the same.
             (Err(CallError::ProcessExiting), false)
         } else {
-            let values = vec![wasmtime::Val::I32(0); results];
-            let result = self.run(&ctl, &export, &args, values, deadline, started);
+            let result = self.run(&ctl, &sig, args, deadline, started);
             (result.await, true)
         };
+        if ran && self.parts().spent {
+            // The instance cannot be entered again: the domain ends here, before the outcome
+            // is reported, so no later call is admitted to it.
+            dom.unload_in_background(false);
+        }
         dom.finish_call(&ctl, &result, started, ran);
         match reply {
             Some(reply) => {
@@ -130,46 +152,74 @@ impl Worker {
     async fn run(
         &mut self,
         ctl: &Arc<CallCtl>,
-        export: &str,
-        args: &[wasmtime::Val],
-        mut results: Vec<wasmtime::Val>,
+        sig: &Signature,
+        args: Args,
         deadline: Option<Duration>,
         started: Instant,
     ) -> CallResult {
         let dom = self.dom.clone();
+        let export: &str = &sig.name;
         dom.rt
             .events
             .emit(Some(dom.id), Some(ctl.id), || EventKind::CallStarted {
                 export: export.to_string(),
             });
-        let Parts { store, instance } = self.parts();
+        let Parts {
+            store,
+            instance,
+            spent,
+        } = self.parts();
         store.data_mut().call = Some(ctl.clone());
         // An unload that began before the call was published as current could not abort it.
         if !dom.set_current(Some(ctl.clone())) {
             ctl.request_abort(&dom, AbortKind::Polite, AbortReason::Unload);
         }
         store.set_epoch_deadline(1);
-        let result = match instance.get_func(&mut *store, export) {
-            None => Err(CallError::Trap {
+        // A deadline too far to represent never comes.
+        let deadline = deadline.and_then(|d| started.checked_add(d));
+        let no_func = || {
+            Err(CallError::Trap {
                 message: format!("no exported function `{export}`"),
                 backtrace: String::new(),
-            }),
-            Some(func) => {
-                // A deadline too far to represent never comes.
-                let deadline = deadline.and_then(|d| started.checked_add(d));
-                let ran = {
-                    let fut = func.call_async(&mut *store, args, &mut results);
-                    drive(&dom, ctl, fut, deadline).await
-                };
-                match ran {
-                    Driven::Finished(Ok(())) => Ok(CallOutput {
-                        values: results,
-                        exit_code: None,
-                    }),
-                    Driven::Finished(Err(e)) => classify(ctl, e),
-                    Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
+            })
+        };
+        let ended = |ran: Driven<()>, output: CallOutput| match ran {
+            Driven::Finished(Ok(())) => Ok(output),
+            Driven::Finished(Err(e)) => classify(ctl, e),
+            Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
+        };
+        let result = match (&*instance, args, &sig.kind) {
+            (GuestInstance::Core(instance), Args::Core(args), _) => {
+                match instance.get_func(&mut *store, export) {
+                    None => no_func(),
+                    Some(func) => {
+                        let mut results = vec![wasmtime::Val::I32(0); sig.results];
+                        let ran = {
+                            let fut = func.call_async(&mut *store, &args, &mut results);
+                            drive(&dom, ctl, fut, deadline).await
+                        };
+                        ended(ran, CallOutput::core(results))
+                    }
                 }
             }
+            (
+                GuestInstance::Component(instance),
+                Args::Component(args),
+                SigKind::Component { index, .. },
+            ) => match instance.get_func(&mut *store, index) {
+                None => no_func(),
+                Some(func) => {
+                    let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
+                    let ran = {
+                        let fut = func.call_async(&mut *store, &args, &mut results);
+                        drive(&dom, ctl, fut, deadline).await
+                    };
+                    *spent = !matches!(ran, Driven::Finished(Ok(())));
+                    ended(ran, CallOutput::component(results))
+                }
+            },
+            // `DomainShared::request` matched the arguments to the module's kind.
+            _ => no_func(),
         };
         dom.set_current(None);
         store.data_mut().call = None;
@@ -180,10 +230,11 @@ impl Worker {
     /// in a polite unload), bounded by the `finalizer-run` operation. Whether it ran to its end.
     pub(crate) async fn finalize(&mut self) -> bool {
         let dom = self.dom.clone();
-        let Parts { store, instance } = self.parts();
-        let Some(func) = instance.get_func(&mut *store, FINALIZER) else {
-            return false;
-        };
+        let Parts {
+            store,
+            instance,
+            spent,
+        } = self.parts();
         let skipped = || {
             dom.rt
                 .events
@@ -191,9 +242,32 @@ impl Worker {
                     result: "skipped",
                 })
         };
-        let Ok(func) = func.typed::<(), ()>(&*store) else {
-            skipped();
-            return false;
+        let func: Finalizer = match instance {
+            GuestInstance::Core(instance) => {
+                let Some(func) = instance.get_func(&mut *store, FINALIZER) else {
+                    return false;
+                };
+                let Ok(func) = func.typed::<(), ()>(&*store) else {
+                    skipped();
+                    return false;
+                };
+                Finalizer::Core(func)
+            }
+            GuestInstance::Component(instance) => {
+                let index = match &dom.module.code {
+                    crate::engine::Code::Component(c) => c.finalizer,
+                    crate::engine::Code::Core(_) => None,
+                };
+                let Some(func) = index.and_then(|i| instance.get_func(&mut *store, i)) else {
+                    return false;
+                };
+                if *spent {
+                    // It would only fail with "cannot enter component instance".
+                    skipped();
+                    return false;
+                }
+                Finalizer::Component(func)
+            }
         };
         match dom.life.claim_finalizer() {
             FinalizerClaim::Run => {}
@@ -209,7 +283,12 @@ impl Worker {
         store.set_epoch_deadline(1);
         let bound = dom.rt.policy.operation(Operation::FinalizerRun);
         let ran = {
-            let fut = func.call_async(&mut *store, ());
+            let fut = async {
+                match func {
+                    Finalizer::Core(f) => f.call_async(&mut *store, ()).await,
+                    Finalizer::Component(f) => f.call_async(&mut *store, &[], &mut []).await,
+                }
+            };
             let timer = async {
                 match bound.timeout {
                     Some(t) => tokio::time::sleep(t).await,
@@ -276,6 +355,12 @@ impl Worker {
         drop(parts);
         dom.publish_unloaded(finalizer_ran, released.handles, memory_released);
     }
+}
+
+/// A finalizer found in the instance.
+enum Finalizer {
+    Core(wasmtime::TypedFunc<(), ()>),
+    Component(wasmtime::component::Func),
 }
 
 impl Drop for Worker {

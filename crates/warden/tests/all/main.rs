@@ -11,6 +11,8 @@ mod common;
 
 /// Every input bounded, every exit code exact.
 mod bounds;
+/// Component guests: typed calls, and the core modules' hostile cases (DESIGN §4).
+mod components;
 /// `disable-runtime`, the most severe action.
 mod disable_runtime;
 /// Domains, calls and containment (DESIGN §1, §2 "Calls and abort"): the public API's basics.

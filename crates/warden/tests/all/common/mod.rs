@@ -1,6 +1,8 @@
 //! Shared helpers for the runtime's integration tests.
 #![allow(dead_code)]
 
+pub mod components;
+
 use std::sync::{Arc, Mutex};
 use warden::{Event, Runtime, RuntimeConfig};
 

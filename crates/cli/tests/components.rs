@@ -1,0 +1,184 @@
+//! `warden run` with component guests (preview2 commands, typed `--invoke` in WAVE) and WAVE
+//! arguments for core exports, through the binary.
+
+mod common;
+#[path = "../../warden/tests/common/components.rs"]
+mod components;
+
+use common::{run, stderr};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn typed() -> String {
+    common::write("typed.wasm", components::typed())
+}
+
+#[test]
+fn a_preview2_command_gets_its_args_and_writes_stdout() {
+    let cmd = common::write("command.wasm", components::command());
+    let o = run(&["run", &cmd, "--", "one", "two"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "one\ntwo\n");
+}
+
+#[test]
+fn a_preview2_exit_status_is_the_exit_code() {
+    let cmd = common::write("command.wasm", components::command());
+    let o = run(&["run", &cmd, "--events", "json", "--", "fail"]);
+    // `wasi:cli/exit` with an error status is 1, as `wasmtime run` makes it.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "fail\n");
+    let events: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "call_finished" && e["outcome"] == "ok")
+    );
+}
+
+#[test]
+fn typed_invoke_of_component_exports_prints_wave() {
+    let guest = typed();
+    let o = run(&[
+        "run",
+        &guest,
+        "--invoke",
+        "add(40, 2)",
+        "--invoke",
+        r#"echo("hi \"there\"")"#,
+        "--invoke",
+        "sum([1, 2, 4294967295])",
+        "--invoke",
+        "swap({x: 1, y: -2})",
+        "--invoke",
+        "half(some(10))",
+        "--invoke",
+        "half(none)",
+        "--invoke",
+        "api#get()",
+        "--invoke",
+        "get",
+        "--invoke",
+        "trap()",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "add: 42\n\
+         echo: \"hi \\\"there\\\"\"\n\
+         sum: 4294967298\n\
+         swap: {x: -2, y: 1}\n\
+         half: ok(5)\n\
+         half: err(\"none\")\n\
+         api#get: 7\n\
+         api#get: 7\n"
+    );
+    // The failing call (last on the line) decides the code; the others printed.
+    assert_eq!(o.status.code(), Some(103), "{}", stderr(&o));
+}
+
+#[test]
+fn core_exports_take_wave_arguments() {
+    let guest = common::write(
+        "core-args.wat",
+        r#"(module
+          (func (export "mix") (param i32 i64 f32 f64) (result f64)
+            (f64.add
+              (f64.add (f64.convert_i32_s (local.get 0)) (f64.convert_i64_s (local.get 1)))
+              (f64.add (f64.promote_f32 (local.get 2)) (local.get 3))))
+          (func (export "pair") (param i64) (result i64 i32)
+            (local.get 0) (i32.wrap_i64 (local.get 0)))
+          (func (export "answer") (result i32) (i32.const 42)))"#,
+    );
+    let o = run(&[
+        "run",
+        &guest,
+        "--invoke",
+        "mix(-1, 10000000000, 0.5, 1.25)",
+        "--invoke",
+        "pair(4294967297)",
+        "--invoke",
+        "answer",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "mix: 10000000000.75\npair: (4294967297, 1)\nanswer: 42\n"
+    );
+}
+
+#[test]
+fn bad_invocations_are_one_line_and_exit_3() {
+    let comp = typed();
+    let core = common::write(
+        "core-bad.wat",
+        r#"(module (func (export "f") (param i32 f64)) (global (export "g") i32 (i32.const 1)))"#,
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (&comp, "add(1,", "arguments for `add`"),
+        (&comp, "add(1)", "arguments for `add`"),
+        (&comp, r#"add("x", 2)"#, "arguments for `add`"),
+        (&comp, "echo(1)", "arguments for `echo`"),
+        (&comp, "nope()", "`nope`"),
+        (&comp, "add", "takes parameters (a, b)"),
+        (&comp, "add(1, 2) x", "must end with `)`"),
+        (&core, "f(1)", "arguments for `f`"),
+        (&core, "f(1, \"x\")", "arguments for `f`"),
+        (&core, "f", "takes parameters (i32, f64)"),
+        (&core, "g()", "`g` is not a function"),
+        (&core, "h()", "no export `h`"),
+    ];
+    for (guest, invoke, names) in cases {
+        let o = run(&["run", guest, "--invoke", invoke]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{invoke}: {err}");
+        assert_eq!(err.lines().count(), 1, "{invoke}: one line: {err}");
+        assert!(err.starts_with("warden: "), "{invoke}: {err}");
+        assert!(err.contains(names), "{invoke}: `{names}` in {err}");
+        assert!(stdout(&o).is_empty());
+    }
+}
+
+#[test]
+fn a_component_that_is_no_command_needs_invoke() {
+    let o = run(&["run", &typed()]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("does not export `wasi:cli/run`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn hostile_component_calls_have_their_outcomes_codes() {
+    let guest = typed();
+    for (invoke, extra, code, outcome) in [
+        ("spin", &["--deadline", "100ms"][..], 106, "timeout"),
+        ("recurse", &[][..], 104, "stack_overflow"),
+        ("hog", &["--max-memory", "4MiB"][..], 105, "out_of_memory"),
+        ("trap", &[][..], 103, "trap"),
+    ] {
+        let mut args = vec!["run", &guest, "--events", "json", "--invoke", invoke];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{invoke}: {err}");
+        let finished: Vec<serde_json::Value> = err
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "call_finished")
+            .collect();
+        assert!(
+            finished.iter().any(|e| e["outcome"] == outcome),
+            "{invoke}: {err}"
+        );
+        // The domain was unloaded, and the run ended in order.
+        assert!(err.contains("\"domain_unloaded\""), "{invoke}: {err}");
+        assert!(!err.contains("panicked"), "{invoke}: {err}");
+    }
+}
