@@ -104,7 +104,14 @@ pub async fn race(seed: u64, policy_arg: &str, policy: &Policy) -> ExitRun {
         .operation(Operation::ProcessExit)
         .timeout
         .unwrap_or(Duration::from_secs(60));
-    let Ok(exe) = std::env::current_exe() else {
+    // /proc/self/exe runs this very binary even if a rebuild has replaced the file since.
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        Ok(proc_exe.to_path_buf())
+    } else {
+        std::env::current_exe()
+    };
+    let Ok(exe) = exe else {
         return ExitRun {
             code: None,
             end_ms: 0.0,

@@ -180,29 +180,25 @@ pub async fn run_in_warden(
     kinds
 }
 
-/// Limits like a domain's: linear memory and tables (a table element counts as one pointer)
-/// summed against one bound, one memory, one table.
+/// Limits like a domain's (`DomainConfig`): linear memory against `max_memory`, table
+/// elements against `max_table_elements`, one instance, one memory, one table.
 struct BareLimiter {
-    max: u64,
-    memory: u64,
-    tables: u64,
+    max_memory: u64,
+    max_table_elements: usize,
     denied: bool,
 }
 
 impl ResourceLimiter for BareLimiter {
     fn memory_growing(
         &mut self,
-        current: usize,
+        _current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = desired as u64 + self.tables;
-        if maximum.is_some_and(|m| desired > m) || total > self.max {
+        if maximum.is_some_and(|m| desired > m) || desired as u64 > self.max_memory {
             self.denied = true;
             return Ok(false);
         }
-        let _ = current;
-        self.memory = desired as u64;
         Ok(true)
     }
 
@@ -212,12 +208,10 @@ impl ResourceLimiter for BareLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let bytes = desired as u64 * 8;
-        if maximum.is_some_and(|m| desired > m) || self.memory + bytes > self.max {
+        if maximum.is_some_and(|m| desired > m) || desired > self.max_table_elements {
             self.denied = true;
             return Ok(false);
         }
-        self.tables = bytes;
         Ok(true)
     }
 
@@ -272,9 +266,8 @@ pub async fn run_bare(bytes: &[u8], exports: &[(String, Vec<Val>)], limits: &Lim
         let mut store = Store::new(
             engine,
             BareLimiter {
-                max: limits.max_memory,
-                memory: 0,
-                tables: 0,
+                max_memory: limits.max_memory,
+                max_table_elements: DomainConfig::default().max_table_elements,
                 denied: false,
             },
         );
@@ -316,7 +309,9 @@ pub async fn run_bare(bytes: &[u8], exports: &[(String, Vec<Val>)], limits: &Lim
     kinds
 }
 
-pub fn compare(warden: &[Kind], bare: &[Kind], seed: u64) -> Differential {
+/// Compares the two runs; a mismatching module is written to the temporary directory so it
+/// can be examined (`wasm-tools print`) without replaying the run.
+pub fn compare(warden: &[Kind], bare: &[Kind], seed: u64, bytes: &[u8]) -> Differential {
     let mut d = Differential::default();
     for (i, (w, b)) in warden.iter().zip(bare).enumerate() {
         d.compared += 1;
@@ -325,8 +320,13 @@ pub fn compare(warden: &[Kind], bare: &[Kind], seed: u64) -> Differential {
         } else if *w == Kind::Timeout || *b == Kind::Timeout {
             d.inconclusive += 1;
         } else {
+            let path = std::env::temp_dir().join(format!("warden-stress-{seed:x}.wasm"));
+            let saved = match std::fs::write(&path, bytes) {
+                Ok(()) => format!(", saved as {}", path.display()),
+                Err(_) => String::new(),
+            };
             d.mismatches.push(format!(
-                "generated module (seed {seed:#x}), export #{i}: warden {w:?}, bare wasmtime {b:?}"
+                "generated module (seed {seed:#x}{saved}), export #{i}: warden {w:?}, bare wasmtime {b:?}"
             ));
         }
     }

@@ -652,7 +652,7 @@ impl Cycle {
         result.generated_calls += exports.len() as u64;
         if self.config.differential && self.config.check_expected {
             let bare = generated::run_bare(&bytes, &exports, &limits).await;
-            result.differential = Some(generated::compare(&warden_kinds, &bare, seed));
+            result.differential = Some(generated::compare(&warden_kinds, &bare, seed, &bytes));
         }
     }
 

@@ -148,7 +148,12 @@ fn outcomes<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, te
     let rounds = &stats.outcome_rounds;
     let windows = rounds.len().clamp(1, 100);
     let per = rounds.len().div_ceil(windows).max(1);
-    let mut series: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    // Every outcome has a point in every window (0 where it did not occur).
+    let mut series: BTreeMap<&str, Vec<(u64, u64)>> = rounds
+        .iter()
+        .flat_map(|r| r.1.keys())
+        .map(|k| (k.as_str(), Vec::new()))
+        .collect();
     for chunk in rounds.chunks(per) {
         let cycle = chunk.last().map(|r| r.0).unwrap_or(0);
         let mut sum: BTreeMap<&str, u64> = BTreeMap::new();
@@ -157,8 +162,8 @@ fn outcomes<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, te
                 *sum.entry(k.as_str()).or_default() += v;
             }
         }
-        for (k, v) in sum {
-            series.entry(k).or_default().push((cycle, v));
+        for (k, points) in series.iter_mut() {
+            points.push((cycle, sum.get(k).copied().unwrap_or(0)));
         }
     }
     let max_x = rounds.last().map(|r| r.0).unwrap_or(1).max(1);
