@@ -111,6 +111,13 @@ impl Stats {
                 "final": self.rss.last().map(|r| r.1),
                 "bound": rss_bound_kib,
                 "growth_after_warm": self.rss_warm_kib.map(|w| peak.saturating_sub(w)),
+                // (cycle, KiB), at most about 200 points of the run.
+                "samples": self
+                    .rss
+                    .iter()
+                    .step_by(self.rss.len().div_ceil(200).max(1))
+                    .map(|&(c, kib)| [c, kib])
+                    .collect::<Vec<_>>(),
             },
             "generated": {
                 "modules": self.generated_modules,
