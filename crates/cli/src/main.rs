@@ -69,6 +69,8 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Warnings (e.g. the allocator falling back to on-demand) go to stderr; RUST_LOG overrides.
+    // wasmtime-wasi's own warnings ("p1 sock_shutdown is not implemented") are not: they would
+    // land in the middle of the guest's stderr, where wasmtime's CLI prints nothing.
     // A stress run causes the warnings' every cause on purpose: only errors are shown there.
     let quiet = matches!(
         cli.command,
@@ -77,7 +79,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" })
+                tracing_subscriber::EnvFilter::new(if quiet {
+                    "error"
+                } else {
+                    "warn,wasmtime_wasi=error"
+                })
             }),
         )
         .with_writer(std::io::stderr)

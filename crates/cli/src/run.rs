@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use warden::{
-    CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Runtime, RuntimeConfig, Val,
-    WasiConfig, exit_code,
+    CallError, CallOptions, CallOutput, Domain, DomainConfig, Module, Preopen, Runtime,
+    RuntimeConfig, Val, WasiConfig, exit_code,
 };
 use warden_policy::Policy;
 
@@ -34,7 +34,9 @@ Exit codes:
     3    bad input: unreadable, non-regular, oversized or invalid module, too many functions
          or too long to compile, missing or unfit export, unknown or wrongly typed import
          (an unknown WASI function too), minimum memory or tables past the domain's limits,
-         invalid or unreadable policy, nonsense size or duration
+         invalid or unreadable policy, nonsense size or duration, a --dir or --dir-ro
+         that is not a readable directory or not spelled HOST[::GUEST], an --env without a
+         name
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
   107    aborted (*)              108  rudely aborted (*)
@@ -96,10 +98,21 @@ pub struct RunArgs {
     /// code 119 if any of them was not released exactly once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     handles: u32,
-    /// Give the guest an environment variable (repeatable). The host environment is not
-    /// passed otherwise.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Give the guest an environment variable (repeatable): KEY=VALUE sets it; a bare KEY
+    /// passes the host's value of KEY (not set in the guest when the host has none). The host
+    /// environment is not passed otherwise.
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
+    /// Grant the guest a host directory, read-write (repeatable): HOST is opened and the
+    /// guest sees it as GUEST (default: HOST, as wasmtime's CLI does). Paths inside it are
+    /// resolved within it: `..` past its root, absolute paths and symlinks leading out are
+    /// refused. Without --dir the guest has no file system.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Like --dir, but read-only: the guest may read and list, every write is refused.
+    /// Preopens are given to the guest in order, the --dir ones first.
+    #[arg(long = "dir-ro", value_name = "HOST[::GUEST]")]
+    dirs_ro: Vec<String>,
     /// Read MODULE and a --policy file even when they are not regular files (a pipe such
     /// as `--policy <(cat policy.toml)`, a FIFO, a device): once, and no further than the
     /// size bound. Without it such files are refused, since a FIFO can block for ever and a
@@ -256,13 +269,8 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
     if args.reuse_domain && args.repeat == 1 {
         return Err("--reuse-domain needs --repeat N with N > 1".into());
     }
-    let mut env = Vec::new();
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("--env: `{kv}` is not KEY=VALUE"))?;
-        env.push((k.to_string(), v.to_string()));
-    }
+    let env = guest_env(&args.env)?;
+    let preopens = preopens(&args.dirs, &args.dirs_ro)?;
     let engine = warden::EngineConfig::default();
     let bytes = read_bounded(
         &args.module,
@@ -323,6 +331,7 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
             .chain(args.args.iter().cloned())
             .collect(),
         env,
+        preopens,
         inherit_stdio: true,
         inherit_stdin: args.invoke.is_empty(),
         ..WasiConfig::default()
@@ -343,6 +352,68 @@ fn plan_inner(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, PlanError
         handles_opened: AtomicU64::new(0),
         handles_released: Arc::new(AtomicU64::new(0)),
     })
+}
+
+/// `--env` values: KEY=VALUE, or a bare KEY that takes the host's value (skipped when the
+/// host has none, as wasmtime does).
+fn guest_env(values: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::new();
+    for kv in values {
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv.as_str(), None),
+        };
+        if key.is_empty() {
+            return Err(format!(
+                "--env `{kv}`: the variable has no name (KEY[=VALUE])"
+            ));
+        }
+        let value = match value {
+            Some(v) => v,
+            None => match std::env::var(key) {
+                Ok(v) => v,
+                Err(std::env::VarError::NotPresent) => continue,
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(format!(
+                        "--env {key}: the host's value is not valid UTF-8; pass --env {key}=VALUE"
+                    ));
+                }
+            },
+        };
+        env.push((key.to_string(), value));
+    }
+    Ok(env)
+}
+
+/// `--dir` and `--dir-ro` values, each checked (a directory this process can read) so that
+/// a bad one is refused before the module is compiled, naming the flag and the path.
+fn preopens(dirs: &[String], read_only: &[String]) -> Result<Vec<Preopen>, String> {
+    let flagged = dirs
+        .iter()
+        .map(|d| ("--dir", d, false))
+        .chain(read_only.iter().map(|d| ("--dir-ro", d, true)));
+    let mut preopens = Vec::new();
+    for (flag, value, read_only) in flagged {
+        let mut parts = value.split("::");
+        let host = parts.next().unwrap_or_default();
+        let guest = parts.next().unwrap_or(host);
+        if host.is_empty() || guest.is_empty() || parts.next().is_some() {
+            return Err(format!(
+                "{flag} `{}`: expected HOST or HOST::GUEST (non-empty, one `::`)",
+                escape(value, false)
+            ));
+        }
+        let preopen = Preopen {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        };
+        preopen
+            .check()
+            .map_err(|e| format!("{flag} {}: {}", escape(host, false), e.why))?;
+        preopens.push(preopen);
+    }
+    Ok(preopens)
 }
 
 fn check_export(module: &Module, name: &str) -> Result<(), String> {

@@ -39,6 +39,8 @@ use warden_core::budget::{AccountStats, MemoryAccount};
 use warden_core::lifecycle::{Lifecycle, UnloadStep};
 use warden_policy::{Action, Operation};
 
+pub use crate::wasi::WasiConfig;
+
 use crate::call::{
     AbortReason, CallCtl, CallError, CallHandle, CallOptions, CallOutput, CallResult, kind_str,
 };
@@ -71,7 +73,7 @@ pub struct DomainConfig {
     /// Live handles the domain's handle table may hold (open, or closed but still borrowed);
     /// clamped to [`warden_core::handles::MAX_QUOTA`]. Default 4096.
     pub max_handles: usize,
-    /// WASI settings, for modules that import `wasi_snapshot_preview1`.
+    /// WASI settings, for modules that import `wasi_snapshot_preview1` (see [`wasi`](crate::wasi)).
     pub wasi: WasiConfig,
 }
 
@@ -86,40 +88,6 @@ impl Default for DomainConfig {
             start_deadline: Some(Duration::from_secs(10)),
             max_handles: 4096,
             wasi: WasiConfig::default(),
-        }
-    }
-}
-
-/// WASI preview1 settings. Environment is off unless given; stdout and stderr are inherited
-/// (through bounded buffers: see [`stdio`](crate::stdio)).
-#[derive(Clone, Debug)]
-pub struct WasiConfig {
-    /// `argv`, program name first.
-    pub args: Vec<String>,
-    /// Environment variables the guest sees.
-    pub env: Vec<(String, String)>,
-    /// Inherit the host's stdout and stderr (default true).
-    pub inherit_stdio: bool,
-    /// Inherit the host's stdin (default false: a server's stdin is not the guest's).
-    pub inherit_stdin: bool,
-    /// The guest's stdin, fed by the embedder (overrides `inherit_stdin`).
-    pub stdin: Option<crate::stdio::GuestInput>,
-    /// Where the guest's stdout goes (overrides `inherit_stdio` for stdout).
-    pub stdout: Option<crate::stdio::GuestOutput>,
-    /// Where the guest's stderr goes (overrides `inherit_stdio` for stderr).
-    pub stderr: Option<crate::stdio::GuestOutput>,
-}
-
-impl Default for WasiConfig {
-    fn default() -> Self {
-        WasiConfig {
-            args: Vec::new(),
-            env: Vec::new(),
-            inherit_stdio: true,
-            inherit_stdin: false,
-            stdin: None,
-            stdout: None,
-            stderr: None,
         }
     }
 }
@@ -248,6 +216,15 @@ impl Domain {
     ) -> Result<Domain, Error> {
         rt.admit().map_err(Error::Call)?;
         rt.check_imports(module)?;
+        // Before anything of the domain exists, so a bad grant leaves nothing behind.
+        let wasi = match module
+            .inner
+            .imports()
+            .any(|i| i.module() == "wasi_snapshot_preview1")
+        {
+            true => Some(crate::wasi::builder(&config.wasi)?.build_p1()),
+            false => None,
+        };
         let id = DomainId::next();
         let shared = Arc::new(DomainShared {
             id,
@@ -265,11 +242,6 @@ impl Domain {
             tokio: tokio::runtime::Handle::current(),
             signatures: Mutex::new(HashMap::new()),
         });
-        let wasi = module
-            .inner
-            .imports()
-            .any(|i| i.module() == "wasi_snapshot_preview1")
-            .then(|| build_wasi(&config.wasi));
         let state = DomainState {
             wasi,
             memory: GuestMemory::new(shared.clone(), &config),
@@ -1126,38 +1098,6 @@ pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
         });
     }
     Err(CallError::Trap { message, backtrace })
-}
-
-fn build_wasi(cfg: &WasiConfig) -> wasmtime_wasi::p1::WasiP1Ctx {
-    let mut b = wasmtime_wasi::WasiCtxBuilder::new();
-    b.args(&cfg.args);
-    for (k, v) in &cfg.env {
-        b.env(k, v);
-    }
-    // Through bounded buffers and writer threads (`stdio.rs`): a stalled reader makes guest
-    // writes wait abortably, and never holds a thread or std's stdout lock.
-    use crate::stdio::GuestOutput;
-    let inherit = |o: GuestOutput| cfg.inherit_stdio.then_some(o);
-    if let Some(out) = cfg
-        .stdout
-        .clone()
-        .or_else(|| inherit(GuestOutput::stdout()))
-    {
-        b.stdout(out);
-    }
-    if let Some(err) = cfg
-        .stderr
-        .clone()
-        .or_else(|| inherit(GuestOutput::stderr()))
-    {
-        b.stderr(err);
-    }
-    if let Some(input) = &cfg.stdin {
-        b.stdin(input.clone());
-    } else if cfg.inherit_stdin {
-        b.inherit_stdin();
-    }
-    b.build_p1()
 }
 
 /// What a call needs of an export's type, looked up once per domain and export: asking

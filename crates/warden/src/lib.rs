@@ -47,10 +47,11 @@ pub mod shutdown;
 mod start;
 pub mod stdio;
 mod unload;
+pub mod wasi;
 mod worker;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
-pub use domain::{Domain, DomainConfig, UnloadReport, WasiConfig};
+pub use domain::{Domain, DomainConfig, UnloadReport};
 pub use engine::{Allocator, EngineConfig, Module};
 pub use error::Error;
 pub use events::{Event, EventKind};
@@ -63,4 +64,5 @@ pub use shutdown::{ExitMode, ExitReport, ExitStart, HookId, ShutdownStarted};
 pub use warden_core;
 pub use warden_policy;
 pub use warden_policy::{Action, Failure, Operation, Policy, Preset};
+pub use wasi::{Preopen, PreopenError, WasiConfig};
 pub use wasmtime::Val;
