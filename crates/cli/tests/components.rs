@@ -2,7 +2,7 @@
 //! arguments for core exports, through the binary.
 
 mod common;
-#[path = "../../warden/tests/common/components.rs"]
+#[path = "../../warden/tests/all/common/components.rs"]
 mod components;
 
 use common::{run, stderr};

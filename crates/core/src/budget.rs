@@ -708,6 +708,14 @@ impl MemoryAccount {
         if bytes == 0 {
             return Ok(());
         }
+        #[cfg(feature = "failpoints")]
+        crate::failpoint!(
+            "budget-charge",
+            Err(Denied {
+                requested: bytes,
+                available: 0
+            })
+        );
         let budget = &self.inner.budget;
         let mut inline = [0u64; INLINE_SPENDS];
         let mut spilled: Vec<u64> = Vec::new();

@@ -429,6 +429,13 @@ impl<T: Send + Sync + 'static> HandleTable<T> {
         value: T,
         release: impl FnOnce(T) + Send + 'static,
     ) -> Result<Handle, HandleError> {
+        #[cfg(feature = "failpoints")]
+        if crate::failpoints::eval("handle-insert") {
+            release(value);
+            return Err(HandleError::QuotaExceeded {
+                quota: self.quota(),
+            });
+        }
         let release: ReleaseFn<T> = Box::new(release);
         let refused = {
             let mut slots = lock(&self.slots);

@@ -20,6 +20,8 @@
 
 pub mod abort;
 pub mod budget;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod handles;
 pub mod lifecycle;
 pub mod locks;

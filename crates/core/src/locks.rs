@@ -781,6 +781,8 @@ impl LockTable {
         timeout: Option<Duration>,
     ) -> Result<Acquired, LockError> {
         check_name(name)?;
+        #[cfg(feature = "failpoints")]
+        crate::failpoint!("lock-acquire", Err(LockError::Timeout));
         let try_only = timeout.is_some_and(|d| d.is_zero());
         let begun = self.with(|inner, _| inner.begin_acquire(owner, name, try_only));
         report_deadlock(&begun);

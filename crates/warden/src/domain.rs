@@ -263,6 +263,11 @@ impl Domain {
             call: None,
             dom: shared.clone(),
         };
+        #[cfg(feature = "failpoints")]
+        warden_core::failpoint!(
+            "store-create",
+            Err(Error::Engine("failpoint store-create".into()))
+        );
         let mut store = wasmtime::Store::new(&rt.engine.engine, state);
         store.limiter(|s| s);
         store.epoch_deadline_callback(epoch_check);
@@ -294,6 +299,12 @@ impl Domain {
                     .await
                     .map_ok(GuestInstance::Component)
             }
+        };
+        // Failpoint: the instantiation fails as a start function does (after it ran).
+        #[cfg(feature = "failpoints")]
+        let ran = match warden_core::failpoints::eval("instantiate") {
+            true => Driven::Finished(Err(wasmtime::Error::msg("failpoint instantiate"))),
+            false => ran,
         };
         start.armed = false;
         shared.set_current(None);

@@ -92,6 +92,11 @@ pub(crate) async fn wait_abortable<F: Future>(
     ctl: &CallCtl,
     wait: F,
 ) -> wasmtime::Result<F::Output> {
+    #[cfg(feature = "failpoints")]
+    warden_core::failpoint!(
+        "host-call-entry",
+        Err(wasmtime::Error::msg("failpoint host-call-entry"))
+    );
     let mut wait = std::pin::pin!(wait);
     loop {
         let changed = ctl.abort.changed();

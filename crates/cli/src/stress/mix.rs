@@ -1,0 +1,686 @@
+//! The mix: what each cycle runs, drawn from the seed, and how it is run.
+//!
+//! A cycle is one kind of guest work (a hostile export, a generated module, a user's module)
+//! in a fresh domain, with one interference (an abort, a rude abort, an unload mid-call, a
+//! dropped future) or a deadline, then an unload. Every choice comes from the cycle's own
+//! [`Rng`], derived from the seed and the cycle's number, so a cycle replays on its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use warden::{CallOptions, Domain, DomainConfig, Module, Outcome, Runtime, Val, WasiConfig};
+
+use super::generated::{self, Differential};
+
+/// SplitMix64: small, fast and the same everywhere, which is all a replayable mix needs.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The rng of cycle `n` of a run seeded `seed`: independent of the cycles before it.
+    pub fn for_cycle(seed: u64, n: u64) -> Rng {
+        let mut r = Rng(seed ^ n.wrapping_mul(0xA076_1D64_78BD_642F));
+        r.next();
+        r
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn millis(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}
+
+/// The bundled hostile guests, one kind each.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hostile {
+    Friendly,
+    Loop,
+    Recursion,
+    Hog,
+    Grow,
+    Trap,
+    CriticalForever,
+    ConstrainedForever,
+    LockLeak,
+    LockAbuse,
+    Deadlock,
+    HandleFlood,
+    HungFinalizer,
+    StalledIo,
+    Sleep,
+}
+
+pub const HOSTILE: &[Hostile] = &[
+    Hostile::Friendly,
+    Hostile::Loop,
+    Hostile::Recursion,
+    Hostile::Hog,
+    Hostile::Grow,
+    Hostile::Trap,
+    Hostile::CriticalForever,
+    Hostile::ConstrainedForever,
+    Hostile::LockLeak,
+    Hostile::LockAbuse,
+    Hostile::Deadlock,
+    Hostile::HandleFlood,
+    Hostile::HungFinalizer,
+    Hostile::StalledIo,
+    Hostile::Sleep,
+];
+
+impl Hostile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hostile::Friendly => "friendly",
+            Hostile::Loop => "loop",
+            Hostile::Recursion => "recursion",
+            Hostile::Hog => "hog",
+            Hostile::Grow => "grow",
+            Hostile::Trap => "trap",
+            Hostile::CriticalForever => "critical_forever",
+            Hostile::ConstrainedForever => "constrained_forever",
+            Hostile::LockLeak => "lock_leak",
+            Hostile::LockAbuse => "lock_abuse",
+            Hostile::Deadlock => "deadlock",
+            Hostile::HandleFlood => "handle_flood",
+            Hostile::HungFinalizer => "hung_finalizer",
+            Hostile::StalledIo => "stalled_io",
+            Hostile::Sleep => "sleep",
+        }
+    }
+
+    fn export(self) -> &'static str {
+        match self {
+            Hostile::Friendly | Hostile::HandleFlood | Hostile::HungFinalizer => "answer",
+            Hostile::Loop => "spin",
+            Hostile::Recursion => "recurse",
+            Hostile::Hog => "hog",
+            Hostile::Grow => "grow",
+            Hostile::Trap => "trap",
+            Hostile::CriticalForever => "critical_forever",
+            Hostile::ConstrainedForever => "constrained_forever",
+            Hostile::LockLeak => "lock_leak",
+            Hostile::LockAbuse => "lock_twice",
+            Hostile::Deadlock => "ab",
+            Hostile::StalledIo => "read",
+            Hostile::Sleep => "sleep_long",
+        }
+    }
+
+    /// Runs until something stops it.
+    fn unbounded(self) -> bool {
+        matches!(
+            self,
+            Hostile::Loop
+                | Hostile::CriticalForever
+                | Hostile::ConstrainedForever
+                | Hostile::StalledIo
+                | Hostile::Sleep
+        )
+    }
+
+    /// The outcomes the kind may end in when nothing interferes (under the built-in policy).
+    fn expected(self) -> &'static [Outcome] {
+        use Outcome::*;
+        match self {
+            Hostile::Friendly
+            | Hostile::Grow
+            | Hostile::LockLeak
+            | Hostile::LockAbuse
+            | Hostile::HandleFlood
+            | Hostile::HungFinalizer => &[Ok],
+            Hostile::Deadlock => &[Ok, DeadlockVictim],
+            Hostile::Recursion => &[StackOverflow],
+            Hostile::Hog => &[OutOfMemory],
+            Hostile::Trap => &[Trap],
+            // A deadline that cannot land (a region that never ends) escalates: the abort's
+            // timeout makes it rude; the rude abort's makes it an unload.
+            Hostile::Loop
+            | Hostile::CriticalForever
+            | Hostile::ConstrainedForever
+            | Hostile::StalledIo
+            | Hostile::Sleep => &[Timeout, RudeAborted, DomainUnloaded],
+        }
+    }
+}
+
+/// What a cycle runs.
+#[derive(Clone, Debug)]
+pub enum Work {
+    Hostile(Hostile),
+    /// A module from wasm-smith, from this seed.
+    Generated(u64),
+    /// The user's module at this index.
+    User(usize),
+}
+
+impl Work {
+    pub fn name(&self) -> String {
+        match self {
+            Work::Hostile(h) => h.name().to_string(),
+            Work::Generated(_) => "generated".to_string(),
+            Work::User(i) => format!("user{i}"),
+        }
+    }
+}
+
+/// What happens to the call while it runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Interference {
+    None,
+    Abort(Duration),
+    RudeAbort(Duration),
+    Unload(Duration),
+    RudeUnload(Duration),
+    DropFuture(Duration),
+}
+
+/// A user's module: its name, the module, and the exports a cycle may call (with zeros).
+pub type UserModule = (String, Module, Vec<(String, Vec<Val>)>);
+
+/// Everything a cycle needs that is shared by all cycles.
+pub struct Fixtures {
+    pub hostile: Module,
+    pub finalizer: Module,
+    pub stall: Module,
+    pub user: Vec<UserModule>,
+}
+
+impl Fixtures {
+    pub fn load(rt: &Runtime, user: &[(String, Vec<u8>)]) -> Result<Fixtures, String> {
+        let load = |name: &str, bytes: &[u8]| {
+            rt.load_module(bytes)
+                .map_err(|e| format!("{name}: cannot load: {e}"))
+        };
+        let mut users = Vec::new();
+        for (name, bytes) in user {
+            let module = load(name, bytes)?;
+            let calls = generated::callable_exports(module.wasmtime());
+            if calls.is_empty() {
+                return Err(format!(
+                    "{name}: no export to call (a function whose parameters are all numbers)"
+                ));
+            }
+            users.push((name.clone(), module, calls));
+        }
+        Ok(Fixtures {
+            hostile: load("stress.wat", include_bytes!("../../guests/stress.wat"))?,
+            finalizer: load(
+                "finalizer.wat",
+                include_bytes!("../../guests/finalizer.wat"),
+            )?,
+            stall: load("stall.wat", include_bytes!("../../guests/stall.wat"))?,
+            user: users,
+        })
+    }
+}
+
+/// The knobs of a run that cycles read.
+#[derive(Clone)]
+pub struct MixConfig {
+    pub deadline: Duration,
+    pub max_memory: u64,
+    pub differential: bool,
+    pub generated: bool,
+    /// Check outcomes against [`Hostile::expected`] (the built-in policy, no failpoint armed).
+    pub check_expected: bool,
+}
+
+/// One call's end as the cycle saw it.
+pub struct CallEnd {
+    pub call: Option<warden::CallId>,
+    /// `None` for a dropped future (the ledger has its outcome).
+    pub outcome: Option<Outcome>,
+    pub latency_ms: f64,
+}
+
+#[derive(Default)]
+pub struct CycleResult {
+    pub kind: String,
+    pub calls: Vec<CallEnd>,
+    pub violations: Vec<String>,
+    pub generated_calls: u64,
+    pub differential: Option<Differential>,
+    pub failpoint_errors: u64,
+}
+
+/// Host resources put in domains, counted on release (handles must be released exactly once).
+#[derive(Default)]
+pub struct HandleCount {
+    pub inserted: AtomicU64,
+    pub released: Arc<AtomicU64>,
+}
+
+pub struct Cycle {
+    pub rt: Runtime,
+    pub fixtures: Arc<Fixtures>,
+    pub config: Arc<MixConfig>,
+    pub handles: Arc<HandleCount>,
+    pub rng: Rng,
+}
+
+fn interference(rng: &mut Rng) -> Interference {
+    let delay = rng.millis(30);
+    match rng.below(10) {
+        0 => Interference::Abort(delay),
+        1 => Interference::RudeAbort(delay),
+        2 => Interference::Unload(delay),
+        3 => Interference::RudeUnload(delay),
+        4 => Interference::DropFuture(delay),
+        _ => Interference::None,
+    }
+}
+
+pub fn choose(rng: &mut Rng, fixtures: &Fixtures, config: &MixConfig) -> Work {
+    let roll = rng.below(100);
+    if !fixtures.user.is_empty() && roll < 30 {
+        return Work::User(rng.below(fixtures.user.len() as u64) as usize);
+    }
+    if config.generated && roll >= 85 {
+        return Work::Generated(rng.next());
+    }
+    Work::Hostile(*rng.pick(HOSTILE))
+}
+
+impl Cycle {
+    pub async fn run(mut self) -> CycleResult {
+        let work = choose(&mut self.rng, &self.fixtures, &self.config);
+        let mut result = CycleResult {
+            kind: work.name(),
+            ..Default::default()
+        };
+        match work {
+            Work::Hostile(Hostile::Deadlock) => self.deadlock(&mut result).await,
+            Work::Hostile(h) => self.hostile(h, &mut result).await,
+            Work::Generated(seed) => self.generated(seed, &mut result).await,
+            Work::User(i) => self.user(i, &mut result).await,
+        }
+        result
+    }
+
+    fn domain_config(&self, max_handles: usize) -> DomainConfig {
+        DomainConfig {
+            max_memory: self.config.max_memory,
+            max_handles,
+            start_deadline: Some(Duration::from_secs(2)),
+            wasi: WasiConfig {
+                inherit_stdio: false,
+                // A stdin nobody writes to: the stalled-I/O guest waits on it for ever.
+                stdin: Some(warden::stdio::GuestInput::new(Never)),
+                ..WasiConfig::default()
+            },
+            ..DomainConfig::default()
+        }
+    }
+
+    async fn create(
+        &self,
+        module: &Module,
+        max_handles: usize,
+        result: &mut CycleResult,
+    ) -> Option<Domain> {
+        match self
+            .rt
+            .create_domain(module, self.domain_config(max_handles))
+            .await
+        {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("failpoint") || !self.config.check_expected {
+                    result.failpoint_errors += text.contains("failpoint") as u64;
+                } else if !(self.rt.is_exiting() || self.rt.is_disabled()) {
+                    result.violations.push(format!(
+                        "{}: creating its domain failed: {text}",
+                        result.kind
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    fn options(&mut self, unbounded: bool, interf: Interference) -> CallOptions {
+        let deadline = if unbounded && interf == Interference::None || self.rng.chance(0.3) {
+            Some(self.config.deadline.min(Duration::from_millis(
+                1 + self.rng.below(self.config.deadline.as_millis() as u64),
+            )))
+        } else {
+            // Every call ends: a generous deadline behind whatever else happens.
+            Some(Duration::from_secs(5))
+        };
+        let reserve = self
+            .rng
+            .chance(0.15)
+            .then(|| 4096 * (1 + self.rng.below(1024)));
+        CallOptions {
+            deadline,
+            reserve,
+            ..CallOptions::default()
+        }
+    }
+
+    /// Runs `export` on `domain` with `interf`, and records its end.
+    async fn call(
+        &mut self,
+        domain: &Domain,
+        export: &str,
+        args: &[Val],
+        options: CallOptions,
+        interf: Interference,
+        result: &mut CycleResult,
+    ) -> Option<Outcome> {
+        let started = Instant::now();
+        if let Interference::DropFuture(after) = interf {
+            let fut = domain.invoke(export, args, options);
+            let outcome = match tokio::time::timeout(after, fut).await {
+                Ok(Ok(_)) => Some(Outcome::Ok),
+                Ok(Err(warden::Error::Call(e))) => Some(e.outcome()),
+                Ok(Err(e)) => {
+                    result
+                        .violations
+                        .push(format!("{}: invoke({export}) refused: {e}", result.kind));
+                    return None;
+                }
+                Err(_) => None,
+            };
+            result.calls.push(CallEnd {
+                call: None,
+                outcome,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
+            return outcome;
+        }
+        let handle = match domain.call(export, args, options) {
+            Ok(h) => h,
+            Err(e) => {
+                result
+                    .violations
+                    .push(format!("{}: call({export}) refused: {e}", result.kind));
+                return None;
+            }
+        };
+        let id = handle.id();
+        // Aborts go through the handle before it is joined (an abort of a call that has
+        // already ended is a no-op, which is part of the mix too).
+        let unloader = match interf {
+            Interference::Abort(after) | Interference::RudeAbort(after) => {
+                tokio::time::sleep(after).await;
+                if matches!(interf, Interference::RudeAbort(_)) {
+                    handle.rude_abort();
+                } else {
+                    handle.abort();
+                }
+                None
+            }
+            Interference::Unload(after) | Interference::RudeUnload(after) => {
+                let rude = matches!(interf, Interference::RudeUnload(_));
+                let d = domain.clone();
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if rude {
+                        d.rude_unload().await;
+                    } else {
+                        d.unload().await;
+                    }
+                }))
+            }
+            _ => None,
+        };
+        let outcome = match handle.join().await {
+            Ok(_) => Outcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        if let Some(t) = unloader {
+            let _ = t.await;
+        }
+        result.calls.push(CallEnd {
+            call: Some(id),
+            outcome: Some(outcome),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+        Some(outcome)
+    }
+
+    fn check(
+        &self,
+        h: Hostile,
+        interf: Interference,
+        options: &CallOptions,
+        outcome: Option<Outcome>,
+        result: &mut CycleResult,
+    ) {
+        let Some(outcome) = outcome else { return };
+        if !self.config.check_expected || self.rt.is_exiting() || self.rt.is_disabled() {
+            return;
+        }
+        let mut fine = h.expected().contains(&outcome);
+        fine |= options.reserve.is_some() && outcome == Outcome::InsufficientMemory;
+        // A deadline shorter than the guest's work, or any interference, may end it instead.
+        fine |= matches!(
+            outcome,
+            Outcome::Timeout | Outcome::RudeAborted | Outcome::DomainUnloaded
+        ) && options.deadline.is_some_and(|d| d < Duration::from_secs(5));
+        if interf != Interference::None {
+            fine |= matches!(
+                outcome,
+                Outcome::Aborted
+                    | Outcome::RudeAborted
+                    | Outcome::DomainUnloaded
+                    | Outcome::Timeout
+            );
+        }
+        if !fine {
+            result.violations.push(format!(
+                "{}: outcome {outcome} is not what it should be ({:?}, with {interf:?}, deadline {:?})",
+                h.name(),
+                h.expected(),
+                options.deadline
+            ));
+        }
+    }
+
+    async fn hostile(&mut self, h: Hostile, result: &mut CycleResult) {
+        let module = match h {
+            Hostile::HungFinalizer => self.fixtures.finalizer.clone(),
+            Hostile::StalledIo => self.fixtures.stall.clone(),
+            _ => self.fixtures.hostile.clone(),
+        };
+        let quota = 16 + self.rng.below(48) as usize;
+        let Some(domain) = self.create(&module, quota, result).await else {
+            return;
+        };
+        let mut inserted = 0;
+        if h == Hostile::HandleFlood {
+            inserted = self.flood(&domain, quota, result);
+        }
+        let interf = interference(&mut self.rng);
+        let options = self.options(h.unbounded(), interf);
+        let outcome = self
+            .call(&domain, h.export(), &[], options.clone(), interf, result)
+            .await;
+        self.check(h, interf, &options, outcome, result);
+        let report = if self.rng.chance(0.2) {
+            domain.rude_unload().await
+        } else {
+            domain.unload().await
+        };
+        if h == Hostile::HandleFlood
+            && report.handles_released != inserted
+            && self.config.check_expected
+        {
+            result.violations.push(format!(
+                "handle_flood: {inserted} handles inserted, the unload released {}",
+                report.handles_released
+            ));
+        }
+        if h == Hostile::HungFinalizer && report.finalizer_ran {
+            result.violations.push(
+                "hung_finalizer: its finalizer never returns, yet the unload says it ran".into(),
+            );
+        }
+    }
+
+    /// Fills the domain's handle table to its quota: the one past it must be refused, and every
+    /// resource must be released once (on refusal, or at unload).
+    fn flood(&mut self, domain: &Domain, quota: usize, result: &mut CycleResult) -> u64 {
+        let mut accepted = 0u64;
+        for i in 0..=quota {
+            self.handles.inserted.fetch_add(1, Ordering::Relaxed);
+            let released = self.handles.released.clone();
+            match domain.insert_handle(i, move |_| {
+                released.fetch_add(1, Ordering::Relaxed);
+            }) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    if i < quota && !e.to_string().contains("quota") {
+                        result
+                            .violations
+                            .push(format!("handle_flood: insert {i} of {quota} refused: {e}"));
+                    } else if i < quota {
+                        // Only an injected failure refuses an insert below the quota.
+                        result.failpoint_errors += 1;
+                    }
+                }
+            }
+        }
+        if accepted > quota as u64 {
+            result.violations.push(format!(
+                "handle_flood: {accepted} handles accepted past a quota of {quota}"
+            ));
+        }
+        accepted
+    }
+
+    async fn deadlock(&mut self, result: &mut CycleResult) {
+        let module = self.fixtures.hostile.clone();
+        let Some(a) = self.create(&module, 16, result).await else {
+            return;
+        };
+        let Some(b) = self.create(&module, 16, result).await else {
+            return;
+        };
+        let options = CallOptions {
+            deadline: Some(Duration::from_secs(5)),
+            ..CallOptions::default()
+        };
+        let started = Instant::now();
+        let (ha, hb) = match (
+            a.call("ab", &[], options.clone()),
+            b.call("ba", &[], options.clone()),
+        ) {
+            (Ok(x), Ok(y)) => (x, y),
+            (x, y) => {
+                result.violations.push(format!(
+                    "deadlock: calls refused: {:?} {:?}",
+                    x.err(),
+                    y.err()
+                ));
+                return;
+            }
+        };
+        let (ia, ib) = (ha.id(), hb.id());
+        let (ra, rb) = tokio::join!(ha.join(), hb.join());
+        for (id, r) in [(ia, ra), (ib, rb)] {
+            let outcome = match r {
+                Ok(_) => Outcome::Ok,
+                Err(e) => e.outcome(),
+            };
+            self.check(
+                Hostile::Deadlock,
+                Interference::None,
+                &options,
+                Some(outcome),
+                result,
+            );
+            result.calls.push(CallEnd {
+                call: Some(id),
+                outcome: Some(outcome),
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+        tokio::join!(a.unload(), b.unload());
+    }
+
+    async fn generated(&mut self, seed: u64, result: &mut CycleResult) {
+        let bytes = match generated::module(seed, self.config.max_memory) {
+            Ok(b) => b,
+            Err(e) => {
+                result.violations.push(format!(
+                    "generated: wasm-smith failed for seed {seed:#x}: {e}"
+                ));
+                return;
+            }
+        };
+        let Ok(module) = self.rt.load_module(&bytes) else {
+            // A valid module Warden refuses to compile is its own finding, not a crash.
+            result.violations.push(format!(
+                "generated: a valid module (seed {seed:#x}) failed to load"
+            ));
+            return;
+        };
+        let exports = generated::callable_exports(module.wasmtime());
+        let limits = generated::Limits {
+            deadline: Duration::from_millis(20),
+            max_memory: 1 << 20,
+        };
+        let warden_kinds =
+            generated::run_in_warden(&self.rt, &module, &exports, &limits, &mut result.calls).await;
+        result.generated_calls += exports.len() as u64;
+        if self.config.differential && self.config.check_expected {
+            let bare = generated::run_bare(&bytes, &exports, &limits).await;
+            result.differential = Some(generated::compare(&warden_kinds, &bare, seed, &bytes));
+        }
+    }
+
+    async fn user(&mut self, i: usize, result: &mut CycleResult) {
+        let (_, module, exports) = &self.fixtures.user[i];
+        let module = module.clone();
+        let (export, args) = self.rng.pick(exports).clone();
+        let Some(domain) = self.create(&module, 64, result).await else {
+            return;
+        };
+        let interf = interference(&mut self.rng);
+        let options = self.options(true, interf);
+        self.call(&domain, &export, &args, options, interf, result)
+            .await;
+        domain.unload().await;
+    }
+}
+
+/// A reader that never has bytes: the stalled-I/O guest's stdin. Its read is a host wait that
+/// only an abort (or a deadline, or an unload) ends.
+struct Never;
+
+impl tokio::io::AsyncRead for Never {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}

@@ -1,0 +1,235 @@
+//! `warden stress` through the binary: a tiny seeded run holds its invariants, an injected
+//! leak is caught with a replay command that reproduces it, and bad input is refused clearly.
+
+mod common;
+
+use common::{dir, stderr, warden, write};
+use serde_json::Value;
+use std::process::{Output, Stdio};
+
+fn stress(args: &[&str], self_test: bool) -> Output {
+    let mut cmd = warden();
+    cmd.arg("stress").args(args);
+    if self_test {
+        cmd.env("WARDEN_STRESS_SELF_TEST", "1");
+    } else {
+        cmd.env_remove("WARDEN_STRESS_SELF_TEST");
+    }
+    common::finish(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn report(name: &str) -> (String, impl Fn() -> Value) {
+    let path = dir().join(name).display().to_string();
+    let p = path.clone();
+    (path, move || {
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    })
+}
+
+#[test]
+fn a_tiny_seeded_run_holds_every_invariant_and_reports_it() {
+    let (path, read) = report("tiny.json");
+    let plots = dir().join("plots");
+    let o = stress(
+        &[
+            "--seed",
+            "7",
+            "--cycles",
+            "24",
+            "--concurrency",
+            "4",
+            "--exit-every",
+            "12",
+            "--differential",
+            "--report",
+            &path,
+            "--plots",
+            plots.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    assert_eq!(r["invariants"]["violations"].as_array().unwrap().len(), 0);
+    assert_eq!(r["cycles"], 24);
+    assert_eq!(r["rounds"], 6);
+    assert_eq!(r["run"]["seed"], 7);
+    // Every call is counted under exactly one outcome of its kind.
+    let kinds = r["kinds"].as_object().unwrap();
+    let counted: u64 = kinds
+        .values()
+        .flat_map(|k| k["outcomes"].as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, r["calls"].as_u64().unwrap());
+    assert!(counted > 0);
+    let runs: u64 = kinds.values().map(|k| k["runs"].as_u64().unwrap()).sum();
+    assert_eq!(runs, 24);
+    // Exit races ran in child processes and ended with a racer's code or the watchdog's.
+    assert!(r["exits"]["runs"].as_u64().unwrap() >= 1, "{r:#}");
+    assert_eq!(r["exits"]["process_deaths"], 0);
+    for name in ["rss", "latency", "outcomes"] {
+        for ext in ["svg", "png"] {
+            let f = plots.join(format!("{name}.{ext}"));
+            assert!(std::fs::metadata(&f).unwrap().len() > 0, "{}", f.display());
+        }
+    }
+    let png = std::fs::read(plots.join("rss.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
+
+#[test]
+fn a_users_module_is_mixed_in() {
+    let module = write(
+        "user.wat",
+        r#"(module (func (export "echo") (param i32 i64) (result i32) local.get 0))"#,
+    );
+    let (path, read) = report("user.json");
+    let o = stress(
+        &[
+            "--seed",
+            "3",
+            "--cycles",
+            "32",
+            "--concurrency",
+            "4",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--report",
+            &path,
+            &module,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    assert!(r["kinds"]["user0"]["runs"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(r["generated"]["modules"], 0);
+}
+
+#[test]
+fn an_injected_leak_is_a_violation_with_a_replay_command_that_reproduces_it() {
+    let (path, read) = report("leak.json");
+    let o = stress(
+        &[
+            "--seed",
+            "11",
+            "--cycles",
+            "16",
+            "--concurrency",
+            "4",
+            "--exit-every",
+            "0",
+            "--inject-leak-at",
+            "6",
+            "--report",
+            &path,
+        ],
+        true,
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("memory-gate reservations left"), "{err}");
+    let replay = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replay: "))
+        .unwrap_or_else(|| panic!("no replay line in: {err}"))
+        .to_string();
+    assert!(
+        replay.starts_with("warden stress --seed 11 --from-cycle 4 --cycles 4 --concurrency 4"),
+        "{replay}"
+    );
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], false);
+    assert_eq!(r["invariants"]["violations"][0]["replay"], replay.as_str());
+    // The printed command, run as printed, finds the same violation.
+    let args: Vec<&str> = replay.split_whitespace().skip(2).collect();
+    let again = stress(&args, true);
+    assert_eq!(again.status.code(), Some(1), "stderr: {}", stderr(&again));
+    assert!(stderr(&again).contains("memory-gate reservations left"));
+}
+
+#[test]
+fn the_leak_injection_is_not_reachable_without_its_environment_variable() {
+    let o = stress(&["--cycles", "4", "--inject-leak-at", "1"], false);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("WARDEN_STRESS_SELF_TEST=1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_what_was_wrong() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--seed", "banana"], "--seed: `banana` is not a number"),
+        (&["--duration", "soon"], "--duration"),
+        (&["--duration", "0s"], "must be a positive duration"),
+        (&["--cycles", "0"], "--cycles: must be at least 1"),
+        (&["--concurrency", "0"], "--concurrency"),
+        (&["--max-memory", "lots"], "--max-memory"),
+        (&["--policy", "nonsense-preset"], "nonsense-preset"),
+    ];
+    for (args, want) in cases {
+        let o = stress(args, false);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    let broken = write("broken.wat", "(module (func (export \"f\") i32.add))");
+    let o = stress(&["--cycles", "1", &broken], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("broken.wat: cannot load"),
+        "{}",
+        stderr(&o)
+    );
+    let nothing = write(
+        "nothing.wat",
+        "(module (func (export \"f\") (param externref)))",
+    );
+    let o = stress(&["--cycles", "1", &nothing], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no export to call"), "{}", stderr(&o));
+}
+
+/// With `cargo test -p warden-cli --features failpoints`: every round arms a failpoint, they
+/// fire, and the run survives them with every invariant held.
+#[cfg(feature = "failpoints")]
+#[test]
+fn failpoints_fire_and_are_survived() {
+    let (path, read) = report("failpoints.json");
+    let o = stress(
+        &[
+            "--seed",
+            "5",
+            "--cycles",
+            "96",
+            "--concurrency",
+            "4",
+            "--exit-every",
+            "0",
+            "--failpoint-rate",
+            "1",
+            "--report",
+            &path,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["failpoints"]["compiled"], true);
+    let points = r["failpoints"]["points"].as_object().unwrap();
+    let hits: u64 = points.values().map(|p| p["hits"].as_u64().unwrap()).sum();
+    assert!(hits > 0, "{r:#}");
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+}
