@@ -218,10 +218,10 @@ impl Fixtures {
         let mut users = Vec::new();
         for (name, bytes) in user {
             let module = load(name, bytes)?;
-            let calls = generated::callable_exports(module.wasmtime());
+            let calls = generated::callable_exports(&module);
             if calls.is_empty() {
                 return Err(format!(
-                    "{name}: no export to call (a function whose parameters are all numbers)"
+                    "{name}: no export to call (a core function whose parameters are all numbers; components are not mixed yet)"
                 ));
             }
             users.push((name.clone(), module, calls));
@@ -642,7 +642,7 @@ impl Cycle {
             ));
             return;
         };
-        let exports = generated::callable_exports(module.wasmtime());
+        let exports = generated::callable_exports(&module);
         let limits = generated::Limits {
             deadline: Duration::from_millis(20),
             max_memory: 1 << 20,

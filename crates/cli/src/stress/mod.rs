@@ -170,7 +170,13 @@ fn load_policy(spec: Option<&str>, allow_non_regular: bool) -> Result<(Policy, b
             .map_err(|e| format!("the built-in stress policy: {e}")),
         Some(s) => Policy::load_with(s, allow_non_regular)
             .map(|p| (p, false))
-            .map_err(|e| crate::input::policy_error(&e, allow_non_regular)),
+            .map_err(|source| {
+                crate::error::CliError::Policy {
+                    source,
+                    allowed: allow_non_regular,
+                }
+                .to_string()
+            }),
     }
 }
 
@@ -257,7 +263,7 @@ fn plan(args: StressArgs) -> Result<Plan, String> {
     let mut user = Vec::new();
     let limit = warden::EngineConfig::default().max_module_bytes as u64;
     for path in &args.modules {
-        let bytes = read_bounded(path, limit, args.allow_non_regular)?;
+        let bytes = read_bounded(path, limit, args.allow_non_regular).map_err(|e| e.to_string())?;
         user.push((path.display().to_string(), bytes));
     }
     let mut replay = Vec::new();

@@ -2,7 +2,7 @@
 //! recursion, hog, trap, deadline, abort, unload mid-call, budget and gate) for a component,
 //! through the public API. The components are built here from core WAT and WIT.
 
-use crate::common::components;
+use crate::common::{self, components};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden::component::FINALIZER;
