@@ -260,10 +260,22 @@ fn background_calls_do_not_keep_the_run_alive() {
     let unloaded = names.iter().position(|n| n == "domain_unloaded").unwrap();
     let first_phase = names.iter().position(|n| n == "shutdown_phase").unwrap();
     assert!(unloaded < first_phase, "{names:?}");
-    // Exactly one call ended (the foreground one); the background spin was left running.
-    let finished = run.named("call_finished");
-    assert_eq!(finished.len(), 1, "{}", run.stderr());
-    assert_eq!(finished[0]["outcome"], "ok");
+    // The foreground call ended ok; the background spin was left running, or, when the exit
+    // began before its domain was admitted (a race with a one-instruction foreground call),
+    // it was refused `process_exiting`. Either way it did not hold the run.
+    let outcomes: Vec<String> = run
+        .named("call_finished")
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        outcomes == ["ok"]
+            || (outcomes.len() == 2
+                && outcomes.iter().any(|o| o == "ok")
+                && outcomes.iter().any(|o| o == "process_exiting")),
+        "{outcomes:?}\n{}",
+        run.stderr()
+    );
 }
 
 #[test]
