@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::locks::LockError;
+use warden_core::locks::{Acquired, LockError};
 use wasmtime::{Caller, Linker};
 
 use super::{deliver_if_due, read_guest, wait_abortable};
 use crate::call::CallCtl;
-use crate::domain::DomainState;
+use crate::domain::{DomainShared, DomainState};
 
 /// The import module name of Warden's own imports.
 pub const MODULE: &str = "warden";
@@ -247,61 +247,28 @@ pub(crate) fn link_warden(linker: &mut L) -> wasmtime::Result<()> {
 }
 
 fn critical_enter(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
-    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
-        if let Some(ctl) = current(&cx) {
-            ctl.abort
-                .critical_enter()
-                .map_err(|e| wasmtime::format_err!("critical_enter: {e}"))?;
-        }
-        Ok(())
-    })?;
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| op::critical_enter(cx.data()))?;
     Ok(())
 }
 
 fn critical_exit(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
-    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
-        let Some(ctl) = current(&cx) else {
-            return Ok(());
-        };
-        ctl.abort.critical_exit().map_err(|_| {
-            wasmtime::format_err!("critical_exit without a matching critical_enter")
-        })?;
-        deliver_if_due(&cx.data().dom, &ctl)
-    })?;
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| op::critical_exit(cx.data()))?;
     Ok(())
 }
 
 fn constrained_enter(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
-    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
-        if let Some(ctl) = current(&cx) {
-            ctl.abort
-                .constrained_enter()
-                .map_err(|e| wasmtime::format_err!("constrained_enter: {e}"))?;
-        }
-        Ok(())
-    })?;
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| op::constrained_enter(cx.data()))?;
     Ok(())
 }
 
 fn constrained_exit(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
-    l.func_wrap(MODULE, name, |cx: Cx<'_>| -> wasmtime::Result<()> {
-        let Some(ctl) = current(&cx) else {
-            return Ok(());
-        };
-        ctl.abort.constrained_exit().map_err(|_| {
-            wasmtime::format_err!("constrained_exit without a matching constrained_enter")
-        })?;
-        deliver_if_due(&cx.data().dom, &ctl)
-    })?;
+    l.func_wrap(MODULE, name, |cx: Cx<'_>| op::constrained_exit(cx.data()))?;
     Ok(())
 }
 
 fn abort_requested(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>| -> i32 {
-        cx.data()
-            .call
-            .as_ref()
-            .is_some_and(|c| c.abort.requested().is_some()) as i32
+        op::abort_requested(cx.data()) as i32
     })?;
     Ok(())
 }
@@ -309,15 +276,10 @@ fn abort_requested(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
 fn sleep_ms(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap_async(MODULE, name, |cx: Cx<'_>, (ms,): (i64,)| {
         Box::new(async move {
-            let Some(ctl) = current(&cx) else {
-                return Ok(0);
-            };
-            if ms < 0 {
+            let Ok(ms) = u64::try_from(ms) else {
                 return Ok(BAD_ARGUMENT);
-            }
-            let dom = cx.data().dom.clone();
-            let sleep = tokio::time::sleep_until(far(Duration::from_millis(ms as u64)));
-            wait_abortable(&dom, &ctl, sleep).await?;
+            };
+            op::sleep(op::At::of(cx.data()), ms).await?;
             Ok(0)
         })
     })?;
@@ -329,10 +291,7 @@ fn sleep_ms(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
 // stale, forged or foreign value is `-8`, never another resource.
 fn handle_close(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>, h: i32| -> i32 {
-        match cx.data().dom.handles.close(h as u32) {
-            Ok(()) => 0,
-            Err(_) => BAD_ARGUMENT,
-        }
+        code(op::handle_close(cx.data(), h as u32))
     })?;
     Ok(())
 }
@@ -346,11 +305,7 @@ fn log(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
                 read_guest(&mut cx, ptr, len.min(MAX_LOG_BYTES as i32)).ok_or_else(|| {
                     wasmtime::format_err!("log: message ({ptr}, {len}) is out of bounds")
                 })?;
-            let dom = &cx.data().dom;
-            let call = cx.data().call.as_ref().map(|c| c.id);
-            dom.rt
-                .guest_log
-                .emit(&dom.rt.events, dom.id, call, level, &bytes);
+            op::log(cx.data(), level, &bytes);
             Ok(())
         },
     )?;
@@ -363,35 +318,16 @@ fn lock_acquire(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
         name,
         |mut cx: Cx<'_>, (ptr, len, timeout_ms): (i32, i32, i64)| {
             Box::new(async move {
-                let Some(ctl) = current(&cx) else {
-                    return Ok(BAD_ARGUMENT);
-                };
                 let Some(name) = read_name(&mut cx, ptr, len) else {
                     return Ok(BAD_ARGUMENT);
                 };
-                if ctl.abort.locks_held() >= MAX_HELD_LOCKS {
-                    return Ok(BAD_ARGUMENT);
-                }
-                let dom = cx.data().dom.clone();
-                let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-                // Cancel-safe: an abort that lands drops this future and the table forgets
-                // the waiter. A polite abort does not land while other locks are held.
-                let acquire = dom.rt.locks.acquire(ctl.id.0, &name, timeout);
-                match wait_abortable(&dom, &ctl, acquire).await? {
-                    Ok(acquired) => match ctl.abort.lock_taken() {
-                        Ok(()) => Ok(acquired.code()),
-                        // More locks than the abort record counts: refuse this one.
-                        Err(_) => {
-                            let _ = dom.rt.locks.release(ctl.id.0, &name);
-                            Ok(BAD_ARGUMENT)
-                        }
+                let timeout = u64::try_from(timeout_ms).ok();
+                Ok(
+                    match op::lock_acquire(op::At::of(cx.data()), &name, timeout).await? {
+                        Ok(acquired) => acquired.code(),
+                        Err(e) => e,
                     },
-                    Err(LockError::Deadlock(cycle)) => {
-                        dom.deadlock_victim(&ctl, &cycle);
-                        Ok(DEADLOCK_VICTIM)
-                    }
-                    Err(e) => Ok(e.code()),
-                }
+                )
             })
         },
     )?;
@@ -403,20 +339,10 @@ fn lock_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
         MODULE,
         name,
         |mut cx: Cx<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let Some(ctl) = current(&cx) else {
-                return Ok(BAD_ARGUMENT);
-            };
             let Some(name) = read_name(&mut cx, ptr, len) else {
                 return Ok(BAD_ARGUMENT);
             };
-            let dom = cx.data().dom.clone();
-            if let Err(e) = dom.rt.locks.release(ctl.id.0, &name) {
-                return Ok(e.code());
-            }
-            ctl.abort.lock_dropped();
-            // Releasing the last lock may end a deferral: a pending abort lands here.
-            deliver_if_due(&dom, &ctl)?;
-            Ok(0)
+            Ok(code(op::lock_release(cx.data(), &name)?))
         },
     )?;
     Ok(())
@@ -424,35 +350,203 @@ fn lock_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
 
 fn gate_reserve(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>, bytes: i64| -> i32 {
-        let Some(ctl) = current(&cx) else {
-            return BAD_ARGUMENT;
-        };
         let Ok(bytes) = u64::try_from(bytes) else {
             return BAD_ARGUMENT;
         };
-        if ctl.gate().len() >= MAX_RESERVATIONS {
-            return INSUFFICIENT_MEMORY;
-        }
-        match cx.data().dom.account.reserve(bytes) {
-            Ok(r) => ctl.gate().keep(r).unwrap_or(BAD_ARGUMENT),
-            Err(_) => INSUFFICIENT_MEMORY,
-        }
+        op::gate_reserve(cx.data(), bytes).unwrap_or_else(|e| e)
     })?;
     Ok(())
 }
 
 fn gate_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>, token: i32| -> i32 {
-        let Some(ctl) = current(&cx) else {
-            return BAD_ARGUMENT;
-        };
-        if ctl.gate().release(token) {
-            0
-        } else {
-            BAD_ARGUMENT
-        }
+        code(op::gate_release(cx.data(), token))
     })?;
     Ok(())
+}
+
+/// `0` for success, else the error code.
+fn code(r: Result<(), i32>) -> i32 {
+    r.err().unwrap_or(0)
+}
+
+/// The semantics of every `"warden"` import, on the domain's state and plain values: the one
+/// implementation both faces call — the core imports above and the component model's
+/// `warden:host` ([`super::component`]). Errors are DESIGN §4's codes; an `Err` of
+/// `wasmtime::Result` is a trap or a delivered abort.
+pub(crate) mod op {
+    use super::*;
+
+    fn current(st: &DomainState) -> Option<Arc<CallCtl>> {
+        st.call.clone()
+    }
+
+    /// What an async operation needs of the store's state, owned (the state itself is not
+    /// `Sync`, so a host future cannot hold a reference to it).
+    pub(crate) struct At {
+        dom: Arc<DomainShared>,
+        call: Option<Arc<CallCtl>>,
+    }
+
+    impl At {
+        pub(crate) fn of(st: &DomainState) -> At {
+            At {
+                dom: st.dom.clone(),
+                call: st.call.clone(),
+            }
+        }
+    }
+
+    pub(crate) fn critical_enter(st: &DomainState) -> wasmtime::Result<()> {
+        if let Some(ctl) = current(st) {
+            ctl.abort
+                .critical_enter()
+                .map_err(|e| wasmtime::format_err!("critical_enter: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn critical_exit(st: &DomainState) -> wasmtime::Result<()> {
+        let Some(ctl) = current(st) else {
+            return Ok(());
+        };
+        ctl.abort.critical_exit().map_err(|_| {
+            wasmtime::format_err!("critical_exit without a matching critical_enter")
+        })?;
+        deliver_if_due(&st.dom, &ctl)
+    }
+
+    pub(crate) fn constrained_enter(st: &DomainState) -> wasmtime::Result<()> {
+        if let Some(ctl) = current(st) {
+            ctl.abort
+                .constrained_enter()
+                .map_err(|e| wasmtime::format_err!("constrained_enter: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn constrained_exit(st: &DomainState) -> wasmtime::Result<()> {
+        let Some(ctl) = current(st) else {
+            return Ok(());
+        };
+        ctl.abort.constrained_exit().map_err(|_| {
+            wasmtime::format_err!("constrained_exit without a matching constrained_enter")
+        })?;
+        deliver_if_due(&st.dom, &ctl)
+    }
+
+    pub(crate) fn abort_requested(st: &DomainState) -> bool {
+        st.call
+            .as_ref()
+            .is_some_and(|c| c.abort.requested().is_some())
+    }
+
+    /// An abortable host sleep of `ms` milliseconds.
+    pub(crate) async fn sleep(at: At, ms: u64) -> wasmtime::Result<()> {
+        let At { dom, call } = at;
+        let Some(ctl) = call else {
+            return Ok(());
+        };
+        let sleep = tokio::time::sleep_until(far(Duration::from_millis(ms)));
+        wait_abortable(&dom, &ctl, sleep).await?;
+        Ok(())
+    }
+
+    pub(crate) fn handle_close(st: &DomainState, h: u32) -> Result<(), i32> {
+        st.dom.handles.close(h).map_err(|_| BAD_ARGUMENT)
+    }
+
+    /// A `guest_log` event (`bytes` already cut to [`MAX_LOG_BYTES`] or less).
+    pub(crate) fn log(st: &DomainState, level: i32, bytes: &[u8]) {
+        let bytes = &bytes[..bytes.len().min(MAX_LOG_BYTES)];
+        let call = st.call.as_ref().map(|c| c.id);
+        st.dom
+            .rt
+            .guest_log
+            .emit(&st.dom.rt.events, st.dom.id, call, level, bytes);
+    }
+
+    /// Takes lock `name`, waiting at most `timeout_ms` (`None`: no bound), woken by a
+    /// deliverable abort. A deadlock victim is told (`deadlock_victim` event) and gets `-2`.
+    pub(crate) async fn lock_acquire(
+        at: At,
+        name: &str,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Acquired, i32>> {
+        let At { dom, call } = at;
+        let Some(ctl) = call else {
+            return Ok(Err(BAD_ARGUMENT));
+        };
+        if !valid_name(name) || ctl.abort.locks_held() >= MAX_HELD_LOCKS {
+            return Ok(Err(BAD_ARGUMENT));
+        }
+        let timeout = timeout_ms.map(Duration::from_millis);
+        // Cancel-safe: an abort that lands drops this future and the table forgets the
+        // waiter. A polite abort does not land while other locks are held.
+        let acquire = dom.rt.locks.acquire(ctl.id.0, name, timeout);
+        Ok(match wait_abortable(&dom, &ctl, acquire).await? {
+            Ok(acquired) => match ctl.abort.lock_taken() {
+                Ok(()) => Ok(acquired),
+                // More locks than the abort record counts: refuse this one.
+                Err(_) => {
+                    let _ = dom.rt.locks.release(ctl.id.0, name);
+                    Err(BAD_ARGUMENT)
+                }
+            },
+            Err(LockError::Deadlock(cycle)) => {
+                dom.deadlock_victim(&ctl, &cycle);
+                Err(DEADLOCK_VICTIM)
+            }
+            Err(e) => Err(e.code()),
+        })
+    }
+
+    /// Releases lock `name`; releasing the last lock may end a deferral, so a pending abort
+    /// lands here.
+    pub(crate) fn lock_release(st: &DomainState, name: &str) -> wasmtime::Result<Result<(), i32>> {
+        let Some(ctl) = current(st) else {
+            return Ok(Err(BAD_ARGUMENT));
+        };
+        if !valid_name(name) {
+            return Ok(Err(BAD_ARGUMENT));
+        }
+        let dom = st.dom.clone();
+        if let Err(e) = dom.rt.locks.release(ctl.id.0, name) {
+            return Ok(Err(e.code()));
+        }
+        ctl.abort.lock_dropped();
+        deliver_if_due(&dom, &ctl)?;
+        Ok(Ok(()))
+    }
+
+    /// A memory-gate reservation of `bytes`: its (positive) token.
+    pub(crate) fn gate_reserve(st: &DomainState, bytes: u64) -> Result<i32, i32> {
+        let Some(ctl) = current(st) else {
+            return Err(BAD_ARGUMENT);
+        };
+        if ctl.gate().len() >= MAX_RESERVATIONS {
+            return Err(INSUFFICIENT_MEMORY);
+        }
+        match st.dom.account.reserve(bytes) {
+            Ok(r) => ctl.gate().keep(r).ok_or(BAD_ARGUMENT),
+            Err(_) => Err(INSUFFICIENT_MEMORY),
+        }
+    }
+
+    pub(crate) fn gate_release(st: &DomainState, token: i32) -> Result<(), i32> {
+        let Some(ctl) = current(st) else {
+            return Err(BAD_ARGUMENT);
+        };
+        if ctl.gate().release(token) {
+            Ok(())
+        } else {
+            Err(BAD_ARGUMENT)
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_LOCK_NAME as usize).contains(&name.len())
 }
 
 /// A lock name: UTF-8, 1 to 256 bytes, inside the guest's memory.
@@ -461,10 +555,6 @@ fn read_name(cx: &mut Cx<'_>, ptr: i32, len: i32) -> Option<String> {
         return None;
     }
     String::from_utf8(read_guest(cx, ptr, len)?).ok()
-}
-
-fn current(cx: &Cx<'_>) -> Option<Arc<CallCtl>> {
-    cx.data().call.clone()
 }
 
 /// `now + d`, or a moment so far away it never comes when that overflows.

@@ -48,6 +48,7 @@
 //! bounded, and write anything that can wait as an async function. The watchdog and a
 //! domain kill still bound such a call, as they bound any guest.
 
+mod component;
 mod embedder;
 mod imports;
 
@@ -57,6 +58,7 @@ pub use imports::{
     MAX_HELD_LOCKS, MAX_RESERVATIONS, WasmType,
 };
 
+pub(crate) use component::link as link_warden_component;
 pub(crate) use imports::link_warden;
 
 use std::future::Future;

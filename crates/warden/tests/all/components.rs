@@ -518,3 +518,299 @@ async fn a_name_in_two_interfaces_needs_its_path() {
         Err(Error::AmbiguousExport { .. })
     ));
 }
+
+// ---- warden:host for component guests ----
+
+async fn host_domain(rt: &warden::Runtime) -> warden::Domain {
+    let module = rt
+        .load_module(&components::host_guest())
+        .expect("the warden:host guest loads");
+    rt.create_domain(&module, DomainConfig::default())
+        .await
+        .expect("a component domain importing warden:host")
+}
+
+fn s(x: &str) -> Val {
+    Val::String(x.into())
+}
+
+fn s32(out: Result<warden::CallOutput, Error>) -> i32 {
+    match one(out.map_err(|e| format!("{e:?}")).unwrap()) {
+        Val::S32(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The guest's log lines, for domain `d`.
+fn logs(rec: &common::Recorder, d: &warden::Domain) -> Vec<String> {
+    let id = serde_json::to_value(d.id()).unwrap();
+    rec.named("guest_log")
+        .into_iter()
+        .filter(|e| e["domain"] == id)
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn logged(rec: &common::Recorder, d: &warden::Domain, line: &str) {
+    common::wait_until(&format!("the guest logs {line:?}"), || {
+        logs(rec, d).iter().any(|l| l == line)
+    })
+    .await;
+}
+
+fn policy(settings: &[(warden::Operation, u64, warden::Action)]) -> RuntimeConfig {
+    let mut policy = warden::Policy::default();
+    for &(op, ms, action) in settings {
+        policy
+            .set_timeout(op, Some(Duration::from_millis(ms)), action)
+            .unwrap();
+    }
+    RuntimeConfig {
+        policy,
+        ..RuntimeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_polite_abort_waits_for_a_components_critical_region_and_lands_at_its_exit() {
+    let (rt, rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let call = d.call_component("critical", &[], opts()).unwrap();
+    logged(&rec, &d, "in").await;
+    call.abort();
+    let r = tokio::time::timeout(common::ENDS_WITHIN, call.join()).await;
+    assert_eq!(r.unwrap().unwrap_err(), CallError::Aborted);
+    // The guest ran on after the request (it saw it, inside the region), and the abort
+    // landed in critical-exit: nothing after it ran.
+    assert_eq!(logs(&rec, &d), ["in", "saw"]);
+    assert_eq!(rec.named("abort_deferred")[0]["why"], "critical_region");
+    assert_eq!(rec.named("abort_delivered")[0]["kind"], "polite");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rude_abort_does_not_wait_for_a_components_critical_region() {
+    let (rt, rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let call = d.call_component("critical-spin", &[], opts()).unwrap();
+    logged(&rec, &d, "in").await;
+    call.rude_abort();
+    let r = tokio::time::timeout(common::ENDS_WITHIN, call.join()).await;
+    assert_eq!(r.unwrap().unwrap_err(), CallError::RudeAborted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rude_abort_waits_for_a_components_constrained_region_within_the_policy_bound() {
+    let (rt, rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let call = d.call_component("constrained", &[], opts()).unwrap();
+    logged(&rec, &d, "in").await;
+    call.rude_abort();
+    let r = tokio::time::timeout(common::ENDS_WITHIN, call.join()).await;
+    assert_eq!(r.unwrap().unwrap_err(), CallError::RudeAborted);
+    assert_eq!(logs(&rec, &d), ["in", "saw"]);
+    assert_eq!(rec.named("abort_delivered")[0]["kind"], "rude");
+    // The request itself is the only escalation: the region ended within the policy's
+    // rude-abort bound, so nothing escalated past it (to a rude unload).
+    let escalations = rec.named("escalation");
+    assert!(
+        escalations.iter().all(|e| e["action"] == "rude-abort"),
+        "{escalations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_a_component_call_ends_holding_is_released_poisoned() {
+    let (rt, _rec) = common::runtime();
+    let (a, b) = (host_domain(&rt).await, host_domain(&rt).await);
+    assert_eq!(
+        s32(b
+            .invoke_component("acquire-release", &[s("q")], opts())
+            .await),
+        0
+    );
+    // The call returns holding "p": it is released, poisoned, for the next owner.
+    assert_eq!(
+        s32(a
+            .invoke_component("acquire", &[s("p"), Val::S64(-1)], opts())
+            .await),
+        0
+    );
+    assert_eq!(
+        s32(b
+            .invoke_component("acquire-release", &[s("p")], opts())
+            .await),
+        1
+    );
+    // Released cleanly by that owner, the mark is gone.
+    assert_eq!(
+        s32(b
+            .invoke_component("acquire-release", &[s("p")], opts())
+            .await),
+        0
+    );
+    // Misuse gets the WIT error: not-held, bad-argument (an empty name).
+    assert_eq!(
+        s32(b.invoke_component("release", &[s("p")], opts()).await),
+        15
+    );
+    assert_eq!(
+        s32(b
+            .invoke_component("acquire", &[s(""), Val::S64(-1)], opts())
+            .await),
+        17
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlock_between_two_component_domains_has_a_victim_that_backs_out() {
+    let (rt, rec) = common::runtime();
+    let (a, b) = (host_domain(&rt).await, host_domain(&rt).await);
+    // b takes B, then probes A until a holds it; a takes A, then waits for B.
+    let cb = b
+        .call_component("cross", &[s("B"), s("A"), Val::Bool(true)], opts())
+        .unwrap();
+    logged(&rec, &b, "has").await;
+    let ca = a
+        .call_component("cross", &[s("A"), s("B"), Val::Bool(false)], opts())
+        .unwrap();
+    let result = |r: warden::CallResult| match one(r.unwrap()) {
+        Val::S32(v) => v,
+        other => panic!("{other:?}"),
+    };
+    let ra = result(
+        tokio::time::timeout(common::ENDS_WITHIN, ca.join())
+            .await
+            .unwrap(),
+    );
+    let rb = result(
+        tokio::time::timeout(common::ENDS_WITHIN, cb.join())
+            .await
+            .unwrap(),
+    );
+    let mut got = [ra, rb];
+    got.sort();
+    // One was the victim (deadlock-victim, 11) and backed out; the other then got both.
+    assert_eq!(got, [0, 11], "a: {ra}, b: {rb}");
+    assert!(!rec.named("deadlock_detected").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_lock_wait_and_sleep_are_ended_by_the_deadline() {
+    let (rt, rec) = common::runtime();
+    let (holder, waiter) = (host_domain(&rt).await, host_domain(&rt).await);
+    let held = holder.call_component("hold", &[s("L")], opts()).unwrap();
+    logged(&rec, &holder, "has").await;
+    let deadline = CallOptions {
+        deadline: Some(Duration::from_millis(50)),
+        ..opts()
+    };
+    let r = waiter
+        .invoke_component("acquire", &[s("L"), Val::S64(-1)], deadline.clone())
+        .await;
+    assert!(matches!(r, Err(Error::Call(CallError::Timeout))), "{r:?}");
+    held.abort();
+    assert_eq!(held.join().await.unwrap_err(), CallError::Aborted);
+
+    let sleeper = host_domain(&rt).await;
+    let r = sleeper
+        .invoke_component("sleep", &[Val::U64(u64::MAX)], deadline)
+        .await;
+    assert!(matches!(r, Err(Error::Call(CallError::Timeout))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_gate_refuses_a_component_when_the_budget_is_short() {
+    let (rt, _rec) = common::runtime_with(RuntimeConfig {
+        memory_budget: Some(64 << 20),
+        ..RuntimeConfig::default()
+    });
+    let d = host_domain(&rt).await;
+    let refused = s32(d
+        .invoke_component("reserve", &[Val::U64(1 << 30)], opts())
+        .await);
+    assert_eq!(refused, -16, "insufficient-memory");
+    let token = s32(d
+        .invoke_component("reserve", &[Val::U64(1 << 20)], opts())
+        .await);
+    assert!(token > 0, "{token}");
+    // The call's end returned it: the token is gone, and a forged one is refused too.
+    for t in [token as u32, 0xdead] {
+        assert_eq!(
+            s32(d
+                .invoke_component("unreserve", &[Val::U32(t)], opts())
+                .await),
+            17
+        );
+    }
+    assert_eq!(
+        s32(d
+            .invoke_component("close", &[Val::U32(0xbeef)], opts())
+            .await),
+        17
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_call_is_refused_past_its_reservation_quota() {
+    let (rt, _rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let r = s32(d.invoke_component("hoard", &[], opts()).await);
+    assert_eq!(r >> 8, warden::host::MAX_RESERVATIONS as i32);
+    assert_eq!(r & 0xff, 16, "insufficient-memory");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_hung_finalizer_is_ended_by_the_finalizer_timeout() {
+    use warden::{Action, Operation};
+    let (rt, rec) = common::runtime_with(policy(&[(Operation::FinalizerRun, 100, Action::Abort)]));
+    let d = host_domain(&rt).await;
+    d.invoke_component("arm-finalizer", &[], opts())
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(common::ENDS_WITHIN, d.unload())
+        .await
+        .unwrap();
+    assert!(!report.finalizer_ran);
+    assert!(
+        rec.named("finalizer_ran")
+            .iter()
+            .any(|e| e["result"] == "timeout"),
+        "{:?}",
+        rec.named("finalizer_ran")
+    );
+    assert!(
+        rec.named("escalation")
+            .iter()
+            .any(|e| e["operation"] == "finalizer-run")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_constrained_region_past_the_rude_abort_bound_costs_its_domain() {
+    use warden::{Action, Operation};
+    let (rt, rec) = common::runtime_with(policy(&[
+        (Operation::RudeAbort, 100, Action::RudeUnloadDomain),
+        (Operation::RudeAbortCritical, 100, Action::RudeUnloadDomain),
+    ]));
+    let d = host_domain(&rt).await;
+    // A constrained region that does not end: a lock wait inside it that nobody answers.
+    let holder = host_domain(&rt).await;
+    let held = holder.call_component("hold", &[s("K")], opts()).unwrap();
+    logged(&rec, &holder, "has").await;
+    let call = d
+        .call_component("constrained-wait", &[s("K")], opts())
+        .unwrap();
+    logged(&rec, &d, "in").await;
+    call.rude_abort();
+    let r = tokio::time::timeout(common::ENDS_WITHIN, call.join()).await;
+    assert!(r.unwrap().is_err());
+    let report = d.unloaded().await;
+    assert!(report.rude, "escalated to a rude unload: {report:?}");
+    assert!(
+        rec.named("escalation")
+            .iter()
+            .any(|e| e["action"] == "rude-unload-domain")
+    );
+    held.abort();
+    assert_eq!(held.join().await.unwrap_err(), CallError::Aborted);
+}

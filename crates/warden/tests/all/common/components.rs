@@ -205,3 +205,196 @@ pub const COMMAND_WAT: &str = r#"
 pub fn command() -> Vec<u8> {
     build(COMMAND_WIT, "command", COMMAND_WAT)
 }
+
+/// Warden's `warden:host@0.1.0` package, as the SDK ships it.
+pub const WARDEN_HOST_WIT: &str = include_str!("../../../../../sdk/wit/warden-host.wit");
+
+/// Encodes `core_wat` as a component of `world` in `wit`, which may use `warden:host`.
+pub fn build_with_host(wit: &str, world: &str, core_wat: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    resolve
+        .push_str("warden-host.wit", WARDEN_HOST_WIT)
+        .expect("warden:host parses");
+    let pkg = resolve.push_str("test.wit", wit).expect("the WIT parses");
+    let world = resolve.select_world(&[pkg], Some(world)).expect("world");
+    let mut module = wat::parse_str(core_wat).expect("the core WAT parses");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("metadata embeds");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("module")
+        .validate(true)
+        .encode()
+        .expect("the component encodes")
+}
+
+/// A guest of `warden:host`: regions, locks, the gate, sleep, log and a finalizer. Results are
+/// `s32`: `0` ok (or `acquired.clean`), `1` `acquired.poisoned`, `10 + error-code` (in WIT
+/// order: `10` timeout, `11` deadlock-victim, ..., `16` insufficient-memory, `17`
+/// bad-argument); `reserve` returns the token, or minus that code.
+pub const HOST_WIT: &str = r#"
+package warden:guest;
+
+world host-guest {
+  include warden:host/imports@0.1.0;
+  export critical: func();
+  export critical-spin: func();
+  export constrained: func();
+  export constrained-wait: func(name: string);
+  export acquire: func(name: string, timeout-ms: s64) -> s32;
+  export acquire-release: func(name: string) -> s32;
+  export release: func(name: string) -> s32;
+  export hold: func(name: string) -> s32;
+  export cross: func(first: string, second: string, probe: bool) -> s32;
+  export sleep: func(ms: u64) -> s32;
+  export reserve: func(bytes: u64) -> s32;
+  export unreserve: func(token: u32) -> s32;
+  export hoard: func() -> s32;
+  export close: func(handle: u32) -> s32;
+  export arm-finalizer: func();
+  export warden-on-unload: func();
+}
+"#;
+
+/// The core module of [`HOST_WIT`]. Logs `in` when a region is entered, `saw` once it saw
+/// the abort requested, `after` after the region's exit; `has` when the first lock is held.
+pub const HOST_WAT: &str = r#"
+(module
+  (import "warden:host/regions@0.1.0" "critical-enter" (func $cin))
+  (import "warden:host/regions@0.1.0" "critical-exit" (func $cout))
+  (import "warden:host/regions@0.1.0" "constrained-enter" (func $kin))
+  (import "warden:host/regions@0.1.0" "constrained-exit" (func $kout))
+  (import "warden:host/regions@0.1.0" "abort-requested" (func $requested (result i32)))
+  (import "warden:host/locks@0.1.0" "acquire" (func $acq (param i32 i32 i32 i64 i32)))
+  (import "warden:host/locks@0.1.0" "release" (func $rel (param i32 i32 i32)))
+  (import "warden:host/memory-gate@0.1.0" "reserve" (func $reserve (param i64 i32)))
+  (import "warden:host/memory-gate@0.1.0" "release" (func $unreserve (param i32 i32)))
+  (import "warden:host/host@0.1.0" "sleep" (func $sleep (param i64 i32)))
+  (import "warden:host/host@0.1.0" "log" (func $log (param i32 i32 i32)))
+  (import "warden:host/handles@0.1.0" "close" (func $close (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $hang (mut i32) (i32.const 0))
+  (data (i32.const 200) "in")
+  (data (i32.const 210) "saw")
+  (data (i32.const 220) "after")
+  (data (i32.const 230) "has")
+  (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32)
+        (result i32)
+    (local $p i32)
+    (local.set $p (i32.and
+      (i32.sub (i32.add (global.get $heap) (local.get $align)) (i32.const 1))
+      (i32.sub (i32.const 0) (local.get $align))))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func $say (param $p i32) (param $n i32) (call $log (i32.const 0) (local.get $p) (local.get $n)))
+  (func $wait_requested (loop $l (br_if $l (i32.eqz (call $requested)))))
+  ;; result<acquired, error-code> at 64: the enum, or 10 + the error code.
+  (func $acquired (result i32)
+    (if (result i32) (i32.load8_u (i32.const 64))
+      (then (i32.add (i32.const 10) (i32.load8_u (i32.const 65))))
+      (else (i32.load8_u (i32.const 65)))))
+  ;; result<_, error-code> at 64: 0, or 10 + the error code.
+  (func $unit (result i32)
+    (if (result i32) (i32.load8_u (i32.const 64))
+      (then (i32.add (i32.const 10) (i32.load8_u (i32.const 65))))
+      (else (i32.const 0))))
+  (func $take (param $p i32) (param $n i32) (param $t i64) (result i32)
+    (call $acq (local.get $p) (local.get $n) (i64.ge_s (local.get $t) (i64.const 0))
+      (local.get $t) (i32.const 64))
+    (call $acquired))
+  (func $drop_lock (param $p i32) (param $n i32) (result i32)
+    (call $rel (local.get $p) (local.get $n) (i32.const 64))
+    (call $unit))
+  (func (export "critical")
+    (call $cin) (call $say (i32.const 200) (i32.const 2))
+    (call $wait_requested) (call $say (i32.const 210) (i32.const 3))
+    (call $cout) (call $say (i32.const 220) (i32.const 5)))
+  (func (export "critical-spin")
+    (call $cin) (call $say (i32.const 200) (i32.const 2))
+    (loop $l (br $l)))
+  (func (export "constrained")
+    (call $kin) (call $say (i32.const 200) (i32.const 2))
+    (call $wait_requested) (call $say (i32.const 210) (i32.const 3))
+    (call $kout) (call $say (i32.const 220) (i32.const 5)))
+  ;; A constrained region that waits for a lock without bound.
+  (func (export "constrained-wait") (param i32 i32)
+    (call $kin) (call $say (i32.const 200) (i32.const 2))
+    (drop (call $take (local.get 0) (local.get 1) (i64.const -1)))
+    (call $kout))
+  (func (export "acquire") (param i32 i32 i64) (result i32)
+    (call $take (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "acquire-release") (param i32 i32) (result i32)
+    (local $r i32)
+    (local.set $r (call $take (local.get 0) (local.get 1) (i64.const -1)))
+    (drop (call $drop_lock (local.get 0) (local.get 1)))
+    (local.get $r))
+  (func (export "release") (param i32 i32) (result i32)
+    (call $drop_lock (local.get 0) (local.get 1)))
+  ;; Hold the lock until an abort is requested, then release it (where the abort lands).
+  (func (export "hold") (param i32 i32) (result i32)
+    (drop (call $take (local.get 0) (local.get 1) (i64.const -1)))
+    (call $say (i32.const 230) (i32.const 3))
+    (call $wait_requested)
+    (call $drop_lock (local.get 0) (local.get 1)))
+  ;; Take $first, then $second. With $probe, first try $second without waiting until
+  ;; someone else holds it. A deadlock victim releases $first and returns 11.
+  (func (export "cross") (param $fp i32) (param $fn i32) (param $sp i32) (param $sn i32)
+        (param $probe i32) (result i32)
+    (local $r i32)
+    (drop (call $take (local.get $fp) (local.get $fn) (i64.const -1)))
+    (call $say (i32.const 230) (i32.const 3))
+    (if (local.get $probe)
+      (then (loop $l
+        (local.set $r (call $take (local.get $sp) (local.get $sn) (i64.const 0)))
+        (if (i32.le_u (local.get $r) (i32.const 1))
+          (then (drop (call $drop_lock (local.get $sp) (local.get $sn))) (br $l))))))
+    (if (i32.ne (local.get $r) (i32.const 11))
+      (then (local.set $r (call $take (local.get $sp) (local.get $sn) (i64.const -1)))))
+    (if (i32.eq (local.get $r) (i32.const 11))
+      (then
+        (drop (call $drop_lock (local.get $fp) (local.get $fn)))
+        (return (i32.const 11))))
+    (drop (call $drop_lock (local.get $sp) (local.get $sn)))
+    (drop (call $drop_lock (local.get $fp) (local.get $fn)))
+    (local.get $r))
+  (func (export "sleep") (param i64) (result i32)
+    (call $sleep (local.get 0) (i32.const 64))
+    (call $unit))
+  ;; result<token, error-code> at 64: the payload is at 68.
+  (func $reserve_one (param i64) (result i32)
+    (call $reserve (local.get 0) (i32.const 64))
+    (if (result i32) (i32.load8_u (i32.const 64))
+      (then (i32.sub (i32.const -10) (i32.load8_u (i32.const 68))))
+      (else (i32.load (i32.const 68)))))
+  (func (export "reserve") (param i64) (result i32) (call $reserve_one (local.get 0)))
+  (func (export "unreserve") (param i32) (result i32)
+    (call $unreserve (local.get 0) (i32.const 64))
+    (call $unit))
+  ;; Reserve 0 bytes until refused: (how many << 8) | (10 + the code).
+  (func (export "hoard") (result i32)
+    (local $n i32) (local $r i32)
+    (loop $l
+      (local.set $r (call $reserve_one (i64.const 0)))
+      (if (i32.gt_s (local.get $r) (i32.const 0))
+        (then (local.set $n (i32.add (local.get $n) (i32.const 1))) (br $l))))
+    (i32.or (i32.shl (local.get $n) (i32.const 8)) (i32.sub (i32.const 0) (local.get $r))))
+  (func (export "close") (param i32) (result i32)
+    (call $close (local.get 0) (i32.const 64))
+    (call $unit))
+  (func (export "arm-finalizer") (global.set $hang (i32.const 1)))
+  (func (export "warden-on-unload")
+    (if (global.get $hang)
+      (then (call $sleep (i64.const -1) (i32.const 64)))))
+)
+"#;
+
+/// The `warden:host` guest.
+pub fn host_guest() -> Vec<u8> {
+    build_with_host(HOST_WIT, "host-guest", HOST_WAT)
+}
