@@ -33,11 +33,11 @@
 //!   ends a component domain: after the call's outcome and its escalation, the domain is
 //!   unloaded politely (its finalizer is skipped, since it cannot run), and later calls fail
 //!   `domain_unloaded`. A core module's domain stays loaded after a trap.
-//! - **No `warden` imports yet.** Critical and constrained regions, host locks, the memory
-//!   gate from the guest, `sleep_ms`, `log` and handle close are core-module imports; the
-//!   `warden:host` WIT package for components is not implemented, nor are embedder host
-//!   functions for components. A component imports WASI preview2 (`wasi:*@0.2`) only; any
-//!   other import fails `create_domain` with [`Error::Instantiate`] naming it.
+//! - **Warden's imports are `warden:host@0.1.0`** (`sdk/wit/warden-host.wit`, host side in
+//!   `host/component.rs`, the same implementation as the core `"warden"` imports). Embedder
+//!   host functions are core-only. A component imports WASI preview2 (`wasi:*@0.2`) and
+//!   `warden:host` only; any other import fails `create_domain` with [`Error::Instantiate`]
+//!   naming it.
 //! - **Synchronous exports only.** Component-model async (`async` functions, streams,
 //!   futures) is not enabled.
 
