@@ -40,8 +40,16 @@ fn dir_for(caller: &std::panic::Location<'_>) -> PathBuf {
 
 #[track_caller]
 pub fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
-    let p = dir_for(std::panic::Location::caller()).join(name);
-    std::fs::write(&p, bytes).unwrap();
+    // Tests of one binary run in parallel and may write the same fixture while another test's
+    // warden reads it: write a file of its own, then rename it into place (atomic), so a
+    // reader never sees a truncated or half-written file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = dir_for(std::panic::Location::caller());
+    let p = dir.join(name);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{n}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
     p.display().to_string()
 }
 
