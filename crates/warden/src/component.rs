@@ -35,8 +35,8 @@
 //!   `domain_unloaded`. A core module's domain stays loaded after a trap.
 //! - **Warden's imports are `warden:host@0.1.0`** (`sdk/wit/warden-host.wit`, host side in
 //!   `host/component.rs`, the same implementation as the core `"warden"` imports). Embedder
-//!   host functions are core-only. A component imports WASI preview2 (`wasi:*@0.2`) and
-//!   `warden:host` only; any other import fails `create_domain` with [`Error::Instantiate`]
+//!   host functions are core-only. A component imports WASI preview2 (`wasi:*@0.2`, with
+//!   `wasi:http`: see [`http`](crate::http)) and `warden:host` only; any other import fails `create_domain` with [`Error::Instantiate`]
 //!   naming it.
 //! - **Synchronous exports only.** Component-model async (`async` functions, streams,
 //!   futures) is not enabled.
@@ -99,6 +99,8 @@ pub(crate) struct CompiledComponent {
     pub(crate) finalizer: Option<ComponentExportIndex>,
     /// The component linked against the runtime's linker, once (see `RuntimeInner`).
     pub(crate) pre: Arc<OnceLock<wasmtime::component::InstancePre<DomainState>>>,
+    /// The `wasi:http/incoming-handler` bindings, looked up at its first HTTP call.
+    pub(crate) http: Arc<OnceLock<Result<wasmtime_wasi_http::p2::bindings::ProxyIndices, String>>>,
 }
 
 impl CompiledComponent {
@@ -125,6 +127,7 @@ impl CompiledComponent {
             exports: exports.into(),
             finalizer,
             pre: Arc::new(OnceLock::new()),
+            http: Arc::new(OnceLock::new()),
         }
     }
 
@@ -395,6 +398,8 @@ fn val_kind(val: &Val) -> &'static str {
 pub(crate) struct WasiP2 {
     pub(crate) ctx: wasmtime_wasi::WasiCtx,
     pub(crate) table: wasmtime::component::ResourceTable,
+    /// `wasi:http`'s context and outbound policy (its resources are in `table`).
+    pub(crate) http: crate::http::HttpState,
 }
 
 impl wasmtime_wasi::WasiView for DomainState {

@@ -53,6 +53,12 @@ pub(crate) struct CallRequest {
 pub(crate) enum Args {
     Core(Vec<wasmtime::Val>),
     Component(Vec<wasmtime::component::Val>),
+    /// A `wasi:http/incoming-handler#handle` call: the request, and where the guest's
+    /// `response-outparam` sends its answer.
+    Http {
+        request: Box<hyper::Request<crate::http::HyperIncomingBody>>,
+        sender: oneshot::Sender<crate::http::Answer>,
+    },
 }
 
 /// A domain's instance.
@@ -218,6 +224,24 @@ impl Worker {
                     ended(ran, CallOutput::component(results))
                 }
             },
+            (GuestInstance::Component(instance), Args::Http { request, sender }, _) => {
+                let ran = {
+                    let fut = async {
+                        let proxy = crate::http::proxy(store, &dom.module, instance)?;
+                        let mut view = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+                        let scheme = wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
+                        let req = view.new_incoming_request(scheme, *request)?;
+                        let out = view.new_response_outparam(sender)?;
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut *store, req, out)
+                            .await
+                    };
+                    drive(&dom, ctl, fut, deadline).await
+                };
+                *spent = !matches!(ran, Driven::Finished(Ok(())));
+                ended(ran, CallOutput::component(Vec::new()))
+            }
             // `DomainShared::request` matched the arguments to the module's kind.
             _ => no_func(),
         };
