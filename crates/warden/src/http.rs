@@ -1,7 +1,7 @@
 //! HTTP: `wasi:http/proxy` components as domains, one handler call per request.
 //!
 //! A component that exports `wasi:http/incoming-handler@0.2.x` ([`Module::is_http_proxy`])
-//! serves a request with [`Domain::call_http`]. The request becomes the guest's
+//! serves a request with [`Domain::call_http`](crate::Domain::call_http). The request becomes the guest's
 //! `incoming-request`, a `response-outparam` is made for its answer, and the handler's
 //! `handle` runs as a **call of the domain** like any other: queued behind the domain's running
 //! call, admitted by its lifecycle, gated by [`CallOptions::reserve`], driven by the worker
