@@ -170,7 +170,7 @@ pub(crate) struct DomainShared {
     /// The tokio runtime the domain was created on: where detached work runs.
     tokio: tokio::runtime::Handle,
     /// Export signatures calls were checked against (see [`Signature`]).
-    signatures: Mutex<HashMap<Box<str>, Arc<Signature>>>,
+    signatures: Mutex<Signatures>,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -259,7 +259,7 @@ impl Domain {
             account: Arc::new(rt.budget.account_limited(config.max_memory)),
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
-            signatures: Mutex::new(HashMap::new()),
+            signatures: Mutex::new(Signatures::default()),
         });
         let state = DomainState {
             wasi,
@@ -513,9 +513,19 @@ impl DomainShared {
     /// The signature of the function export `export` (see [`Signature`]).
     fn signature(&self, export: &str) -> Result<Arc<Signature>, Error> {
         let mut known = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sig) = known.get(export) {
+        // A domain mostly serves one export over and over: one string compare, not a hash.
+        if let Some((name, sig)) = &known.last
+            && **name == *export
+        {
             return Ok(sig.clone());
         }
+        if let Some((name, sig)) = known.by_name.get_key_value(export) {
+            let (name, sig) = (name.clone(), sig.clone());
+            known.last = Some((name, sig.clone()));
+            return Ok(sig);
+        }
+        // The worker's handle cache is indexed by this.
+        let slot = known.by_name.len();
         let sig = Arc::new(match &self.module.code {
             Code::Core(m) => {
                 let Some(wasmtime::ExternType::Func(ty)) = m.get_export(export) else {
@@ -523,6 +533,7 @@ impl DomainShared {
                 };
                 Signature {
                     name: export.into(),
+                    slot,
                     results: ty.results().len(),
                     kind: SigKind::Core {
                         params: ty.params().collect(),
@@ -533,6 +544,7 @@ impl DomainShared {
                 let (found, index) = c.resolve(export)?;
                 Signature {
                     name: found.name.as_str().into(),
+                    slot,
                     results: found.results(),
                     kind: SigKind::Component {
                         export: found,
@@ -542,7 +554,9 @@ impl DomainShared {
             }
         });
         // Bounded by the module's exports: only exports that exist are kept.
-        known.insert(export.into(), sig.clone());
+        let name: Arc<str> = export.into();
+        known.by_name.insert(name.clone(), sig.clone());
+        known.last = Some((name, sig.clone()));
         Ok(sig)
     }
 
@@ -685,7 +699,7 @@ impl DomainShared {
                 None
             }
         };
-        let Some(mut worker) = worker else {
+        let Some(worker) = worker else {
             // Busy: queue behind the running work and wait for the answer.
             let (reply, rx) = oneshot::channel();
             req.reply = Some(reply);
@@ -700,15 +714,25 @@ impl DomainShared {
             }
             return Ok(rx.await.unwrap_or(Err(CallError::DomainUnloaded))?);
         };
+        let result = self.run_here(worker, req).await;
+        Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)
+    }
+
+    /// The fast path's work, built and boxed in a plain function: the call's future (several
+    /// KiB) then lives only in its box, not also in `invoke`'s future and each one awaiting
+    /// it (each would copy it on every call).
+    fn run_here(
+        self: &Arc<Self>,
+        mut worker: Box<Worker>,
+        req: CallRequest,
+    ) -> Detach<Option<CallResult>> {
         let dom = self.clone();
         let ctl = req.ctl.clone();
-        let work = async move {
+        Detach::call(self.clone(), ctl, async move {
             let result = worker.serve(req).await;
             dom.hand_back(worker);
             result
-        };
-        let result = Detach::call(self.clone(), ctl, work).await;
-        Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)
+        })
     }
 
     /// The end of a call, however it ended (ran, refused, drained, dropped): released, then
@@ -737,20 +761,20 @@ impl DomainShared {
         if ctl.admitted.swap(false, Ordering::SeqCst) {
             self.life.call_ended();
         }
-        let detail = match result {
+        self.emit_call_finished(ctl, result, started, || match result {
             Ok(out) => out.exit_code.map(|c| format!("exit code {c}")),
             Err(e) => e.detail(),
-        };
-        self.emit_call_finished(ctl, result, started, detail);
+        });
     }
 
     /// The one `call_finished` event of a call (or of a start function that gave no domain).
+    /// Its `detail` (a trap's message and backtrace) is formatted only for a subscriber.
     pub(crate) fn emit_call_finished(
         &self,
         ctl: &CallCtl,
         result: &CallResult,
         started: Instant,
-        detail: Option<String>,
+        detail: impl FnOnce() -> Option<String>,
     ) {
         let outcome = match result {
             Ok(_) => crate::call::Outcome::Ok,
@@ -762,7 +786,7 @@ impl DomainShared {
                 outcome,
                 elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
                 host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
-                detail,
+                detail: detail(),
                 memory_used: self.account.used(),
             });
     }
@@ -1208,12 +1232,23 @@ pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
     Err(CallError::Trap { message, backtrace })
 }
 
+/// The export signatures a domain's calls were checked against, by the name they were called
+/// by, and the last one asked for.
+#[derive(Default)]
+struct Signatures {
+    by_name: HashMap<Arc<str>, Arc<Signature>>,
+    last: Option<(Arc<str>, Arc<Signature>)>,
+}
+
 /// What a call needs of an export's type, looked up once per domain and export: asking
 /// wasmtime for a function's type roots it in the engine's type registry, which costs more
 /// than the rest of a warm call's bookkeeping.
 pub(crate) struct Signature {
     /// The export's name (a component's: its full path), shared by every call of it.
     pub(crate) name: Arc<str>,
+    /// Dense per domain (the order exports were first called): the index of the export's
+    /// function handle in the worker's cache.
+    pub(crate) slot: usize,
     pub(crate) results: usize,
     pub(crate) kind: SigKind,
 }

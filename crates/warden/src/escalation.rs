@@ -7,6 +7,7 @@
 //! (`DomainShared::carry_out`), and [`drive`] is the one place a stretch of guest code is
 //! driven: under its deadline, the abort escalation timers, and the domain's kill switch.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::abort::AbortKind;
@@ -246,6 +247,20 @@ pub(crate) async fn drive<T>(
     // Operations whose timeout already fired: each escalates once per call.
     let mut timed_out: Vec<Operation> = Vec::new();
     let policy = &dom.rt.policy;
+    // Most calls end within their first poll: try one before setting up the wake-ups the
+    // wait needs. Nothing is missed by it: a kick meanwhile is kept as a permit, and the loop
+    // checks for a deliverable abort after creating its futures, before it waits.
+    if dom.life.is_killed() {
+        return Driven::Killed;
+    }
+    if let Err(abort) = crate::host::deliver_if_due(dom, ctl) {
+        return Driven::Finished(Err(abort));
+    }
+    let first =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx)));
+    if let std::task::Poll::Ready(r) = first.await {
+        return Driven::Finished(r);
+    }
     loop {
         // A kill is seen here: `DomainShared::kill` marks the lifecycle, then kicks the call
         // running now (a kick before this iteration's wait is kept as a permit).

@@ -71,12 +71,11 @@ pub(crate) fn failed(
 impl DomainShared {
     /// The `call_finished` of a start that did not give the domain.
     pub(crate) fn report_start(&self, ctl: &CallCtl, result: &CallResult, started: Instant) {
-        let detail = match result {
+        self.emit_call_finished(ctl, result, started, || match result {
             Ok(out) => out
                 .exit_code
                 .map(|c| format!("start function exited with {c}")),
             Err(e) => e.detail().or_else(|| Some("start function".into())),
-        };
-        self.emit_call_finished(ctl, result, started, detail);
+        });
     }
 }

@@ -69,12 +69,46 @@ pub(crate) enum GuestInstance {
     Component(wasmtime::component::Instance),
 }
 
+/// An export's function handle (valid as long as the store it came from).
+#[derive(Copy, Clone)]
+enum GuestFunc {
+    Core(wasmtime::Func),
+    Component(wasmtime::component::Func),
+}
+
 struct Parts {
     store: wasmtime::Store<DomainState>,
     instance: GuestInstance,
+    /// Function handles of the exports called so far, by [`Signature::slot`]: looking a
+    /// function up in the instance costs more than the rest of a warm call's bookkeeping.
+    funcs: Vec<Option<GuestFunc>>,
     /// A component whose guest code failed (trapped, was aborted, exited) cannot be entered
     /// again (the component model's rule; see `component.rs`).
     spent: bool,
+}
+
+impl Parts {
+    /// The function `sig` names, from the cache or looked up once (`None`: not a function of
+    /// this instance, or the arguments' kind is not the instance's).
+    fn func(&mut self, sig: &Signature) -> Option<GuestFunc> {
+        if let Some(Some(f)) = self.funcs.get(sig.slot) {
+            return Some(*f);
+        }
+        let found = match (&self.instance, &sig.kind) {
+            (GuestInstance::Core(i), SigKind::Core { .. }) => {
+                GuestFunc::Core(i.get_func(&mut self.store, &sig.name)?)
+            }
+            (GuestInstance::Component(i), SigKind::Component { index, .. }) => {
+                GuestFunc::Component(i.get_func(&mut self.store, index)?)
+            }
+            _ => return None,
+        };
+        if self.funcs.len() <= sig.slot {
+            self.funcs.resize(sig.slot + 1, None);
+        }
+        self.funcs[sig.slot] = Some(found);
+        Some(found)
+    }
 }
 
 /// The owner of a domain's store. See the [module docs](self).
@@ -105,6 +139,7 @@ impl Worker {
             parts: Some(Parts {
                 store,
                 instance,
+                funcs: Vec::new(),
                 spent: false,
             }),
         }
@@ -172,11 +207,14 @@ impl Worker {
             .emit(Some(dom.id), Some(ctl.id), || EventKind::CallStarted {
                 export: export.to_string(),
             });
+        let parts = self.parts();
+        let func = parts.func(sig);
         let Parts {
             store,
-            instance,
             spent,
-        } = self.parts();
+            instance,
+            ..
+        } = parts;
         store.data_mut().call = Some(ctl.clone());
         // An unload that began before the call was published as current could not abort it.
         if !dom.set_current(Some(ctl.clone())) {
@@ -196,63 +234,58 @@ impl Worker {
             Driven::Finished(Err(e)) => classify(ctl, e),
             Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
         };
-        let result = match (&*instance, args, &sig.kind) {
-            (GuestInstance::Core(instance), Args::Core(args), _) => {
-                match instance.get_func(&mut *store, export) {
-                    None => no_func(),
-                    Some(func) => {
-                        let mut results = vec![wasmtime::Val::I32(0); sig.results];
-                        let ran = {
-                            let fut = func.call_async(&mut *store, &args, &mut results);
-                            drive(&dom, ctl, fut, deadline).await
-                        };
-                        ended(ran, CallOutput::core(results))
-                    }
-                }
+        let result = match (func, args) {
+            (Some(GuestFunc::Core(func)), Args::Core(args)) => {
+                let mut results = vec![wasmtime::Val::I32(0); sig.results];
+                let ran = {
+                    let fut = func.call_async(&mut *store, &args, &mut results);
+                    drive(&dom, ctl, fut, deadline).await
+                };
+                ended(ran, CallOutput::core(results))
+            }
+            (Some(GuestFunc::Component(func)), Args::Component(args)) => {
+                let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
+                let ran = {
+                    let fut = func.call_async(&mut *store, &args, &mut results);
+                    drive(&dom, ctl, fut, deadline).await
+                };
+                *spent = !matches!(ran, Driven::Finished(Ok(())));
+                ended(ran, CallOutput::component(results))
             }
             (
-                GuestInstance::Component(instance),
-                Args::Component(args),
-                SigKind::Component { index, .. },
-            ) => match instance.get_func(&mut *store, index) {
-                None => no_func(),
-                Some(func) => {
-                    let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
-                    let ran = {
-                        let fut = func.call_async(&mut *store, &args, &mut results);
-                        drive(&dom, ctl, fut, deadline).await
-                    };
-                    *spent = !matches!(ran, Driven::Finished(Ok(())));
-                    ended(ran, CallOutput::component(results))
-                }
-            },
-            (
-                GuestInstance::Component(instance),
+                _,
                 Args::Http {
                     request,
                     sender,
                     ending,
                 },
-                _,
             ) => {
-                let ran = {
-                    let fut = async {
-                        let proxy = crate::http::proxy(store, &dom.module, instance)?;
-                        let mut view = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
-                        let scheme = wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
-                        let req = view.new_incoming_request(scheme, *request)?;
-                        let out = view.new_response_outparam(sender)?;
-                        proxy
-                            .wasi_http_incoming_handler()
-                            .call_handle(&mut *store, req, out)
-                            .await
-                    };
-                    drive(&dom, ctl, fut, deadline).await
-                };
-                *spent = !matches!(ran, Driven::Finished(Ok(())));
-                // Before the store (and the body's sender with it) can be dropped.
-                ending.set(!*spent);
-                ended(ran, CallOutput::component(Vec::new()))
+                // `DomainShared::request` refused an HTTP call to a core module.
+                match &*instance {
+                    GuestInstance::Core(_) => no_func(),
+                    GuestInstance::Component(instance) => {
+                        let ran = {
+                            let fut = async {
+                                let proxy = crate::http::proxy(store, &dom.module, instance)?;
+                                let mut view =
+                                    wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+                                let scheme =
+                                    wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
+                                let req = view.new_incoming_request(scheme, *request)?;
+                                let out = view.new_response_outparam(sender)?;
+                                proxy
+                                    .wasi_http_incoming_handler()
+                                    .call_handle(&mut *store, req, out)
+                                    .await
+                            };
+                            drive(&dom, ctl, fut, deadline).await
+                        };
+                        *spent = !matches!(ran, Driven::Finished(Ok(())));
+                        // Before the store (and the body's sender with it) can be dropped.
+                        ending.set(!*spent);
+                        ended(ran, CallOutput::component(Vec::new()))
+                    }
+                }
             }
             // `DomainShared::request` matched the arguments to the module's kind.
             _ => no_func(),
@@ -270,6 +303,7 @@ impl Worker {
             store,
             instance,
             spent,
+            ..
         } = self.parts();
         let skipped = || {
             dom.rt

@@ -392,3 +392,44 @@ fn the_readme_embedding_snippet_is_the_compiled_example() {
         "README.md's embedding snippet and examples/embedding.rs differ"
     );
 }
+
+/// Exports are looked up once per domain and their function handles kept by the worker: each
+/// name must keep reaching its own function, whatever order two domains first call them in,
+/// through both `invoke` and `call`, and a name that is no function stays an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_export_keeps_reaching_its_own_function_in_any_call_order() {
+    let (rt, _rec) = runtime();
+    let m = rt
+        .load_module(
+            br#"(module
+                  (memory (export "memory") 1)
+                  (func (export "one") (result i32) (i32.const 1))
+                  (func (export "two") (result i32) (i32.const 2))
+                  (func (export "three") (result i32) (i32.const 3)))"#,
+        )
+        .unwrap();
+    let a = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let b = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let value = |name: &str| match name {
+        "one" => 1,
+        "two" => 2,
+        _ => 3,
+    };
+    for (d, order) in [
+        (&a, ["three", "one", "two", "one", "three", "two"]),
+        (&b, ["one", "two", "three", "three", "two", "one"]),
+    ] {
+        for name in order {
+            let out = d.invoke(name, &[], opts()).await.unwrap();
+            assert_eq!(out.values[0].unwrap_i32(), value(name), "invoke {name}");
+            let out = d.call(name, &[], opts()).unwrap().join().await.unwrap();
+            assert_eq!(out.values[0].unwrap_i32(), value(name), "call {name}");
+        }
+        assert!(matches!(
+            d.invoke("memory", &[], opts()).await,
+            Err(Error::NoSuchExport(_))
+        ));
+    }
+    a.unload().await;
+    b.unload().await;
+}
