@@ -1,7 +1,7 @@
 //! HTTP: `wasi:http/proxy` components as domains, one handler call per request.
 //!
 //! A component that exports `wasi:http/incoming-handler@0.2.x` ([`Module::is_http_proxy`])
-//! serves a request with [`Domain::call_http`]. The request becomes the guest's
+//! serves a request with [`Domain::call_http`](crate::Domain::call_http). The request becomes the guest's
 //! `incoming-request`, a `response-outparam` is made for its answer, and the handler's
 //! `handle` runs as a **call of the domain** like any other: queued behind the domain's running
 //! call, admitted by its lifecycle, gated by [`CallOptions::reserve`], driven by the worker
@@ -47,7 +47,10 @@
 
 pub mod example;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::call::{CallError, CallHandle, CallOptions, CallResult};
@@ -221,6 +224,70 @@ pub(crate) fn proxy(
     indices.load(store, instance)
 }
 
+/// How a handler call ended, as its response body needs to know: wasmtime-wasi-http ends a
+/// body whose guest went away (its store dropped) as if it were complete.
+/// (0 while it runs, 1 ok, 2 failed.)
+#[derive(Default)]
+pub(crate) struct Ending(AtomicU8);
+
+const FAILED: u8 = 2;
+
+impl Ending {
+    pub(crate) fn set(&self, ok: bool) {
+        self.0.store(if ok { 1 } else { FAILED }, Ordering::SeqCst);
+    }
+
+    fn failed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == FAILED
+    }
+}
+
+/// The guest's response body, ending in an error instead of looking complete when the handler
+/// failed before it finished the body (so hyper aborts the response rather than send a
+/// truncated one as whole).
+struct Guarded {
+    inner: HyperOutgoingBody,
+    ending: Arc<Ending>,
+    done: bool,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BodyError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.ending.failed() {
+                    true => Poll::Ready(Some(Err(BodyError::HttpResponseIncomplete))),
+                    false => Poll::Ready(None),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Only once its end was seen: the end is where the failure is told.
+        self.done
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What the guest answered through its `response-outparam`.
 pub(crate) type Answer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
 
@@ -228,6 +295,7 @@ pub(crate) type Answer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
 pub struct HttpCall {
     /// `None` once a response (or an error) was returned.
     answer: Option<oneshot::Receiver<Answer>>,
+    ending: Arc<Ending>,
     handle: CallHandle,
     /// The call's result, once [`response`](Self::response) took it from the handle.
     outcome: Option<CallResult>,
@@ -259,9 +327,10 @@ pub enum HttpError {
 }
 
 impl HttpCall {
-    pub(crate) fn new(answer: oneshot::Receiver<Answer>, handle: CallHandle) -> Self {
+    fn new(answer: oneshot::Receiver<Answer>, ending: Arc<Ending>, handle: CallHandle) -> Self {
         HttpCall {
             answer: Some(answer),
+            ending,
             handle,
             outcome: None,
         }
@@ -288,7 +357,7 @@ impl HttpCall {
                 a = &mut *answer => {
                     self.answer = None;
                     if let Ok(a) = a {
-                        return a.map_err(HttpError::Guest);
+                        return self.guarded(a);
                     }
                 }
                 r = &mut self.handle.rx => {
@@ -302,7 +371,7 @@ impl HttpCall {
             && let Ok(a) = answer.try_recv()
         {
             self.answer = None;
-            return a.map_err(HttpError::Guest);
+            return self.guarded(a);
         }
         self.answer = None;
         if self.outcome.is_none() {
@@ -313,6 +382,20 @@ impl HttpCall {
             Some(Err(e)) => Err(HttpError::Call(e.clone())),
             _ => Err(HttpError::NoResponse),
         }
+    }
+
+    fn guarded(&self, answer: Answer) -> Result<hyper::Response<HyperOutgoingBody>, HttpError> {
+        use http_body_util::BodyExt;
+        let response = answer.map_err(HttpError::Guest)?;
+        let ending = self.ending.clone();
+        Ok(response.map(|inner| {
+            Guarded {
+                inner,
+                ending,
+                done: false,
+            }
+            .boxed_unsync()
+        }))
     }
 
     /// The [`CallHandle`] of the handler call: [`join`](CallHandle::join) it for the call's
@@ -393,15 +476,17 @@ impl crate::Domain {
             ));
         }
         let (sender, answer) = oneshot::channel();
+        let ending = Arc::new(Ending::default());
         let handle = self.shared.call(
             HANDLER,
             crate::worker::Args::Http {
                 request: Box::new(request),
                 sender,
+                ending: ending.clone(),
             },
             options,
         )?;
-        Ok(HttpCall::new(answer, handle))
+        Ok(HttpCall::new(answer, ending, handle))
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) enum Args {
     Http {
         request: Box<hyper::Request<crate::http::HyperIncomingBody>>,
         sender: oneshot::Sender<crate::http::Answer>,
+        /// Told how the handler ended, so that a body it never finished ends in an error.
+        ending: Arc<crate::http::Ending>,
     },
 }
 
@@ -224,7 +226,15 @@ impl Worker {
                     ended(ran, CallOutput::component(results))
                 }
             },
-            (GuestInstance::Component(instance), Args::Http { request, sender }, _) => {
+            (
+                GuestInstance::Component(instance),
+                Args::Http {
+                    request,
+                    sender,
+                    ending,
+                },
+                _,
+            ) => {
                 let ran = {
                     let fut = async {
                         let proxy = crate::http::proxy(store, &dom.module, instance)?;
@@ -240,6 +250,8 @@ impl Worker {
                     drive(&dom, ctl, fut, deadline).await
                 };
                 *spent = !matches!(ran, Driven::Finished(Ok(())));
+                // Before the store (and the body's sender with it) can be dropped.
+                ending.set(!*spent);
                 ended(ran, CallOutput::component(Vec::new()))
             }
             // `DomainShared::request` matched the arguments to the module's kind.

@@ -333,10 +333,13 @@ async fn a_domain_serves_many_requests_and_a_failed_one_is_unloaded() {
     let id = domain.id();
     let mut memory = Vec::new();
     for _ in 0..20 {
-        let response = serve(&domain, "/hello", CallOptions::default())
-            .await
+        let mut call = domain
+            .call_http(request("/hello"), CallOptions::default())
             .unwrap();
+        let response = call.response().await.unwrap();
         assert_eq!(text(response).await, "hello from warden\n");
+        // The response comes before the handler returns: wait for its end.
+        assert!(call.into_handle().join().await.is_ok());
         memory.push(domain.memory_used());
     }
     // The same domain (and instance) served them all, and did not grow.
