@@ -155,6 +155,8 @@ struct Settle {
     domain: Domain,
     served: Arc<AtomicU64>,
     place: Place,
+    /// The failure was already counted for the quarantine (before the client saw it).
+    counted: bool,
 }
 
 impl Settle {
@@ -169,13 +171,14 @@ impl Settle {
                 domain,
                 served,
                 place,
+                counted,
             } = self;
             let n = served.fetch_add(1, Ordering::Relaxed) + 1;
             let c = &app.config;
             let failed = match &result {
                 Ok(_) => false,
                 Err(e) => {
-                    if ran_guest_code(e) {
+                    if ran_guest_code(e) && !counted {
                         app.quarantine.record_unload(Instant::now());
                     }
                     true
@@ -248,6 +251,7 @@ impl Handler for Apps {
             domain: domain.clone(),
             served,
             place,
+            counted: false,
         };
         let call = match domain.call_http(request, options) {
             Ok(call) => call,
@@ -268,6 +272,16 @@ impl Handler for Apps {
             Some(call) => call.response().await,
             None => Err(HttpError::NoResponse),
         };
+        // A failure is counted before its client sees it, so the next request already meets
+        // the quarantine it caused.
+        if let Err(HttpError::Call(e)) = &answer
+            && ran_guest_code(e)
+        {
+            app.quarantine.record_unload(Instant::now());
+            if let Some(settle) = pending.settle.as_mut() {
+                settle.counted = true;
+            }
+        }
         pending.finish();
         match answer {
             Ok(response) => {
