@@ -6,7 +6,11 @@ use std::fmt;
 use warden::exit_code;
 
 use crate::input::InputError;
+use crate::serve::config::ConfigError;
 use crate::size::SizeError;
+
+/// `warden serve`'s configuration is wrong: a key, a component, an address to bind.
+pub const BAD_CONFIG: i32 = 4;
 
 /// Why `warden` stopped before (or instead of) running guests.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,9 @@ pub enum CliError {
         #[source]
         source: warden::Error,
     },
+    /// `warden serve`'s configuration is wrong (exit code [`BAD_CONFIG`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The process could not set itself up (the async runtime, signal handlers).
     #[error("{what}: {source}")]
     Setup {
@@ -94,6 +101,7 @@ impl CliError {
             | CliError::Name(_)
             | CliError::Runtime(_) => exit_code::BAD_INPUT,
             CliError::Load { source, .. } => exit_code::for_error(source),
+            CliError::Config(_) => BAD_CONFIG,
             CliError::Setup { .. } => exit_code::FATAL,
         }
     }

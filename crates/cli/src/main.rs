@@ -6,6 +6,7 @@ mod input;
 mod invoke;
 mod output;
 mod run;
+mod serve;
 mod size;
 mod stress;
 
@@ -30,6 +31,11 @@ enum Command {
     /// Run a WASI command (`_start`) or exported functions, each in a fresh domain.
     #[command(after_help = run::EXIT_CODES_HELP)]
     Run(Box<run::RunArgs>),
+    /// Serve wasi:http/proxy components over HTTP, each request a call in a domain, with
+    /// admission, reuse, quarantine, /healthz, /readyz, /metrics and a SIGTERM drain.
+    /// Without CONFIG: the bundled example app on 127.0.0.1:8080.
+    #[command(after_help = serve::SERVE_HELP)]
+    Serve(Box<serve::ServeArgs>),
     /// Check, show and explain escalation policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Serve(args) => serve::run(*args),
         Command::Policy(cmd) => policy(cmd),
         Command::Stress(args) => stress::run(*args),
         Command::StressExitChild(args) => stress::exit_child(args),

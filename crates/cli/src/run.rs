@@ -191,7 +191,7 @@ pub fn run(args: RunArgs) -> i32 {
 
 /// Ends the process: the runtime's exit function (called once, at the end of shutdown) and
 /// the second signal.
-fn end_process(code: i32) -> ! {
+pub(crate) fn end_process(code: i32) -> ! {
     // Guest output still buffered goes out first, but a stalled reader holds no exit: the
     // drain is bounded, and skipped on a rude exit. std's stdout lock is not taken here (a
     // write blocked on a stalled pipe may hold it); `process::exit` flushes std's stdout

@@ -1,0 +1,552 @@
+//! `warden serve` through the binary: the bundled example component (friendly and hostile
+//! routes), admission, reuse and recycling, quarantine, config errors, the admin endpoints,
+//! and SIGTERM's drain. Each test starts its own server on port 0 and reads the addresses it
+//! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
+
+mod common;
+
+use common::{ENDS_WITHIN, dir, warden, write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The bundled example component, written once per test process.
+fn example() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = dir().join("example.wasm");
+        let ok = warden()
+            .args(["serve", "--write-example"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "--write-example");
+        path.display().to_string()
+    })
+    .clone()
+}
+
+struct Serve {
+    child: Child,
+    addr: String,
+    admin: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    /// `warden serve` on `config` (None: the built-in example), on port 0.
+    fn start(config: Option<&str>) -> Serve {
+        let mut cmd = warden();
+        cmd.arg("serve");
+        if let Some(text) = config {
+            let text = text.replace("COMPONENT", &example());
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cmd.arg(write(&format!("serve-{n}.toml"), text));
+        }
+        cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut addr = None;
+        let mut admin = None;
+        while addr.is_none() || admin.is_none() {
+            match rx.recv_timeout(ENDS_WITHIN) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("listening on http://") {
+                        addr = Some(a.to_string());
+                    } else if let Some(a) = line.strip_prefix("admin on http://") {
+                        admin = Some(a.to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no addresses printed; stderr:\n{}", stderr.lock().unwrap());
+                }
+            }
+        }
+        Serve {
+            child,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+            stderr,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        request(&self.addr, "GET", path)
+    }
+
+    fn admin(&self, method: &str, path: &str) -> Response {
+        request(&self.admin, method, path)
+    }
+
+    fn metrics(&self) -> String {
+        self.admin("GET", "/metrics").body
+    }
+
+    /// Polls `/admin/domains` until `done` holds for it.
+    fn domains_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let until = Instant::now() + ENDS_WITHIN;
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.admin("GET", "/admin/domains").body).unwrap();
+            let list = v.as_array().unwrap().clone();
+            if done(&list) {
+                return list;
+            }
+            assert!(Instant::now() < until, "waited for {what}: {list:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `/metrics` until it contains `line`.
+    fn metrics_until(&self, line: &str) {
+        let until = Instant::now() + ENDS_WITHIN;
+        while !self.metrics().contains(line) {
+            assert!(
+                Instant::now() < until,
+                "waited for {line} in:\n{}",
+                self.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {sig}");
+    }
+
+    /// Waits for the exit (killing it and failing if it does not come): its code.
+    fn wait(mut self) -> (i32, String) {
+        let until = Instant::now() + ENDS_WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                let stderr = self.stderr.lock().unwrap().clone();
+                return (status.code().unwrap_or(-1), stderr);
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("warden serve did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// The head, lowercased.
+    head: String,
+    body: String,
+}
+
+/// One request on a connection of its own (`connection: close`).
+fn request(addr: &str, method: &str, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // The example's responses are not chunked unless streamed; unchunk simply if they are.
+    let body = if head.to_lowercase().contains("transfer-encoding: chunked") {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    Response {
+        status,
+        head: head.to_lowercase(),
+        body,
+    }
+}
+
+fn unchunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+const HELLO: &str = "hello from warden\n";
+
+fn config(extra_app: &str, top: &str) -> String {
+    format!(
+        "{top}\n[[app]]\nname = \"example\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n\
+         deadline = \"1s\"\nmax-memory = \"16MiB\"\n{extra_app}\n"
+    )
+}
+
+#[test]
+fn without_config_the_example_serves_and_the_admin_port_answers() {
+    let s = Serve::start(None);
+    let r = s.get("/hello");
+    assert_eq!((r.status, r.body.as_str()), (200, HELLO), "{r:?}");
+    assert_eq!(s.get("/").body, HELLO);
+    assert_eq!(s.get("/no-such-route").status, 404);
+    assert_eq!(s.admin("GET", "/healthz").status, 200);
+    let ready = s.admin("GET", "/readyz");
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+    let m = s.metrics();
+    assert!(
+        m.contains(r#"warden_requests_total{app="example",outcome="ok"} 3"#),
+        "{m}"
+    );
+    assert!(m.contains("warden_memory_budget_bytes "), "{m}");
+    assert!(
+        m.contains("# TYPE warden_request_duration_seconds histogram"),
+        "{m}"
+    );
+}
+
+#[test]
+fn each_hostile_route_gets_its_status_while_friendly_requests_all_succeed() {
+    let s = Arc::new(Serve::start(Some(&config("", ""))));
+    let hostile: Vec<_> = [
+        ("/loop", &[504][..]),
+        ("/sleep", &[504]),
+        ("/recurse", &[500]),
+        ("/trap", &[500]),
+        ("/hog", &[500, 503]),
+    ]
+    .into_iter()
+    .map(|(path, want)| {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = s.get(path);
+            assert!(want.contains(&r.status), "{path}: {r:?}");
+            (path, t.elapsed())
+        })
+    })
+    .collect();
+    let friendly = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                let r = s.get("/hello");
+                assert_eq!((r.status, r.body.as_str()), (200, HELLO), "{r:?}");
+            }
+        })
+    };
+    friendly.join().unwrap();
+    for h in hostile {
+        let (path, took) = h.join().unwrap();
+        if path == "/loop" || path == "/sleep" {
+            assert!(
+                took >= Duration::from_millis(950),
+                "{path} ended before its 1s deadline: {took:?}"
+            );
+        }
+    }
+    let m = s.metrics();
+    assert!(
+        m.contains(r#"warden_requests_total{app="example",outcome="ok"} 20"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_requests_total{app="example",outcome="timeout"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_requests_total{app="example",outcome="trap"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_requests_total{app="example",outcome="stack_overflow"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_escalations_total{failure="deadline""#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"warden_aborts_total{kind="polite",reason="deadline"}"#),
+        "{m}"
+    );
+    assert_eq!(s.get("/hello").status, 200, "still serving");
+}
+
+#[test]
+fn a_second_request_beyond_max_in_flight_and_queue_gets_503_with_retry_after() {
+    let s = Arc::new(Serve::start(Some(&config(
+        "",
+        "[admission]\nmax-in-flight = 1\nqueue = 0\nretry-after = \"3s\"",
+    ))));
+    let slow = {
+        let s = s.clone();
+        std::thread::spawn(move || s.get("/sleep").status)
+    };
+    s.metrics_until("warden_in_flight 1");
+    let r = s.get("/hello");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.head.contains("retry-after: 3"), "{}", r.head);
+    assert_eq!(slow.join().unwrap(), 504);
+    s.metrics_until("warden_in_flight 0");
+    assert_eq!(s.get("/hello").status, 200, "the place is free again");
+    assert!(
+        s.metrics()
+            .contains(r#"warden_requests_total{app="example",outcome="admission"} 1"#)
+    );
+}
+
+#[test]
+fn with_reuse_a_domain_serves_n_requests_then_a_fresh_one_takes_over() {
+    let s = Serve::start(Some(&config("instance-reuse = 3", "")));
+    assert_eq!(s.get("/hello").status, 200);
+    // A domain is back for reuse once its call has been settled, a moment after the response
+    // (a request before that gets a fresh domain).
+    s.domains_until("one idle domain that served 1", |d| {
+        d.len() == 1 && d[0]["requests"] == 1
+    });
+    assert_eq!(s.get("/hello").status, 200);
+    let two = s.domains_until("one domain that served 2", |d| {
+        d.len() == 1 && d[0]["requests"] == 2 && d[0]["busy"] == false
+    });
+    let first = two[0]["id"].clone();
+    assert_eq!(s.get("/hello").status, 200);
+    s.domains_until("the domain gone after its third", |d| d.is_empty());
+    assert_eq!(s.get("/hello").status, 200);
+    let fresh = s.domains_until("a fresh domain", |d| d.len() == 1 && d[0]["requests"] == 1);
+    assert_ne!(fresh[0]["id"], first);
+    // A failed call's domain is never reused.
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/hello").status, 200);
+    s.domains_until("no domain that trapped kept", |d| {
+        d.iter().all(|x| x["loaded"] == true)
+    });
+}
+
+#[test]
+fn with_reuse_a_domain_above_recycle_memory_is_recycled() {
+    let s = Serve::start(Some(&config(
+        "instance-reuse = 100\nrecycle-memory = \"1KiB\"",
+        "",
+    )));
+    assert_eq!(s.get("/hello").status, 200);
+    s.domains_until("the domain recycled (above 1 KiB)", |d| d.is_empty());
+    s.metrics_until("warden_live_domains 0");
+}
+
+#[test]
+fn an_app_that_keeps_failing_is_quarantined_until_cool_down_or_restore() {
+    let s = Serve::start(Some(&config(
+        "restart-intensity = { unloads = 1, within = \"30s\" }\ncool-down = \"1500ms\"",
+        "",
+    )));
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/hello").status, 200, "one unload is allowed");
+    assert_eq!(s.get("/trap").status, 500);
+    let r = s.get("/hello");
+    assert_eq!(r.status, 503, "quarantined: {r:?}");
+    assert!(r.head.contains("retry-after: "), "{}", r.head);
+    assert!(r.body.contains("quarantined"), "{}", r.body);
+    assert!(
+        s.metrics()
+            .contains(r#"warden_app_quarantined{app="example"} 1"#)
+    );
+    let restored = s.admin("POST", "/admin/apps/example/restore");
+    assert_eq!(
+        (restored.status, restored.body.as_str()),
+        (200, "example: restored\n")
+    );
+    assert_eq!(s.get("/hello").status, 200);
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/trap").status, 500);
+    assert_eq!(s.get("/hello").status, 503);
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(s.get("/hello").status, 200, "cooled down");
+}
+
+/// `warden serve CONFIG`, expected to refuse it: (code, stderr, stdout).
+fn refused(text: &str) -> (i32, String, String) {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = write(
+        &format!("bad-{n}.toml"),
+        text.replace("COMPONENT", &example()),
+    );
+    let out = common::run(&["serve", &path]);
+    (
+        out.status.code().unwrap_or(-1),
+        common::stderr(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_key_with_exit_code_4_before_listening() {
+    let app = "[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n";
+    let core = write("core.wat", "(module (func (export \"f\")))");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (
+            format!("lisen = \"127.0.0.1:0\"\n{app}"),
+            "unknown field `lisen`",
+        ),
+        (
+            format!("{app}max-memory = \"8XB\"\n"),
+            "app \"a\".max-memory",
+        ),
+        (format!("{app}deadline = \"soon\"\n"), "app \"a\".deadline"),
+        (
+            format!("drain = \"1h\"\n{app}"),
+            "drain: 1h is not below the policy's process-exit bound",
+        ),
+        (
+            "[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"missing.wasm\"\n".to_string(),
+            "app \"a\".component: cannot read",
+        ),
+        (
+            format!("[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"{core}\"\n"),
+            "is not a wasi:http/proxy component",
+        ),
+        (
+            format!("{app}[[app]]\nname = \"b\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n"),
+            "app \"b\".route",
+        ),
+        (
+            format!("listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:0\"\n{app}"),
+            "listen: cannot listen on",
+        ),
+    ];
+    for (text, says) in cases {
+        let (code, stderr, stdout) = refused(&text);
+        assert_eq!(code, 4, "{says}: {stderr}");
+        assert!(stderr.contains(says), "expected `{says}` in: {stderr}");
+        assert!(!stdout.contains("listening"), "nothing listens: {stdout}");
+    }
+    drop(taken);
+}
+
+#[test]
+fn sigterm_drains_the_request_in_flight_refuses_new_connections_then_exits_0() {
+    let s = Arc::new(Serve::start(Some(&config("", "drain = \"10s\""))));
+    assert_eq!(s.get("/hello").status, 200);
+    let slow = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (s.get("/sleep"), t.elapsed())
+        })
+    };
+    s.metrics_until("warden_in_flight 1");
+    s.signal("TERM");
+    // Readiness turns off at once; the admin port answers through the drain.
+    let until = Instant::now() + ENDS_WITHIN;
+    loop {
+        let r = s.admin("GET", "/readyz");
+        if r.status == 503 {
+            assert_eq!(r.body, "draining\n");
+            break;
+        }
+        assert!(Instant::now() < until, "readiness never turned off");
+    }
+    assert!(
+        TcpStream::connect(&s.addr).is_err(),
+        "new connections are refused"
+    );
+    let (r, took) = slow.join().unwrap();
+    assert_eq!(
+        r.status, 504,
+        "the request in flight was answered, at its deadline: {r:?}"
+    );
+    assert!(took >= Duration::from_millis(950), "{took:?}");
+    let s = Arc::into_inner(s).unwrap();
+    let (code, stderr) = s.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("draining"), "{stderr}");
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once_with_118() {
+    let s = Arc::new(Serve::start(Some(
+        &config("deadline = \"30s\"", "drain = \"20s\"").replace("deadline = \"1s\"\n", ""),
+    )));
+    let slow = {
+        let addr = s.addr.clone();
+        std::thread::spawn(move || {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            write!(c, "GET /sleep HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf);
+        })
+    };
+    s.metrics_until("warden_in_flight 1");
+    s.signal("TERM");
+    while s.admin("GET", "/readyz").status != 503 {}
+    let t = Instant::now();
+    s.signal("INT");
+    let s = Arc::into_inner(s).expect("one owner");
+    let (code, stderr) = s.wait();
+    assert_eq!(code, 118, "{stderr}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "not after the drain bound"
+    );
+    slow.join().unwrap();
+}
