@@ -430,8 +430,13 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
         "fast.toml",
         "[failures]\nguest-trap = \"fast-exit-process\"\n",
     );
+    let bad_serve = write(
+        "bad-serve.toml",
+        "listen = \"127.0.0.1:0\"\nno-such-key = 1\n",
+    );
     let reached: Vec<(&str, Vec<&str>)> = vec![
         ("0", vec!["run", &hostile, "--invoke", "answer"]),
+        ("4", vec!["serve", &bad_serve]),
         ("N", vec!["run", &exit42]),
         ("2", vec!["run", &hostile, "--no-such-flag"]),
         ("3", vec!["run", "/no/such/module.wasm"]),
