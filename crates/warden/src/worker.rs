@@ -211,7 +211,11 @@ impl Worker {
                 Some(func) => {
                     let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
                     let ran = {
-                        let fut = func.call_async(&mut *store, &args, &mut results);
+                        let fut = crate::host::contain_panics(func.call_async(
+                            &mut *store,
+                            &args,
+                            &mut results,
+                        ));
                         drive(&dom, ctl, fut, deadline).await
                     };
                     *spent = !matches!(ran, Driven::Finished(Ok(())));
@@ -286,7 +290,9 @@ impl Worker {
             let fut = async {
                 match func {
                     Finalizer::Core(f) => f.call_async(&mut *store, ()).await,
-                    Finalizer::Component(f) => f.call_async(&mut *store, &[], &mut []).await,
+                    Finalizer::Component(f) => {
+                        crate::host::contain_panics(f.call_async(&mut *store, &[], &mut [])).await
+                    }
                 }
             };
             let timer = async {
