@@ -129,7 +129,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
@@ -139,6 +139,7 @@ fn main() {
         ("g", null_import),
         ("h", idle_density),
         ("i", component_calls),
+        ("j", http_hello),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -325,6 +326,177 @@ fn component_calls(cx: &Ctx) -> Vec<Row> {
             warden: warm_w,
             bare: Some(warm_b),
             goal: Some(1.5),
+        },
+    ]
+}
+
+/// A `GET /hello` request with an empty body.
+fn hello_request() -> hyper::Request<warden::http::HyperIncomingBody> {
+    hyper::Request::builder()
+        .uri("http://localhost/hello")
+        .body(warden::http::body_from_bytes(bytes::Bytes::new()))
+        .expect("request")
+}
+
+async fn hello_body(response: hyper::Response<warden::http::HyperOutgoingBody>) {
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.expect("body");
+    assert_eq!(&body.to_bytes()[..], b"hello from warden\n");
+}
+
+/// One hello request through `Domain::call_http`, to the end of its call.
+async fn warden_hello(d: &warden::Domain) {
+    let mut call = d
+        .call_http(hello_request(), Default::default())
+        .expect("call");
+    hello_body(call.response().await.expect("response")).await;
+    call.into_handle().join().await.expect("the call succeeds");
+}
+
+/// Bare wasmtime-wasi-http's store data, as `wasmtime serve` keeps it.
+struct BareHttpState {
+    wasi: wasmtime_wasi::WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for BareHttpState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for BareHttpState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Bare wasmtime's side of (j): what `wasmtime serve` does per request — a fresh store, the
+/// `ProxyPre` instantiated, `handle` called — on the bare engine.
+#[derive(Clone)]
+struct BareHttp {
+    engine: wasmtime::Engine,
+    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<BareHttpState>,
+}
+
+impl BareHttp {
+    fn new(side: &BareSide, bytes: &[u8]) -> Self {
+        let component =
+            wasmtime::component::Component::new(&side.engine, bytes).expect("component compiles");
+        let mut linker = wasmtime::component::Linker::new(&side.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi links");
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("http links");
+        let pre = linker.instantiate_pre(&component).expect("links");
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).expect("a proxy");
+        BareHttp {
+            engine: side.engine.clone(),
+            pre,
+        }
+    }
+
+    async fn hello(&self) {
+        use wasmtime_wasi_http::WasiHttpView;
+        let state = BareHttpState {
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table: wasmtime::component::ResourceTable::new(),
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.epoch_deadline_async_yield_and_update(1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let scheme = wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(scheme, hello_request())
+            .expect("request");
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .expect("outparam");
+        let proxy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instance");
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, req, out)
+            .await
+            .expect("handle");
+        hello_body(rx.await.expect("answered").expect("a response")).await;
+    }
+}
+
+/// (j) one `GET /hello` of the bundled example: through `call_http` on a warm domain and on a
+/// fresh domain per request, against bare wasmtime-wasi-http instantiating the `ProxyPre` per
+/// request (as `wasmtime serve` does for a p2 component).
+fn http_hello(cx: &Ctx) -> Vec<Row> {
+    let bytes = warden::http::example::component_bytes();
+    let module = cx.warden.rt.load_module(&bytes).expect("example loads");
+    let bare = BareHttp::new(&cx.bare, &bytes);
+    let n = cx.plan.create;
+    let domain = {
+        let rt = cx.warden.rt.clone();
+        let m = module.clone();
+        run(&cx.rt, async move {
+            rt.create_domain(&m, Default::default())
+                .await
+                .expect("domain")
+        })
+    };
+    let (warm_w, warm_b) = compare(
+        cx.plan.rounds,
+        || {
+            per_iter(
+                &cx.rt,
+                n,
+                &domain,
+                |d| async move { warden_hello(&d).await },
+            )
+        },
+        || per_iter(&cx.rt, n, &bare, |b| async move { b.hello().await }),
+    );
+    let (fresh_w, fresh_b) = compare(
+        cx.plan.rounds,
+        || {
+            let rt = cx.warden.rt.clone();
+            per_iter(&cx.rt, n, &module, move |m| {
+                let rt = rt.clone();
+                async move {
+                    let d = rt
+                        .create_domain(&m, Default::default())
+                        .await
+                        .expect("domain");
+                    warden_hello(&d).await;
+                    d.unload().await;
+                }
+            })
+        },
+        || per_iter(&cx.rt, n, &bare, |b| async move { b.hello().await }),
+    );
+    run(&cx.rt, async move { domain.unload().await });
+    vec![
+        Row {
+            scenario: "j http hello: warm domain vs ProxyPre instantiate + handle",
+            warden: warm_w,
+            bare: Some(warm_b),
+            goal: Some(1.0),
+        },
+        Row {
+            scenario: "j' http hello: fresh domain + unload vs the same",
+            warden: fresh_w,
+            bare: Some(fresh_b),
+            goal: Some(2.0),
         },
     ]
 }

@@ -40,9 +40,10 @@
 //!   `host/component.rs`, the same implementation as the core `"warden"` imports). The
 //!   embedder's own interfaces are typed from its WIT by `bindgen!` and registered with
 //!   [`HostFunctions::component`](crate::HostFunctions::component) (see `host/typed.rs` for
-//!   what that covers). A component imports WASI preview2 (`wasi:*@0.2`), `warden:host` and
-//!   those only; any other import fails `create_domain` with [`Error::Instantiate`] naming
-//!   it. A panic in a host function a component called is a trap of that call.
+//!   what that covers). A component imports WASI preview2 (`wasi:*@0.2`, with `wasi:http`:
+//!   see [`http`](crate::http)), `warden:host` and those only; any other import fails
+//!   `create_domain` with [`Error::Instantiate`] naming it. A panic in a host function a
+//!   component called is a trap of that call.
 //! - **Synchronous exports only.** Component-model async (`async` functions, streams,
 //!   futures) is not enabled.
 
@@ -111,6 +112,8 @@ pub(crate) struct CompiledComponent {
     pub(crate) finalizer: Option<ComponentExportIndex>,
     /// The component linked against the runtime's linker, once (see `RuntimeInner`).
     pub(crate) pre: Arc<OnceLock<wasmtime::component::InstancePre<DomainState>>>,
+    /// The `wasi:http/incoming-handler` bindings, looked up at its first HTTP call.
+    pub(crate) http: Arc<OnceLock<Result<wasmtime_wasi_http::p2::bindings::ProxyIndices, String>>>,
 }
 
 impl CompiledComponent {
@@ -145,6 +148,7 @@ impl CompiledComponent {
             exports: exports.into(),
             finalizer,
             pre: Arc::new(OnceLock::new()),
+            http: Arc::new(OnceLock::new()),
         }
     }
 
@@ -415,6 +419,8 @@ fn val_kind(val: &Val) -> &'static str {
 pub(crate) struct WasiP2 {
     pub(crate) ctx: wasmtime_wasi::WasiCtx,
     pub(crate) table: wasmtime::component::ResourceTable,
+    /// `wasi:http`'s context and outbound policy (its resources are in `table`).
+    pub(crate) http: crate::http::HttpState,
 }
 
 impl wasmtime_wasi::WasiView for DomainState {

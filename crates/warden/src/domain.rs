@@ -82,6 +82,9 @@ pub struct DomainConfig {
     /// WASI settings, for modules that import `wasi_snapshot_preview1` and for components
     /// (preview2); see [`wasi`](crate::wasi).
     pub wasi: WasiConfig,
+    /// HTTP options for a `wasi:http/proxy` component (see [`http`](crate::http)): by
+    /// default every outbound request is denied.
+    pub http: crate::http::HttpConfig,
 }
 
 impl Default for DomainConfig {
@@ -95,6 +98,7 @@ impl Default for DomainConfig {
             start_deadline: Some(Duration::from_secs(10)),
             max_handles: 4096,
             wasi: WasiConfig::default(),
+            http: crate::http::HttpConfig::default(),
         }
     }
 }
@@ -240,6 +244,7 @@ impl Domain {
                 Some(Box::new(crate::component::WasiP2 {
                     ctx: crate::wasi::builder(&config.wasi)?.build(),
                     table: wasmtime::component::ResourceTable::new(),
+                    http: crate::http::HttpState::new(&config.http),
                 })),
             ),
         };
@@ -583,6 +588,13 @@ impl DomainShared {
             (SigKind::Component { export, .. }, Args::Component(args)) => {
                 crate::component::check_args(export, args)?
             }
+            // `Domain::call_http` checked that this is the handler of a wasi:http/proxy.
+            (SigKind::Component { .. }, Args::Http { .. }) => {}
+            (SigKind::Core { .. }, Args::Http { .. }) => {
+                return Err(Error::NoSuchExport(format!(
+                    "{export}`: the domain holds a core module, not a wasi:http/proxy component"
+                )));
+            }
             (SigKind::Core { .. }, Args::Component(_)) => {
                 return Err(Error::NoSuchExport(format!(
                     "{export}` in a component; the domain holds a core module: call it with \
@@ -633,7 +645,7 @@ impl DomainShared {
         }
     }
 
-    fn call(
+    pub(crate) fn call(
         self: &Arc<Self>,
         export: &str,
         args: Args,

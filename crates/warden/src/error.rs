@@ -118,6 +118,10 @@ pub enum Error {
         /// The argument types given.
         given: String,
     },
+    /// An HTTP request cannot be given to a handler (see
+    /// [`Domain::call_http`](crate::Domain::call_http)); the message says what is missing.
+    #[error("bad HTTP request: {0}")]
+    BadRequest(String),
     /// The runtime configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -124,6 +124,8 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(|e| Error::Engine(crate::error::cause(e)))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            .map_err(|e| Error::Engine(crate::error::cause(e)))?;
         crate::host::link_warden_component(&mut component_linker)
             .map_err(|e| Error::Engine(crate::error::cause(e)))?;
         config

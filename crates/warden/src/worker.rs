@@ -53,6 +53,14 @@ pub(crate) struct CallRequest {
 pub(crate) enum Args {
     Core(Vec<wasmtime::Val>),
     Component(Vec<wasmtime::component::Val>),
+    /// A `wasi:http/incoming-handler#handle` call: the request, and where the guest's
+    /// `response-outparam` sends its answer.
+    Http {
+        request: Box<hyper::Request<crate::http::HyperIncomingBody>>,
+        sender: oneshot::Sender<crate::http::Answer>,
+        /// Told how the handler ended, so that a body it never finished ends in an error.
+        ending: Arc<crate::http::Ending>,
+    },
 }
 
 /// A domain's instance.
@@ -222,6 +230,34 @@ impl Worker {
                     ended(ran, CallOutput::component(results))
                 }
             },
+            (
+                GuestInstance::Component(instance),
+                Args::Http {
+                    request,
+                    sender,
+                    ending,
+                },
+                _,
+            ) => {
+                let ran = {
+                    let fut = async {
+                        let proxy = crate::http::proxy(store, &dom.module, instance)?;
+                        let mut view = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+                        let scheme = wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
+                        let req = view.new_incoming_request(scheme, *request)?;
+                        let out = view.new_response_outparam(sender)?;
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut *store, req, out)
+                            .await
+                    };
+                    drive(&dom, ctl, fut, deadline).await
+                };
+                *spent = !matches!(ran, Driven::Finished(Ok(())));
+                // Before the store (and the body's sender with it) can be dropped.
+                ending.set(!*spent);
+                ended(ran, CallOutput::component(Vec::new()))
+            }
             // `DomainShared::request` matched the arguments to the module's kind.
             _ => no_func(),
         };

@@ -10,14 +10,7 @@
 //! ```
 //! mod bindings {
 //!     wasmtime::component::bindgen!({
-//!         inline: "
-//!             package my:kv;
-//!             interface store {
-//!                 get: func(key: string) -> result<string, string>;
-//!                 wait: func(ms: u64);
-//!             }
-//!             world plugin { import store; }
-//!         ",
+//!         path: "examples/wit/kv.wit",
 //!         world: "plugin",
 //!         imports: { "my:kv/store.wait": async, default: trappable },
 //!     });

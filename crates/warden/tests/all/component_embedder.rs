@@ -13,17 +13,7 @@ use warden::{CallError, CallOptions, DomainConfig, Error, RuntimeConfig};
 
 mod bindings {
     wasmtime::component::bindgen!({
-        inline: "
-            package my:kv@0.1.0;
-            interface store {
-                get: func(key: string) -> result<string, string>;
-                count: func() -> u32;
-                wait: func(ms: u64);
-                slow: func(ms: u64) -> u32;
-                boom: func();
-            }
-            world plugin { import store; }
-        ",
+        path: "tests/all/fixtures/my-kv.wit",
         world: "plugin",
         imports: {
             "my:kv/store.wait": async,

@@ -27,6 +27,8 @@ mod fail_fast_fifo;
 mod handles;
 /// The host-call boundary: every import under the abort rules.
 mod host_calls;
+/// `wasi:http/proxy` components served through `Domain::call_http`.
+mod http;
 /// The domain's lifecycle: every step that ends something releases what it owes.
 mod lifecycle;
 /// Host locks, critical regions, deadlock detection (DESIGN §2 "Locks and deadlock").
