@@ -327,7 +327,8 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
         env,
         preopens,
         inherit_stdio: true,
-        inherit_stdin: args.invoke.is_empty(),
+        // As `wasmtime run` does, for commands and `--invoke` alike.
+        inherit_stdin: true,
         ..WasiConfig::default()
     };
     Ok(Plan {

@@ -182,3 +182,150 @@ fn hostile_component_calls_have_their_outcomes_codes() {
         assert!(!err.contains("panicked"), "{invoke}: {err}");
     }
 }
+
+// ---- a preview2 command under --dir, and stdin for --invoke ----
+
+/// A preopen `granted` inside a scratch root, with `in.txt` inside and `secret.txt` beside it.
+fn layout(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let root = common::dir().join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let granted = root.join("granted");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("in.txt"), "inside").unwrap();
+    std::fs::write(root.join("secret.txt"), "SECRET").unwrap();
+    let files = common::write(&format!("{name}-files.wasm"), components::files_command());
+    (root, granted, files)
+}
+
+#[test]
+fn a_preview2_command_reads_and_writes_under_dir() {
+    let (_root, granted, files) = layout("p2-dir");
+    let g = granted.display().to_string();
+    let o = run(&["run", "--dir", &g, &files, "--", "read", "in.txt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "inside");
+    let o = run(&[
+        "run", "--dir", &g, &files, "--", "write", "out.txt", "hello",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "wrote\n");
+    assert_eq!(
+        std::fs::read_to_string(granted.join("out.txt")).unwrap(),
+        "hello"
+    );
+    // HOST::GUEST names the preopen for the guest; the files are the same.
+    let mapped = format!("{g}::/data");
+    let o = run(&["run", "--dir", &mapped, &files, "--", "read", "out.txt"]);
+    assert_eq!(stdout(&o), "hello", "{}", stderr(&o));
+    // Without --dir the guest has no file system at all.
+    let o = run(&["run", &files, "--", "read", "in.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "no preopen\n");
+}
+
+#[test]
+fn a_preview2_command_is_refused_outside_its_preopen() {
+    let (root, granted, files) = layout("p2-escape");
+    let g = granted.display().to_string();
+    let secret = root.join("secret.txt").display().to_string();
+    for path in [
+        "../secret.txt",
+        "./../granted/../secret.txt",
+        secret.as_str(),
+    ] {
+        let o = run(&["run", "--dir", &g, &files, "--", "read", path]);
+        assert_eq!(o.status.code(), Some(1), "reading {path}: {}", stderr(&o));
+        // wasmtime refuses these as not-permitted (31), as Warden does.
+        assert_eq!(stdout(&o), "error 31\n", "reading {path}");
+        let o = run(&["run", "--dir", &g, &files, "--", "write", path, "owned"]);
+        assert_eq!(o.status.code(), Some(1), "writing {path}");
+        assert_eq!(stdout(&o), "error 31\n", "writing {path}");
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "SECRET");
+    let o = run(&["run", "--dir", &g, &files, "--", "write", "../new.txt", "x"]);
+    assert_eq!(stdout(&o), "error 31\n");
+    assert!(!root.join("new.txt").exists());
+}
+
+#[test]
+fn a_preview2_command_under_dir_ro_reads_but_cannot_write() {
+    let (_root, granted, files) = layout("p2-ro");
+    let g = granted.display().to_string();
+    let o = run(&["run", "--dir-ro", &g, &files, "--", "read", "in.txt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "inside");
+    for path in ["in.txt", "new.txt"] {
+        let o = run(&["run", "--dir-ro", &g, &files, "--", "write", path, "x"]);
+        assert_eq!(o.status.code(), Some(1), "writing {path}: {}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("error "),
+            "writing {path}: {}",
+            stdout(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(granted.join("in.txt")).unwrap(),
+        "inside"
+    );
+    assert!(!granted.join("new.txt").exists());
+}
+
+#[test]
+fn an_invoked_component_export_reads_the_process_stdin() {
+    use std::io::Write;
+    let (_root, _granted, files) = layout("p2-stdin");
+    let mut child = common::warden()
+        .args(["run", &files, "--invoke", "read-stdin()"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"from the pipe").unwrap();
+    drop(input);
+    let o = common::finish(child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "read-stdin: \"from the pipe\"\n");
+}
+
+#[test]
+fn typed_invoke_of_lists_of_strings_options_and_results_as_arguments() {
+    let guest = typed();
+    let o = run(&[
+        "run",
+        &guest,
+        "--invoke",
+        r#"rev(["a", "bc", "d"])"#,
+        "--invoke",
+        "rev([])",
+        "--invoke",
+        r#"maybe(some("x y"))"#,
+        "--invoke",
+        "maybe(none)",
+        "--invoke",
+        "check(ok(3))",
+        "--invoke",
+        r#"check(err("bad"))"#,
+        "--invoke",
+        "sum([])",
+        "--invoke",
+        "swap({x: 2147483647, y: -2147483648})",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "rev: [\"d\", \"bc\", \"a\"]\n\
+         rev: []\n\
+         maybe: some(\"x y\")\n\
+         maybe: none\n\
+         check: ok(3)\n\
+         check: err(\"bad\")\n\
+         sum: 0\n\
+         swap: {x: -2147483648, y: 2147483647}\n"
+    );
+    // A value of the wrong type is refused before any guest code, naming the parameter.
+    let o = run(&["run", &guest, "--invoke", "check(some(1))"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("check"), "{}", stderr(&o));
+}

@@ -321,3 +321,26 @@ fn an_unreadable_dir_is_refused() {
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_refused(&o, &["--dir", &l, "cannot read"]);
 }
+
+#[test]
+fn stdin_reaches_an_invoked_core_export() {
+    let root = scratch("stdin-invoke");
+    let g = guest(
+        &root,
+        "cat-export.wat",
+        CAT.replace(r#"(export "_start")"#, r#"(export "cat")"#),
+    );
+    let mut child = warden()
+        .args(["run", &g, "--invoke", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"piped to an export\n").unwrap();
+    drop(input);
+    let o = finish(child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "piped to an export\ncat: ()\n");
+}

@@ -21,9 +21,12 @@
 //!
 //! # The finalizer
 //!
-//! A component's finalizer is the top-level export [`FINALIZER`] (`warden-on-unload`, the
-//! kebab-case WIT requires), a function without parameters or results. It runs when and as
-//! a core module's `warden_on_unload` does.
+//! A component's finalizer is a function without parameters or results exported either as
+//! `on-unload` in the interface `warden:host/finalizer@0.1.0` (what the SDK's `world guest`
+//! exports) or at the top level as [`FINALIZER`] (`warden-on-unload`, the kebab-case WIT
+//! requires). A component exporting both has the interface's run, and only that one. It runs
+//! when and as a core module's `warden_on_unload` does. A function of another type under
+//! either name is no finalizer (it is never called at unload).
 //!
 //! # Where the guarantees end (for components, today)
 //!
@@ -34,10 +37,13 @@
 //!   unloaded politely (its finalizer is skipped, since it cannot run), and later calls fail
 //!   `domain_unloaded`. A core module's domain stays loaded after a trap.
 //! - **Warden's imports are `warden:host@0.1.0`** (`sdk/wit/warden-host.wit`, host side in
-//!   `host/component.rs`, the same implementation as the core `"warden"` imports). Embedder
-//!   host functions are core-only. A component imports WASI preview2 (`wasi:*@0.2`, with
-//!   `wasi:http`: see [`http`](crate::http)) and `warden:host` only; any other import fails `create_domain` with [`Error::Instantiate`]
-//!   naming it.
+//!   `host/component.rs`, the same implementation as the core `"warden"` imports). The
+//!   embedder's own interfaces are typed from its WIT by `bindgen!` and registered with
+//!   [`HostFunctions::component`](crate::HostFunctions::component) (see `host/typed.rs` for
+//!   what that covers). A component imports WASI preview2 (`wasi:*@0.2`, with `wasi:http`:
+//!   see [`http`](crate::http)), `warden:host` and those only; any other import fails
+//!   `create_domain` with [`Error::Instantiate`] naming it. A panic in a host function a
+//!   component called is a trap of that call.
 //! - **Synchronous exports only.** Component-model async (`async` functions, streams,
 //!   futures) is not enabled.
 
@@ -48,8 +54,15 @@ use wasmtime::component::{Component, ComponentExportIndex, Val};
 use crate::domain::DomainState;
 use crate::error::Error;
 
-/// The component finalizer's export name (a core module's is `warden_on_unload`).
+/// The component finalizer's top-level export name (a core module's is `warden_on_unload`).
 pub const FINALIZER: &str = "warden-on-unload";
+
+/// The interface of the SDK's finalizer (`world guest` in `sdk/wit/warden-host.wit` exports
+/// it), any version; its function is [`FINALIZER_FUNC`].
+pub const FINALIZER_INTERFACE: &str = "warden:host/finalizer";
+
+/// The function of [`FINALIZER_INTERFACE`] that is the finalizer.
+pub const FINALIZER_FUNC: &str = "on-unload";
 
 /// A component's function export, found by name.
 #[derive(Clone, Debug)]
@@ -113,13 +126,21 @@ impl CompiledComponent {
             Vec::new(),
             &mut exports,
         );
+        let nullary = |e: &&Export| e.func.params().len() == 0 && e.func.results().len() == 0;
+        // The SDK's `world guest` form first, then the top-level one.
         let finalizer = exports
             .iter()
+            .filter(nullary)
             .find(|e| {
-                e.path.len() == 1
-                    && e.path[0] == FINALIZER
-                    && e.func.params().len() == 0
-                    && e.func.results().len() == 0
+                e.path.len() == 2
+                    && strip_version(&e.path[0]) == FINALIZER_INTERFACE
+                    && e.path[1] == FINALIZER_FUNC
+            })
+            .or_else(|| {
+                exports
+                    .iter()
+                    .filter(nullary)
+                    .find(|e| e.path.len() == 1 && e.path[0] == FINALIZER)
             })
             .map(|e| e.index);
         CompiledComponent {

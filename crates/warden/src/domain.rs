@@ -123,8 +123,10 @@ pub struct UnloadReport {
     pub memory_released: u64,
 }
 
-/// The store's data: everything a domain's guest code can reach through the host.
-pub(crate) struct DomainState {
+/// The store's data: everything a domain's guest code can reach through the host. Opaque:
+/// the embedder names it only as the type of the component linker its interfaces are linked
+/// into, and reaches its own state through [`ComponentHost`](crate::host::ComponentHost).
+pub struct DomainState {
     pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
     /// A component's preview2 WASI context and resource table.
     pub(crate) wasi_p2: Option<Box<crate::component::WasiP2>>,
@@ -132,6 +134,8 @@ pub(crate) struct DomainState {
     /// The call running now (read by the epoch callback and host functions).
     pub(crate) call: Option<Arc<CallCtl>>,
     pub(crate) dom: Arc<DomainShared>,
+    /// The embedder's per-domain states of a component domain (`host/typed.rs`).
+    pub(crate) embedder: crate::host::EmbedderStates,
 }
 
 /// The worker when parked, the queue of admitted calls, and the call in flight; one lock, so
@@ -261,12 +265,17 @@ impl Domain {
             tokio: tokio::runtime::Handle::current(),
             signatures: Mutex::new(Signatures::default()),
         });
+        let embedder = match &module.code {
+            Code::Component(_) => rt.host_functions.make_states(id)?,
+            Code::Core(_) => Default::default(),
+        };
         let state = DomainState {
             wasi,
             wasi_p2,
             memory: GuestMemory::new(shared.clone(), &config),
             call: None,
             dom: shared.clone(),
+            embedder,
         };
         #[cfg(feature = "failpoints")]
         warden_core::failpoint!(
@@ -299,7 +308,7 @@ impl Domain {
                     .map_ok(GuestInstance::Core)
             }
             Pre::Component(pre) => {
-                let fut = pre.instantiate_async(&mut store);
+                let fut = crate::host::contain_panics(pre.instantiate_async(&mut store));
                 drive(&shared, &ctl, fut, deadline)
                     .await
                     .map_ok(GuestInstance::Component)

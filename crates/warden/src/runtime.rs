@@ -74,10 +74,12 @@ pub(crate) enum Pre {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: WardenEngine,
     pub(crate) linker: wasmtime::Linker<DomainState>,
-    /// What component guests are linked against: WASI preview2.
+    /// What component guests are linked against: WASI preview2, `warden:host`, the
+    /// embedder's interfaces.
     pub(crate) component_linker: wasmtime::component::Linker<DomainState>,
-    /// The embedder's imports (for naming a module's unknown imports).
-    host_functions: crate::HostFunctions,
+    /// The embedder's imports (for naming a module's unknown imports, and making component
+    /// domains' embedder states).
+    pub(crate) host_functions: crate::HostFunctions,
     pub(crate) policy: Policy,
     pub(crate) events: EventBus,
     pub(crate) budget: Arc<MemoryBudget>,
@@ -126,6 +128,9 @@ impl Runtime {
             .map_err(|e| Error::Engine(crate::error::cause(e)))?;
         crate::host::link_warden_component(&mut component_linker)
             .map_err(|e| Error::Engine(crate::error::cause(e)))?;
+        config
+            .host_functions
+            .link_components(&mut component_linker)?;
         let budget = match config.memory_budget {
             Some(bytes) => MemoryBudget::new(bytes),
             None => MemoryBudget::from_machine(),

@@ -246,7 +246,12 @@ impl Worker {
             (Some(GuestFunc::Component(func)), Args::Component(args)) => {
                 let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
                 let ran = {
-                    let fut = func.call_async(&mut *store, &args, &mut results);
+                    // An embedder's component host function that panics traps this call.
+                    let fut = crate::host::contain_panics(func.call_async(
+                        &mut *store,
+                        &args,
+                        &mut results,
+                    ));
                     drive(&dom, ctl, fut, deadline).await
                 };
                 *spent = !matches!(ran, Driven::Finished(Ok(())));
@@ -265,7 +270,7 @@ impl Worker {
                     GuestInstance::Core(_) => no_func(),
                     GuestInstance::Component(instance) => {
                         let ran = {
-                            let fut = async {
+                            let fut = crate::host::contain_panics(async {
                                 let proxy = crate::http::proxy(store, &dom.module, instance)?;
                                 let mut view =
                                     wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
@@ -277,7 +282,7 @@ impl Worker {
                                     .wasi_http_incoming_handler()
                                     .call_handle(&mut *store, req, out)
                                     .await
-                            };
+                            });
                             drive(&dom, ctl, fut, deadline).await
                         };
                         *spent = !matches!(ran, Driven::Finished(Ok(())));
@@ -356,7 +361,9 @@ impl Worker {
             let fut = async {
                 match func {
                     Finalizer::Core(f) => f.call_async(&mut *store, ()).await,
-                    Finalizer::Component(f) => f.call_async(&mut *store, &[], &mut []).await,
+                    Finalizer::Component(f) => {
+                        crate::host::contain_panics(f.call_async(&mut *store, &[], &mut [])).await
+                    }
                 }
             };
             let timer = async {

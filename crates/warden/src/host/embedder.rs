@@ -71,6 +71,8 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct HostFunctions {
     entries: Vec<Entry>,
+    /// Interfaces for component guests (`typed.rs`).
+    pub(super) components: Vec<super::typed::ComponentEntry>,
 }
 
 impl std::fmt::Debug for HostFunctions {
@@ -79,7 +81,8 @@ impl std::fmt::Debug for HostFunctions {
             .entries(
                 self.entries
                     .iter()
-                    .map(|e| format!("{}::{}", e.module, e.name)),
+                    .map(|e| format!("{}::{}", e.module, e.name))
+                    .chain(self.components.iter().map(|c| c.interface().to_string())),
             )
             .finish()
     }
@@ -258,7 +261,7 @@ fn finish<R>(label: &str, out: Result<Result<R, HostError>, String>) -> wasmtime
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(p: &(dyn Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -266,7 +269,7 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
 }
 
 /// Polls `fut`, turning a panic in it into an error.
-async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, String> {
+pub(super) async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, String> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
@@ -287,6 +290,10 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    pub(super) fn new(dom: Arc<DomainShared>, ctl: Option<Arc<CallCtl>>) -> Self {
+        CallContext { dom, ctl }
+    }
+
     fn of(caller: &Caller<'_, DomainState>) -> Self {
         CallContext {
             dom: caller.data().dom.clone(),
@@ -339,6 +346,27 @@ impl CallContext {
     /// Closes a handle (see [`Domain::close_handle`](crate::Domain::close_handle)).
     pub fn close_handle(&self, raw: u32) -> Result<(), Error> {
         Ok(self.dom.handles.close(raw)?)
+    }
+
+    /// Awaits `work` as an uninterruptible host call (what
+    /// [`HostFunctions::func_async_uninterruptible`] does for a whole core function; for a
+    /// component host function, the part that must not be cut half-way): a polite abort is
+    /// deferred until `work` ends and is delivered then, as this function's `Err`, which the
+    /// host function must return (`?`) for the abort to land. A rude abort still drops it.
+    pub async fn uninterruptible<F: Future>(&self, work: F) -> Result<F::Output, HostError> {
+        let shield = match &self.ctl {
+            Some(ctl) => Some(
+                HostCallShield::enter(ctl.clone())
+                    .map_err(|e| wasmtime::format_err!("uninterruptible host call: {e}"))?,
+            ),
+            None => None,
+        };
+        let out = work.await;
+        drop(shield);
+        if let Some(ctl) = &self.ctl {
+            deliver_if_due(&self.dom, ctl)?;
+        }
+        Ok(out)
     }
 }
 

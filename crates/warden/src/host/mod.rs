@@ -51,12 +51,15 @@
 mod component;
 mod embedder;
 mod imports;
+mod typed;
 
 pub use embedder::{CallContext, HostContext, HostError, HostFunctions};
 pub use imports::{
     BAD_ARGUMENT, DEADLOCK_VICTIM, ERROR_CODES, IMPORTS, INSUFFICIENT_MEMORY, Import,
     MAX_HELD_LOCKS, MAX_RESERVATIONS, WasmType,
 };
+pub use typed::{ComponentHost, ComponentLinker, Embedded, Getter};
+pub(crate) use typed::{EmbedderStates, contain_panics};
 
 pub(crate) use component::link as link_warden_component;
 pub(crate) use imports::link_warden;

@@ -814,3 +814,127 @@ async fn a_components_constrained_region_past_the_rude_abort_bound_costs_its_dom
     held.abort();
     assert_eq!(held.join().await.unwrap_err(), CallError::Aborted);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_call_is_refused_its_257th_held_lock() {
+    let (rt, rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let r = s32(d.invoke_component("hoard-locks", &[], opts()).await);
+    assert_eq!(r >> 8, warden::host::MAX_HELD_LOCKS as i32, "{r:#x}");
+    assert_eq!(r & 0xff, 17, "bad-argument");
+    // It released them all: nothing orphaned, the domain serves on.
+    assert!(
+        rec.named("escalation").is_empty(),
+        "{:?}",
+        rec.named("escalation")
+    );
+    assert!(d.is_loaded());
+    assert_eq!(
+        s32(d
+            .invoke_component("acquire-release", &[s("00")], opts())
+            .await),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_log_line_is_cut_at_64_kib_and_a_flood_is_rate_limited() {
+    let (rt, rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    d.invoke_component("log-big", &[Val::U32(100_000)], opts())
+        .await
+        .unwrap();
+    let lines = logs(&rec, &d);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].len(), 64 << 10, "cut at 64 KiB");
+    // 4000 lines of 1000 bytes are more than the 1 MiB burst: some are dropped and counted.
+    d.invoke_component("log-many", &[Val::U32(4000)], opts())
+        .await
+        .unwrap();
+    // The next line that goes out (the bucket refills meanwhile) reports the drop.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    d.invoke_component("log-big", &[Val::U32(1)], opts())
+        .await
+        .unwrap();
+    let lines = logs(&rec, &d);
+    let kept = lines.iter().filter(|l| l.len() == 1000).count();
+    assert!(kept > 0 && kept < 4000, "{kept} of 4000 lines went out");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("were dropped: over the rate limit")),
+        "the drop is reported"
+    );
+    assert!(d.is_loaded(), "logging costs the domain nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_closes_a_valid_handle_once_and_it_is_released() {
+    let (rt, _rec) = common::runtime();
+    let d = host_domain(&rt).await;
+    let released = Arc::new(Mutex::new(0));
+    let r = released.clone();
+    let h = d
+        .insert_handle(String::from("file"), move |_| *r.lock().unwrap() += 1)
+        .unwrap();
+    assert_eq!(
+        s32(d.invoke_component("close", &[Val::U32(h)], opts()).await),
+        0
+    );
+    assert_eq!(*released.lock().unwrap(), 1, "released at close");
+    // Closed: the same handle is now stale.
+    assert_eq!(
+        s32(d.invoke_component("close", &[Val::U32(h)], opts()).await),
+        17
+    );
+    assert!(d.handle::<String>(h).is_err());
+    d.unload().await;
+    assert_eq!(*released.lock().unwrap(), 1, "exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_hog_that_exhausts_the_process_budget_costs_only_its_call() {
+    let (rt, rec) = common::runtime_with(RuntimeConfig {
+        memory_budget: Some(8 << 20),
+        ..RuntimeConfig::default()
+    });
+    let module = rt.load_module(&components::typed()).unwrap();
+    let hog = rt
+        .create_domain(&module, DomainConfig::default())
+        .await
+        .unwrap();
+    let other = rt
+        .create_domain(&module, DomainConfig::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        hog.invoke_component("hog", &[], opts()).await,
+        Err(Error::Call(CallError::OutOfMemory { .. }))
+    ));
+    assert!(!rec.named("memory_denied").is_empty());
+    assert!(rt.memory().used <= 8 << 20, "the budget held");
+    ends_the_domain(&rec, &hog).await;
+    // What the hog held is back: the other domain grows into it.
+    assert_eq!(
+        one(other
+            .invoke_component("grow", &[Val::U32(64)], opts())
+            .await
+            .unwrap()),
+        Val::S32(1)
+    );
+    other.unload().await;
+    assert_eq!(rt.memory().used, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_finalizer_interface_is_the_finalizer_and_wins_over_the_top_level_one() {
+    let (rt, rec) = common::runtime();
+    for both in [false, true] {
+        let m = rt.load_module(&components::finalizer_guest(both)).unwrap();
+        let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+        d.invoke_component("ping", &[], opts()).await.unwrap();
+        let report = d.unload().await;
+        assert!(report.finalizer_ran, "both = {both}");
+        assert_eq!(logs(&rec, &d), ["interface"], "both = {both}");
+    }
+}

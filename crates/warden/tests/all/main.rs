@@ -11,6 +11,8 @@ mod common;
 
 /// Every input bounded, every exit code exact.
 mod bounds;
+/// Embedder host functions for component guests, typed from WIT by `bindgen!`.
+mod component_embedder;
 /// Component guests: typed calls, and the core modules' hostile cases (DESIGN §4).
 mod components;
 /// `disable-runtime`, the most severe action.

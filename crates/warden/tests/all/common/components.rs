@@ -36,6 +36,9 @@ world typed {
   export sum: func(xs: list<u32>) -> u64;
   export swap: func(p: point) -> point;
   export half: func(x: option<u32>) -> result<u32, string>;
+  export rev: func(xs: list<string>) -> list<string>;
+  export maybe: func(x: option<string>) -> option<string>;
+  export check: func(r: result<u32, string>) -> result<u32, string>;
   export spin: func();
   export recurse: func();
   export hog: func();
@@ -92,6 +95,33 @@ pub const TYPED_WAT: &str = r#"
         (i32.store (i32.const 1064) (i32.const 4))))
     (i32.const 1056))
   (data (i32.const 2048) "none")
+  ;; Reverses the list of (ptr, len) pairs in place.
+  (func (export "rev") (param $p i32) (param $n i32) (result i32)
+    (local $i i32) (local $j i32) (local $a i64)
+    (local.set $j (i32.sub (local.get $n) (i32.const 1)))
+    (block (loop
+      (br_if 1 (i32.ge_s (local.get $i) (local.get $j)))
+      (local.set $a (i64.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))))
+      (i64.store (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))
+        (i64.load (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 3)))))
+      (i64.store (i32.add (local.get $p) (i32.shl (local.get $j) (i32.const 3))) (local.get $a))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (local.set $j (i32.sub (local.get $j) (i32.const 1)))
+      (br 0)))
+    (i32.store (i32.const 1100) (local.get $p))
+    (i32.store (i32.const 1104) (local.get $n))
+    (i32.const 1100))
+  ;; option<string> and result<u32, string> back as they came.
+  (func (export "maybe") (param i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 1120) (local.get 0))
+    (i32.store (i32.const 1124) (local.get 1))
+    (i32.store (i32.const 1128) (local.get 2))
+    (i32.const 1120))
+  (func (export "check") (param i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 1140) (local.get 0))
+    (i32.store (i32.const 1144) (local.get 1))
+    (i32.store (i32.const 1148) (local.get 2))
+    (i32.const 1140))
   (func (export "spin") (loop (br 0)))
   (func $recurse (export "recurse") (call $recurse))
   (func (export "hog")
@@ -257,6 +287,9 @@ world host-guest {
   export hoard: func() -> s32;
   export close: func(handle: u32) -> s32;
   export arm-finalizer: func();
+  export hoard-locks: func() -> s32;
+  export log-big: func(bytes: u32);
+  export log-many: func(lines: u32);
   export warden-on-unload: func();
 }
 "#;
@@ -277,7 +310,8 @@ pub const HOST_WAT: &str = r#"
   (import "warden:host/host@0.1.0" "sleep" (func $sleep (param i64 i32)))
   (import "warden:host/host@0.1.0" "log" (func $log (param i32 i32 i32)))
   (import "warden:host/handles@0.1.0" "close" (func $close (param i32 i32)))
-  (memory (export "memory") 1)
+  ;; Pages 1 and 2 are log-big's buffer.
+  (memory (export "memory") 3)
   (global $heap (mut i32) (i32.const 4096))
   (global $hang (mut i32) (i32.const 0))
   (data (i32.const 200) "in")
@@ -388,6 +422,38 @@ pub const HOST_WAT: &str = r#"
     (call $close (local.get 0) (i32.const 64))
     (call $unit))
   (func (export "arm-finalizer") (global.set $hang (i32.const 1)))
+  ;; Take locks named by two ASCII bytes at 300 until refused, release them all:
+  ;; (how many << 8) | (10 + the code).
+  (func $lock_name (param $i i32)
+    (i32.store8 (i32.const 300) (i32.add (i32.const 48) (i32.div_u (local.get $i) (i32.const 64))))
+    (i32.store8 (i32.const 301) (i32.add (i32.const 48) (i32.rem_u (local.get $i) (i32.const 64)))))
+  (func (export "hoard-locks") (result i32)
+    (local $n i32) (local $r i32) (local $i i32)
+    (block $done (loop $l
+      (call $lock_name (local.get $n))
+      (local.set $r (call $take (i32.const 300) (i32.const 2) (i64.const 0)))
+      (br_if $done (i32.ne (local.get $r) (i32.const 0)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $l)))
+    (block $out (loop $l
+      (br_if $out (i32.ge_u (local.get $i) (local.get $n)))
+      (call $lock_name (local.get $i))
+      (drop (call $drop_lock (i32.const 300) (i32.const 2)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (i32.or (i32.shl (local.get $n) (i32.const 8)) (local.get $r)))
+  ;; One line of `bytes` x's.
+  (func (export "log-big") (param $n i32)
+    (memory.fill (i32.const 65536) (i32.const 120) (local.get $n))
+    (call $log (i32.const 0) (i32.const 65536) (local.get $n)))
+  ;; `lines` lines of 1000 x's each.
+  (func (export "log-many") (param $n i32)
+    (memory.fill (i32.const 65536) (i32.const 120) (i32.const 1000))
+    (block $out (loop $l
+      (br_if $out (i32.eqz (local.get $n)))
+      (call $log (i32.const 0) (i32.const 65536) (i32.const 1000))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $l))))
   (func (export "warden-on-unload")
     (if (global.get $hang)
       (then (call $sleep (i64.const -1) (i32.const 64)))))
@@ -397,4 +463,233 @@ pub const HOST_WAT: &str = r#"
 /// The `warden:host` guest.
 pub fn host_guest() -> Vec<u8> {
     build_with_host(HOST_WIT, "host-guest", HOST_WAT)
+}
+
+/// A guest of the SDK's `world guest`: its finalizer is `warden:host/finalizer#on-unload`, and
+/// with `both`, a top-level `warden-on-unload` too; each logs its name when run.
+pub fn finalizer_guest(both: bool) -> Vec<u8> {
+    let wit = format!(
+        r#"
+package warden:fin;
+
+world fin {{
+  include warden:host/guest@0.1.0;
+  export ping: func();
+  {}
+}}
+"#,
+        if both {
+            "export warden-on-unload: func();"
+        } else {
+            ""
+        }
+    );
+    let top = if both {
+        r#"(func (export "warden-on-unload") (call $log (i32.const 0) (i32.const 110) (i32.const 3)))"#
+    } else {
+        ""
+    };
+    let wat = format!(
+        r#"
+(module
+  (import "warden:host/host@0.1.0" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "interface")
+  (data (i32.const 110) "top")
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))
+  (func (export "ping"))
+  (func (export "warden:host/finalizer@0.1.0#on-unload")
+    (call $log (i32.const 0) (i32.const 100) (i32.const 9)))
+  {top}
+)
+"#
+    );
+    build_with_host(&wit, "fin", &wat)
+}
+
+/// A preview2 command over `wasi:filesystem` 0.2.0 (the subset it uses): `read PATH` prints
+/// the file at PATH in the first preopen; `write PATH TEXT` creates (or truncates) it with
+/// TEXT and prints `wrote`. A refused step prints `error N` (N: the `error-code` case, e.g.
+/// 20 no-entry, 31 not-permitted, 33 read-only) and exits 1; no preopen prints `no preopen`.
+pub const FILES_WIT: &str = r#"
+package warden:files;
+
+world files {
+  import wasi:cli/stdout@0.2.0;
+  import wasi:cli/environment@0.2.0;
+  import wasi:cli/exit@0.2.0;
+  import wasi:filesystem/preopens@0.2.0;
+  import wasi:cli/stdin@0.2.0;
+  export wasi:cli/run@0.2.0;
+  export read-stdin: func() -> string;
+}
+
+package wasi:io@0.2.0 {
+  interface error {
+    resource error;
+  }
+  interface streams {
+    use error.{error};
+    variant stream-error {
+      last-operation-failed(error),
+      closed,
+    }
+    resource output-stream {
+      blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
+    }
+    resource input-stream {
+      blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
+    }
+  }
+}
+
+package wasi:cli@0.2.0 {
+  interface stdout {
+    use wasi:io/streams@0.2.0.{output-stream};
+    get-stdout: func() -> output-stream;
+  }
+  interface stdin {
+    use wasi:io/streams@0.2.0.{input-stream};
+    get-stdin: func() -> input-stream;
+  }
+  interface environment {
+    get-arguments: func() -> list<string>;
+  }
+  interface exit {
+    exit: func(status: result);
+  }
+  interface run {
+    run: func() -> result;
+  }
+}
+
+package wasi:filesystem@0.2.0 {
+  interface types {
+    type filesize = u64;
+    flags descriptor-flags {
+      read, write, file-integrity-sync, data-integrity-sync, requested-write-sync,
+      mutate-directory,
+    }
+    flags path-flags { symlink-follow }
+    flags open-flags { create, directory, exclusive, truncate }
+    enum error-code {
+      access, would-block, already, bad-descriptor, busy, deadlock, quota, exist,
+      file-too-large, illegal-byte-sequence, in-progress, interrupted, invalid, io,
+      is-directory, loop, too-many-links, message-size, name-too-long, no-device, no-entry,
+      no-lock, insufficient-memory, insufficient-space, not-directory, not-empty,
+      not-recoverable, unsupported, no-tty, no-such-device, overflow, not-permitted, pipe,
+      read-only, invalid-seek, text-file-busy, cross-device,
+    }
+    resource descriptor {
+      read: func(length: filesize, offset: filesize) -> result<tuple<list<u8>, bool>, error-code>;
+      write: func(buffer: list<u8>, offset: filesize) -> result<filesize, error-code>;
+      open-at: func(path-flags: path-flags, path: string, open-flags: open-flags, %flags: descriptor-flags) -> result<descriptor, error-code>;
+    }
+  }
+  interface preopens {
+    use types.{descriptor};
+    get-directories: func() -> list<tuple<descriptor, string>>;
+  }
+}
+"#;
+
+/// The core module of [`FILES_WIT`].
+pub const FILES_WAT: &str = r#"
+(module
+  (import "wasi:cli/stdout@0.2.0" "get-stdout" (func $stdout (result i32)))
+  (import "wasi:io/streams@0.2.0" "[method]output-stream.blocking-write-and-flush"
+    (func $write_out (param i32 i32 i32 i32)))
+  (import "wasi:cli/environment@0.2.0" "get-arguments" (func $args (param i32)))
+  (import "wasi:cli/exit@0.2.0" "exit" (func $exit (param i32)))
+  (import "wasi:filesystem/preopens@0.2.0" "get-directories" (func $dirs (param i32)))
+  (import "wasi:filesystem/types@0.2.0" "[method]descriptor.open-at"
+    (func $open_at (param i32 i32 i32 i32 i32 i32 i32)))
+  (import "wasi:filesystem/types@0.2.0" "[method]descriptor.read"
+    (func $read (param i32 i64 i64 i32)))
+  (import "wasi:filesystem/types@0.2.0" "[method]descriptor.write"
+    (func $write (param i32 i32 i32 i64 i32)))
+  (import "wasi:cli/stdin@0.2.0" "get-stdin" (func $stdin (result i32)))
+  (import "wasi:io/streams@0.2.0" "[method]input-stream.blocking-read"
+    (func $blocking_read (param i32 i64 i32)))
+  (memory (export "memory") 10)
+  (global $heap (mut i32) (i32.const 8192))
+  (global $out (mut i32) (i32.const 0))
+  ;; One read of stdin, as a string (empty at end of file).
+  (func (export "read-stdin") (result i32)
+    (call $blocking_read (call $stdin) (i64.const 4096) (i32.const 96))
+    (if (i32.load8_u (i32.const 96))
+      (then (i32.store (i32.const 100) (i32.const 0)) (i32.store (i32.const 104) (i32.const 0))))
+    (i32.const 100))
+  (data (i32.const 700) "\n")
+  (data (i32.const 710) "no preopen")
+  (data (i32.const 730) "wrote")
+  (data (i32.const 800) "error ")
+  (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32)
+        (result i32)
+    (local $p i32)
+    (local.set $p (i32.and
+      (i32.sub (i32.add (global.get $heap) (local.get $align)) (i32.const 1))
+      (i32.sub (i32.const 0) (local.get $align))))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func $print (param $p i32) (param $n i32)
+    (call $write_out (global.get $out) (local.get $p) (local.get $n) (i32.const 600)))
+  ;; Prints `error N` (N < 100) and exits 1.
+  (func $fail (param $code i32)
+    (i32.store8 (i32.const 806) (i32.add (i32.const 48) (i32.div_u (local.get $code) (i32.const 10))))
+    (i32.store8 (i32.const 807) (i32.add (i32.const 48) (i32.rem_u (local.get $code) (i32.const 10))))
+    (call $print (i32.const 800) (i32.const 8))
+    (call $print (i32.const 700) (i32.const 1))
+    (call $exit (i32.const 1))
+    unreachable)
+  ;; The descriptor of open-at's result at 64, or fail with its error.
+  (func $opened (result i32)
+    (if (i32.load8_u (i32.const 64)) (then (call $fail (i32.load8_u (i32.const 68)))))
+    (i32.load (i32.const 68)))
+  (func (export "wasi:cli/run@0.2.0#run") (result i32)
+    (local $argv i32) (local $argc i32) (local $dir i32) (local $fd i32)
+    (global.set $out (call $stdout))
+    (call $args (i32.const 512))
+    (local.set $argv (i32.load (i32.const 512)))
+    (local.set $argc (i32.load (i32.const 516)))
+    (call $dirs (i32.const 520))
+    (if (i32.eqz (i32.load (i32.const 524)))
+      (then
+        (call $print (i32.const 710) (i32.const 10))
+        (call $print (i32.const 700) (i32.const 1))
+        (call $exit (i32.const 1))))
+    ;; list<tuple<descriptor, string>>: the first element's descriptor.
+    (local.set $dir (i32.load (i32.load (i32.const 520))))
+    (if (i32.lt_u (local.get $argc) (i32.const 3)) (then (call $exit (i32.const 1))))
+    ;; argv[1][0] is `r` or `w`; argv[2] is the path.
+    (if (i32.eq (i32.load8_u (i32.load offset=8 (local.get $argv))) (i32.const 114))
+      (then
+        ;; open-at(dir, no path flags, path, no open flags, read)
+        (call $open_at (local.get $dir) (i32.const 0)
+          (i32.load offset=16 (local.get $argv)) (i32.load offset=20 (local.get $argv))
+          (i32.const 0) (i32.const 1) (i32.const 64))
+        (local.set $fd (call $opened))
+        (call $read (local.get $fd) (i64.const 65536) (i64.const 0) (i32.const 64))
+        (if (i32.load8_u (i32.const 64)) (then (call $fail (i32.load8_u (i32.const 68)))))
+        (call $print (i32.load (i32.const 68)) (i32.load (i32.const 72)))
+        (return (i32.const 0))))
+    (if (i32.lt_u (local.get $argc) (i32.const 4)) (then (call $exit (i32.const 1))))
+    ;; open-at(dir, no path flags, path, create | truncate, write)
+    (call $open_at (local.get $dir) (i32.const 0)
+      (i32.load offset=16 (local.get $argv)) (i32.load offset=20 (local.get $argv))
+      (i32.const 9) (i32.const 2) (i32.const 64))
+    (local.set $fd (call $opened))
+    (call $write (local.get $fd)
+      (i32.load offset=24 (local.get $argv)) (i32.load offset=28 (local.get $argv))
+      (i64.const 0) (i32.const 64))
+    (if (i32.load8_u (i32.const 64)) (then (call $fail (i32.load8_u (i32.const 72)))))
+    (call $print (i32.const 730) (i32.const 5))
+    (call $print (i32.const 700) (i32.const 1))
+    (i32.const 0))
+)
+"#;
+
+/// The `wasi:filesystem` command.
+pub fn files_command() -> Vec<u8> {
+    build(FILES_WIT, "files", FILES_WAT)
 }
