@@ -1,6 +1,7 @@
 //! `warden`: run WebAssembly guests under Warden's hosting model, and check policies.
 #![forbid(unsafe_code)]
 
+mod demo;
 mod error;
 mod input;
 mod invoke;
@@ -36,6 +37,10 @@ enum Command {
     /// Without CONFIG: the bundled example app on 127.0.0.1:8080.
     #[command(after_help = serve::SERVE_HELP)]
     Serve(Box<serve::ServeArgs>),
+    /// Start `warden serve` on its bundled example, drive it with friendly and hostile
+    /// requests at once for a few seconds, show a live table and report what was contained.
+    #[command(after_help = demo::DEMO_HELP)]
+    Demo(demo::DemoArgs),
     /// Check, show and explain escalation policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Serve(args) => serve::run(*args),
+        Command::Demo(args) => demo::run(args),
         Command::Policy(cmd) => policy(cmd),
         Command::Stress(args) => stress::run(*args),
         Command::StressExitChild(args) => stress::exit_child(args),
