@@ -114,14 +114,11 @@ pub fn run(args: DemoArgs) -> i32 {
             return refuse(&e);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::error::async_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             server.kill();
-            return refuse(&format!("cannot start the async runtime: {e}"));
+            return refuse(&e.to_string());
         }
     };
     out(&format!(

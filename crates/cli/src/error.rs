@@ -141,6 +141,17 @@ impl fmt::Display for PolicyMessage<'_> {
     }
 }
 
+/// The multi-threaded async runtime a command runs on.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Setup {
+            what: "cannot start the async runtime".into(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

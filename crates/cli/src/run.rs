@@ -157,17 +157,9 @@ struct Plan {
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::error::async_runtime() {
         Ok(rt) => rt,
-        Err(source) => {
-            return fail(CliError::Setup {
-                what: "cannot start the async runtime".into(),
-                source,
-            });
-        }
+        Err(e) => return fail(e),
     };
     let code = rt.block_on(async move {
         // Signals are handled from the start, before the module is read and compiled.

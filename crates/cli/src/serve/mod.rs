@@ -103,17 +103,9 @@ pub fn run(args: ServeArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::error::async_runtime() {
         Ok(rt) => rt,
-        Err(source) => {
-            return fail(CliError::Setup {
-                what: "cannot start the async runtime".into(),
-                source,
-            });
-        }
+        Err(e) => return fail(e),
     };
     let code = rt.block_on(async move {
         match serve(config, args.events.is_some()).await {
