@@ -550,3 +550,55 @@ fn a_second_signal_during_the_drain_exits_at_once_with_118() {
     );
     slow.join().unwrap();
 }
+
+#[test]
+fn outbound_requests_reach_only_the_hosts_an_app_lists() {
+    let s = Serve::start(Some(&config(
+        "allowed-outbound-hosts = [\"127.0.0.1\"]",
+        "",
+    )));
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    // Listed: the guest fetches this server's own `/` and answers with its status.
+    let allowed = s.get(&format!("/fetch/127.0.0.1:{port}"));
+    assert_eq!(
+        (allowed.status, allowed.body.as_str()),
+        (200, "fetched\n"),
+        "{allowed:?}"
+    );
+    // The same server under a name that is not listed: denied before any connection.
+    let denied = s.get(&format!("/fetch/localhost:{port}"));
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (502, "denied\n"),
+        "{denied:?}"
+    );
+    // Without the key, nothing is reachable.
+    let closed = Serve::start(Some(&config("", "")));
+    let denied = closed.get(&format!("/fetch/127.0.0.1:{port}"));
+    assert_eq!(denied.status, 502, "{denied:?}");
+    assert_eq!(denied.body, "denied\n");
+}
+
+#[test]
+fn a_client_that_disconnects_before_its_response_aborts_its_call() {
+    let s = Serve::start(Some(
+        &config("", "").replace("deadline = \"1s\"", "deadline = \"60s\""),
+    ));
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "GET /loop HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    s.domains_until("the runaway running", |d| {
+        d.len() == 1 && d[0]["busy"] == true
+    });
+    drop(conn);
+    // Well before its 60 s deadline: the call is aborted and its domain goes.
+    s.domains_until("the runaway's domain gone", |d| d.is_empty());
+    // Aborted by the server (the embedder), not ended by its deadline.
+    s.metrics_until("warden_aborts_total{kind=\"polite\",reason=\"embedder\"} 1");
+    // The server goes on.
+    assert_eq!(s.get("/hello").status, 200);
+}
