@@ -599,6 +599,7 @@ fn a_client_that_disconnects_before_its_response_aborts_its_call() {
     s.domains_until("the runaway's domain gone", |d| d.is_empty());
     // Aborted by the server (the embedder), not ended by its deadline.
     s.metrics_until("warden_aborts_total{kind=\"polite\",reason=\"embedder\"} 1");
+    s.metrics_until("warden_requests_total{app=\"example\",outcome=\"client_gone\"} 1");
     // The server goes on.
     assert_eq!(s.get("/hello").status, 200);
 }

@@ -243,8 +243,14 @@ impl<H: Handler> Server<H> {
             );
         };
         let request = request.map(|b| b.map_err(Into::into).boxed_unsync());
+        let mut unanswered = Unanswered {
+            metrics: &self.metrics,
+            app: name,
+            started,
+            armed: true,
+        };
         let answer = self.handler.handle(app.clone(), request, place).await;
-        let name = app.config.name.as_str();
+        unanswered.armed = false;
         match answer {
             Ok(response) => {
                 self.metrics.request(name, "ok", Some(started.elapsed()));
@@ -491,5 +497,23 @@ pub async fn serve_admin<H: Handler>(server: Arc<Server<H>>, listener: TcpListen
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Counts a request whose client went away before it was answered: hyper drops the request's
+/// future then (the handler's call is aborted as it drops), so no answer is ever recorded.
+struct Unanswered<'a> {
+    metrics: &'a Metrics,
+    app: &'a str,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics
+                .request(self.app, "client_gone", Some(self.started.elapsed()));
+        }
     }
 }
