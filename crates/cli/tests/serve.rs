@@ -603,3 +603,26 @@ fn a_client_that_disconnects_before_its_response_aborts_its_call() {
     // The server goes on.
     assert_eq!(s.get("/hello").status, 200);
 }
+
+#[test]
+fn a_disable_runtime_action_turns_readiness_off() {
+    let policy = write(
+        "serve-disable.toml",
+        "[failures]\nguest-trap = \"disable-runtime\"\n",
+    );
+    let s = Serve::start(Some(&config("", &format!("policy = {policy:?}"))));
+    assert_eq!(s.admin("GET", "/readyz").status, 200);
+    assert_eq!(s.get("/trap").status, 500);
+    let until = Instant::now() + ENDS_WITHIN;
+    let ready = loop {
+        let r = s.admin("GET", "/readyz");
+        if r.status != 200 || Instant::now() > until {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.body.contains("disabled"), "{ready:?}");
+    // Alive all the same (a load balancer stops sending; the orchestrator does not kill it).
+    assert_eq!(s.admin("GET", "/healthz").status, 200);
+}
