@@ -115,6 +115,34 @@ async fn the_echo_route_streams_the_request_body_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_handler_writing_to_a_client_that_never_reads_ends_at_its_deadline() {
+    let (_rt, rec, domain) = example_domain(DomainConfig::default()).await;
+    // Far more than the response body's buffer: once it is full the guest's write blocks in
+    // the host, and nobody reads the body.
+    let sent = vec![7u8; 64 << 20];
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("http://localhost/echo")
+        .body(body_from_bytes(sent))
+        .unwrap();
+    let started = Instant::now();
+    let mut call = domain.call_http(req, deadline(300)).unwrap();
+    let response = call.response().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The response is held, its body never polled: the handler must still end.
+    let out = call.into_handle().join().await;
+    assert!(matches!(out, Err(CallError::Timeout)), "{out:?}");
+    assert!(started.elapsed() < common::ENDS_WITHIN);
+    drop(response);
+    unloaded(&domain).await;
+    assert!(
+        rec.named("call_finished")
+            .iter()
+            .any(|e| e["outcome"] == "timeout")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_loop_ends_at_its_deadline_and_its_domain_is_unloaded() {
     let (_rt, rec, domain) = example_domain(DomainConfig::default()).await;
     let started = Instant::now();
