@@ -494,7 +494,11 @@ fn sigterm_drains_the_request_in_flight_refuses_new_connections_then_exits_0() {
             (s.get("/sleep"), t.elapsed())
         })
     };
-    s.metrics_until("warden_in_flight 1");
+    // The /hello's place may be held a moment after its answer (until its call is settled),
+    // so `warden_in_flight 1` could be it: wait for the /sleep call itself.
+    s.domains_until("the /sleep call running", |d| {
+        d.iter().any(|x| x["busy"] == true)
+    });
     s.signal("TERM");
     // Readiness turns off at once; the admin port answers through the drain.
     let until = Instant::now() + ENDS_WITHIN;
