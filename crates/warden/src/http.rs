@@ -204,8 +204,29 @@ impl wasmtime_wasi_http::WasiHttpView for DomainState {
     }
 }
 
+/// Runs the handler of `instance` on `request` in `store`: the request and the response
+/// outparam (answered through `sender`) become resources of the store, then `handle` is called
+/// (the worker drives this future like any call).
+pub(crate) async fn handle(
+    store: &mut wasmtime::Store<DomainState>,
+    module: &Module,
+    instance: &wasmtime::component::Instance,
+    request: hyper::Request<HyperIncomingBody>,
+    sender: oneshot::Sender<Answer>,
+) -> wasmtime::Result<()> {
+    let proxy = proxy(store, module, instance)?;
+    let mut view = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+    let scheme = wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
+    let req = view.new_incoming_request(scheme, request)?;
+    let out = view.new_response_outparam(sender)?;
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, req, out)
+        .await
+}
+
 /// The handler's typed bindings in a domain's instance (looked up once per module).
-pub(crate) fn proxy(
+fn proxy(
     store: &mut wasmtime::Store<DomainState>,
     module: &Module,
     instance: &wasmtime::component::Instance,

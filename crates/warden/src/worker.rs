@@ -264,34 +264,21 @@ impl Worker {
                     sender,
                     ending,
                 },
-            ) => {
+            ) => match &*instance {
                 // `DomainShared::request` refused an HTTP call to a core module.
-                match &*instance {
-                    GuestInstance::Core(_) => no_func(),
-                    GuestInstance::Component(instance) => {
-                        let ran = {
-                            let fut = crate::host::contain_panics(async {
-                                let proxy = crate::http::proxy(store, &dom.module, instance)?;
-                                let mut view =
-                                    wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
-                                let scheme =
-                                    wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http;
-                                let req = view.new_incoming_request(scheme, *request)?;
-                                let out = view.new_response_outparam(sender)?;
-                                proxy
-                                    .wasi_http_incoming_handler()
-                                    .call_handle(&mut *store, req, out)
-                                    .await
-                            });
-                            drive(&dom, ctl, fut, deadline).await
-                        };
-                        *spent = !matches!(ran, Driven::Finished(Ok(())));
-                        // Before the store (and the body's sender with it) can be dropped.
-                        ending.set(!*spent);
-                        ended(ran, CallOutput::component(Vec::new()))
-                    }
+                GuestInstance::Core(_) => no_func(),
+                GuestInstance::Component(instance) => {
+                    let ran = {
+                        let fut =
+                            crate::http::handle(store, &dom.module, instance, *request, sender);
+                        drive(&dom, ctl, crate::host::contain_panics(fut), deadline).await
+                    };
+                    *spent = !matches!(ran, Driven::Finished(Ok(())));
+                    // Before the store (and the body's sender with it) can be dropped.
+                    ending.set(!*spent);
+                    ended(ran, CallOutput::component(Vec::new()))
                 }
-            }
+            },
             // `DomainShared::request` matched the arguments to the module's kind.
             _ => no_func(),
         };
