@@ -167,6 +167,9 @@ pub struct CallOutput {
     pub component_values: Vec<wasmtime::component::Val>,
     /// For a WASI command that called `proc_exit`: its code.
     pub exit_code: Option<i32>,
+    /// A byte call's result ([`Domain::call_bytes`](crate::Domain::call_bytes); empty
+    /// otherwise).
+    pub bytes: Vec<u8>,
 }
 
 impl CallOutput {
@@ -175,6 +178,7 @@ impl CallOutput {
             values,
             component_values: Vec::new(),
             exit_code: None,
+            bytes: Vec::new(),
         }
     }
 
@@ -183,6 +187,7 @@ impl CallOutput {
             values: Vec::new(),
             component_values: values,
             exit_code: None,
+            bytes: Vec::new(),
         }
     }
 }
