@@ -516,6 +516,17 @@ impl Domain {
     }
 }
 
+/// Aborts a queued call whose caller stopped waiting for its answer (a dropped `invoke`).
+struct AbortUnlessAnswered(Option<(Arc<DomainShared>, Arc<CallCtl>)>);
+
+impl Drop for AbortUnlessAnswered {
+    fn drop(&mut self) {
+        if let Some((dom, ctl)) = self.0.take() {
+            dom.operation(&ctl, Operation::Abort, AbortReason::Embedder);
+        }
+    }
+}
+
 /// Where an admitted call goes.
 enum Queued {
     /// Behind the running work.
@@ -626,7 +637,7 @@ impl DomainShared {
         Ok(())
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         export: &str,
         args: Args,
@@ -757,8 +768,17 @@ impl DomainShared {
         args: Args,
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
-        let mut req = self.request(export, args, &options, None)?;
-        if let Err(e) = self.admit(&req.ctl, &options) {
+        let req = self.request(export, args, &options, None)?;
+        self.invoke_request(req, &options).await
+    }
+
+    /// [`invoke`](Self::invoke) of a request already made (its call id is known).
+    pub(crate) async fn invoke_request(
+        self: &Arc<Self>,
+        mut req: CallRequest,
+        options: &CallOptions,
+    ) -> Result<CallOutput, Error> {
+        if let Err(e) = self.admit(&req.ctl, options) {
             return Ok(self.refuse(req, e)?);
         }
         let worker = {
@@ -770,9 +790,11 @@ impl DomainShared {
             }
         };
         let Some(worker) = worker else {
-            // Busy: queue behind the running work and wait for the answer.
+            // Busy: queue behind the running work and wait for the answer. Dropping this
+            // wait is the embedder's abort, as it is on the fast path.
             let (reply, rx) = oneshot::channel();
             req.reply = Some(reply);
+            let mut waiting = AbortUnlessAnswered(Some((self.clone(), req.ctl.clone())));
             match self.enqueue(req) {
                 Queued::Waiting => {}
                 Queued::Run(worker, req) => {
@@ -782,7 +804,9 @@ impl DomainShared {
                     let _ = self.refuse(req, CallError::DomainUnloaded);
                 }
             }
-            return Ok(rx.await.unwrap_or(Err(CallError::DomainUnloaded))?);
+            let answer = rx.await;
+            waiting.0 = None;
+            return Ok(answer.unwrap_or(Err(CallError::DomainUnloaded))?);
         };
         let result = self.run_here(worker, req).await;
         Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)

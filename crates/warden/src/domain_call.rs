@@ -55,7 +55,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use warden_core::locks::LockError;
 
 use crate::call::{CallCtl, CallError, CallOptions, CallResult};
@@ -122,24 +121,13 @@ fn code_of(result: &CallResult) -> i32 {
     }
 }
 
-/// Aborts the callee's call if the caller stops waiting for it before it ends.
-struct AbortOnDrop(Option<Arc<CallCtl>>, Arc<DomainShared>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(ctl) = self.0.take() {
-            self.1.operation(
-                &ctl,
-                warden_policy::Operation::Abort,
-                crate::call::AbortReason::Embedder,
-            );
-        }
-    }
-}
-
 /// One `domain_call` of the call `caller` in domain `dom`: the callee's call, awaited with
 /// its wait-for edge kept pointed at what it waits for. `Err` of the outer result is the
 /// caller's delivered abort; the inner result is the callee's bytes or a negative code.
+///
+/// The callee's call is an `invoke`: on an idle callee its guest runs right here, inside the
+/// caller's host call (no hop to another thread); busy, it queues. Dropping it — the caller's
+/// abort, or this caller chosen as a deadlock victim — is the embedder's abort of that call.
 pub(crate) async fn call(
     dom: &Arc<DomainShared>,
     caller: &Arc<CallCtl>,
@@ -157,14 +145,14 @@ pub(crate) async fn call(
         background: caller.background,
         reserve: None,
     };
-    let handle = match callee.call(export, crate::worker::Args::Bytes(input), options) {
-        Ok(handle) => handle,
+    let req = match callee.request(export, crate::worker::Args::Bytes(input), &options, None) {
+        Ok(req) => req,
         Err(crate::Error::NoSuchExport(_) | crate::Error::BadArguments { .. }) => {
             return Ok(Err(BAD_ARGUMENT));
         }
         Err(_) => return Ok(Err(CALLEE_FAILED)),
     };
-    let target = handle.id();
+    let target = req.ctl.id;
     dom.rt
         .events
         .emit(Some(dom.id), Some(caller.id), || EventKind::DomainCall {
@@ -172,29 +160,23 @@ pub(crate) async fn call(
             callee_call: target,
             export: export.to_string(),
         });
-    let crate::call::CallHandle { ctl, rx, .. } = handle;
-    let guard = AbortOnDrop(Some(ctl), callee.clone());
+    let _waiting = caller.wait_on((callee.clone(), req.ctl.clone()));
+    let run = callee.invoke_request(req, &options);
     let waited =
-        crate::host::wait_abortable(dom, caller, wait(dom, caller, &callee, target, rx)).await?;
+        crate::host::wait_abortable(dom, caller, wait(dom, caller, &callee, target, run)).await?;
     let result = match waited {
-        Waited::Done(result) => {
-            let mut guard = guard;
-            guard.0 = None;
-            result
-        }
+        Waited::Done(result) => result,
         Waited::Victim(cycle) => {
-            drop(guard);
             dom.deadlock_victim(caller, &cycle);
-            dom.rt.events.emit(Some(dom.id), Some(caller.id), || {
-                EventKind::DomainCallReturned {
-                    callee_call: target,
-                    code: DEADLOCK_VICTIM,
-                }
-            });
-            return Ok(Err(DEADLOCK_VICTIM));
+            Err(CallError::DeadlockVictim)
         }
     };
-    let code = code_of(&result);
+    // An abort of the caller that ended its callee's call lands here, not as `-10`.
+    crate::host::deliver_if_due(dom, caller)?;
+    let code = match &result {
+        Err(CallError::DeadlockVictim) => DEADLOCK_VICTIM,
+        other => code_of(other),
+    };
     dom.rt.events.emit(Some(dom.id), Some(caller.id), || {
         EventKind::DomainCallReturned {
             callee_call: target,
@@ -212,16 +194,27 @@ enum Waited {
     Victim(warden_core::locks::DeadlockCycle),
 }
 
-/// Waits for the callee's answer, keeping the caller's wait-for edge on the call the callee's
-/// domain runs now (or on the request itself while nothing runs there).
+/// Runs (or waits for) the callee's call, keeping the caller's wait-for edge on the call the
+/// callee's domain runs now (or on the request itself while nothing runs there). Returning
+/// `Victim` drops `run`, which aborts the callee's call.
 async fn wait(
     dom: &Arc<DomainShared>,
     caller: &CallCtl,
     callee: &Arc<DomainShared>,
     target: CallId,
-    mut rx: oneshot::Receiver<CallResult>,
+    run: impl std::future::Future<Output = Result<crate::CallOutput, crate::Error>>,
 ) -> Waited {
+    let mut run = std::pin::pin!(run);
+    // Polled once before any edge: the request is then admitted and running (here, if the
+    // callee was idle) or queued, so that even a victim's request ends in one outcome.
+    tokio::select! {
+        biased;
+        r = &mut run => return Waited::Done(answer(r)),
+        _ = std::future::ready(()) => {}
+    }
     let mut edge: Option<(CallId, warden_core::locks::WaitGuard)> = None;
+    let mut repoint = tokio::time::interval(REPOINT);
+    repoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = callee.current().map(|c| c.id).unwrap_or(target);
         if edge.as_ref().map(|(on, _)| *on) != Some(now) {
@@ -236,9 +229,18 @@ async fn wait(
             }
         }
         tokio::select! {
-            r = &mut rx => return Waited::Done(r.unwrap_or(Err(CallError::DomainUnloaded))),
-            _ = tokio::time::sleep(REPOINT) => {}
+            biased;
+            r = &mut run => return Waited::Done(answer(r)),
+            _ = repoint.tick() => {}
         }
+    }
+}
+
+fn answer(r: Result<crate::CallOutput, crate::Error>) -> CallResult {
+    match r {
+        Ok(output) => Ok(output),
+        Err(crate::Error::Call(e)) => Err(e),
+        Err(_) => Err(CallError::DomainUnloaded),
     }
 }
 

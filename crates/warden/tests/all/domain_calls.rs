@@ -303,6 +303,13 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
         wait_until("the ring's domains are idle", || !d.is_busy()).await;
         assert!(d.is_loaded());
     }
+    // The abort of the abandoned request went down the chain at once: the request queued
+    // behind the ring's first call was aborted before it could run (no second lap).
+    wait_until("every request is reported", || {
+        rec.named("call_finished").len() == 4
+    })
+    .await;
+    assert_eq!(rec.named("call_started").len(), 3);
     // No wait-for edge is left: the ring runs again the same way.
     let again = ring[1]
         .call_bytes("relay", b"y", CallOptions::default())
@@ -327,7 +334,12 @@ async fn a_domain_calling_itself_is_its_own_deadlock_victim() {
         .unwrap();
     assert_eq!(output.bytes, DEADLOCK_VICTIM.to_le_bytes());
     // The victim's request, queued behind its own caller, was aborted and never ran.
+    wait_until("the queued request is reported", || {
+        outcomes(&rec, &d).len() == 2
+    })
+    .await;
     assert_eq!(outcomes(&rec, &d), ["ok", "aborted"]);
+    assert_eq!(rec.named("call_started").len(), 1);
     // The link is weak: dropping the domain's last handle still unloads it.
     drop(d);
     wait_until("the domain is gone", || rt.domain_count() == 0).await;
