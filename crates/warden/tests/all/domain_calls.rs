@@ -344,3 +344,64 @@ async fn a_domain_calling_itself_is_its_own_deadlock_victim() {
     drop(d);
     wait_until("the domain is gone", || rt.domain_count() == 0).await;
 }
+
+/// A component caller: `go` calls byte export `inc` of link "peer" with "abc" through
+/// `warden:host/domains.call`; it returns `1000 * len + first byte`, or `-10 - error-code`
+/// (the enum's index: `not-permitted` is 3).
+const COMPONENT_CALLER_WIT: &str = r#"
+package warden:xguest;
+
+world caller {
+  import warden:host/domains@0.1.0;
+  export go: func() -> s32;
+}
+"#;
+
+const COMPONENT_CALLER_WAT: &str = r#"
+(module
+  (import "warden:host/domains@0.1.0" "call"
+    (func $call (param i32 i32 i32 i32 i32 i32 i32 i64 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.add (local.get 3) (i32.const 8))))
+    (local.get $p))
+  (data (i32.const 0) "peer")
+  (data (i32.const 16) "inc")
+  (data (i32.const 32) "abc")
+  (func (export "go") (result i32)
+    (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 3)
+      (i32.const 32) (i32.const 3) (i32.const 0) (i64.const 0) (i32.const 64))
+    (if (result i32) (i32.load8_u (i32.const 64))
+      (then (i32.sub (i32.const -10) (i32.load8_u (i32.const 68))))
+      (else (i32.add (i32.mul (i32.load (i32.const 72)) (i32.const 1000))
+                     (i32.load8_u (i32.load (i32.const 68))))))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_calls_a_linked_domain_through_warden_host() {
+    use warden::wasmtime::component::Val as CVal;
+    let (rt, rec) = runtime();
+    let bytes =
+        common::components::build_with_host(COMPONENT_CALLER_WIT, "caller", COMPONENT_CALLER_WAT);
+    let caller = rt.load_module(&bytes).unwrap();
+    let caller = rt
+        .create_domain(&caller, DomainConfig::default())
+        .await
+        .unwrap();
+    let callee = rt.load_module(CALLEE.as_bytes()).unwrap();
+    let callee = rt
+        .create_domain(&callee, DomainConfig::default())
+        .await
+        .unwrap();
+    let go = || caller.invoke_component("go", &[], CallOptions::default());
+    // Not linked yet: not-permitted (index 3).
+    assert_eq!(go().await.unwrap().component_values, [CVal::S32(-13)]);
+    caller.link("peer", &callee).unwrap();
+    assert_eq!(
+        go().await.unwrap().component_values,
+        [CVal::S32(3000 + i32::from(b'b'))]
+    );
+    assert_eq!(outcomes(&rec, &callee), ["ok"]);
+}
