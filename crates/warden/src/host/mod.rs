@@ -53,10 +53,10 @@ mod embedder;
 mod imports;
 mod typed;
 
-pub use embedder::{CallContext, HostContext, HostError, HostFunctions};
+pub use embedder::{CallContext, DEFAULT_CAPABILITY, HostContext, HostError, HostFunctions};
 pub use imports::{
     BAD_ARGUMENT, DEADLOCK_VICTIM, ERROR_CODES, IMPORTS, INSUFFICIENT_MEMORY, Import,
-    MAX_HELD_LOCKS, MAX_RESERVATIONS, WasmType,
+    MAX_HELD_LOCKS, MAX_RESERVATIONS, MODULE, WasmType,
 };
 pub use typed::{ComponentHost, ComponentLinker, Embedded, Getter};
 pub(crate) use typed::{EmbedderStates, contain_panics};

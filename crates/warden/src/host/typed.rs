@@ -100,6 +100,8 @@ type LinkComponent = Arc<dyn Fn(&mut ComponentLinker) -> wasmtime::Result<()> + 
 #[derive(Clone)]
 pub(crate) struct ComponentEntry {
     interface: String,
+    /// What a guest's grant must hold to import it ([`HostFunctions::requires`]).
+    pub(super) capability: crate::capability::Capability,
     state: TypeId,
     make: Make,
     link: LinkComponent,
@@ -205,10 +207,12 @@ impl HostFunctions {
     {
         self.components.push(ComponentEntry {
             interface: interface.to_string(),
+            capability: super::embedder::DEFAULT_CAPABILITY,
             state: TypeId::of::<S>(),
             make: Arc::new(move |id| Box::new(state(id))),
             link: Arc::new(move |linker| link(linker, get::<S>)),
         });
+        self.mark_component();
         self
     }
 
