@@ -264,6 +264,14 @@ fn load_component(
         ))
         .into());
     }
+    // Refused here, before anything listens, rather than at each request.
+    runtime
+        .check_grant(&module, app.grant)
+        .map_err(|e| ConfigError {
+            file: file.into(),
+            key: format!("app \"{}\".grant", app.name),
+            reason: format!("{}: {e}", component_name(&app.component)),
+        })?;
     Ok(module)
 }
 
