@@ -65,8 +65,7 @@ async fn a_forbidden_import_is_refused_before_any_guest_code_runs() {
     let e = rt
         .create_domain(&module, config(Grant::SAFE))
         .await
-        .err()
-        .expect("refused under safe");
+        .expect_err("refused under safe");
     // Every forbidden import, in import order, each with its category; `log` and the clock
     // are safe.
     assert_eq!(
@@ -283,8 +282,7 @@ async fn a_component_is_checked_by_interface() {
     let e = rt
         .create_domain(&files, safe.clone())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let got = forbidden(&e);
     let has = |iface: &str, cap| {
         got.iter()
@@ -329,7 +327,7 @@ async fn a_component_is_checked_by_interface() {
     // warden:host: regions, the gate and log are safe; locks, handles and sleep are not, and
     // `host`'s functions are told apart.
     let guest = rt.load_module(&components::host_guest()).unwrap();
-    let e = rt.create_domain(&guest, safe).await.err().expect("refused");
+    let e = rt.create_domain(&guest, safe).await.expect_err("refused");
     let got = forbidden(&e);
     assert!(
         got.iter()
@@ -499,8 +497,7 @@ async fn preopens_need_filesystem_and_unknown_imports_keep_their_error() {
     let e = rt
         .create_domain(&module, config)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(&e, Error::Config(m) if m.contains("filesystem") && m.contains("preopens")),
         "{e}"
@@ -516,8 +513,7 @@ async fn preopens_need_filesystem_and_unknown_imports_keep_their_error() {
     let e = rt
         .create_domain(&unknown, config)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(&e, Error::UnknownImport { module, .. } if module == "nowhere"),
         "{e}"
