@@ -5,8 +5,8 @@
 //! [`Grant`], a set of them ([`DomainConfig::grant`](crate::DomainConfig::grant)). Creating a
 //! domain whose module imports anything its grant forbids fails **before any guest code runs**
 //! (no start function, no `domain_loaded`, no call) with [`Error::NotPermitted`], which lists
-//! every forbidden import with its category. [`Runtime::required_capabilities`] and
-//! [`Runtime::check_grant`] make the same check without creating anything.
+//! every forbidden import with its category. [`Runtime::required_capabilities`](crate::Runtime::required_capabilities) and
+//! [`Runtime::check_grant`](crate::Runtime::check_grant) make the same check without creating anything.
 //!
 //! | category | what it covers |
 //! |---|---|
@@ -224,7 +224,7 @@ impl Grant {
         Capability::ALL.into_iter().filter(move |c| self.allows(*c))
     }
 
-    /// Checks imports (from [`Runtime::required_capabilities`]) against the grant: every one it
+    /// Checks imports (from [`Runtime::required_capabilities`](crate::Runtime::required_capabilities)) against the grant: every one it
     /// forbids, in one [`Error::NotPermitted`].
     pub fn check(self, imports: &[ImportCapability]) -> Result<(), Error> {
         let forbidden: Vec<ImportCapability> = imports

@@ -199,6 +199,9 @@ impl HostFunctions {
     /// Several interfaces may share one state type: each domain then holds one `S`, made by
     /// the factory registered first. An interface already defined (WASI's, `warden:host`, or
     /// one added twice) makes [`Runtime::new`](crate::Runtime::new) fail naming it.
+    ///
+    /// A guest's grant must hold the interface's category to import it: `host-state` unless
+    /// [`requires`](HostFunctions::requires) follows this call.
     pub fn component<S, M, L>(&mut self, interface: &str, state: M, link: L) -> &mut Self
     where
         S: Send + 'static,
