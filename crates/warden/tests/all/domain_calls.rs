@@ -254,9 +254,8 @@ async fn a_caller_past_its_deadline_ends_timeout_and_ends_the_runaway_callee_cal
     assert_eq!(go(&caller, "inc", -1).await, 3);
 }
 
-/// Three domains in a ring, each relaying to the next: the third call would wait for the
-/// first, which waits for it. It is the victim (-2); the others complete.
-const RELAY: &str = r#"
+/// A relay with a hop count: the first argument byte is how many more hops to make.
+const HOPS: &str = r#"
 (module
   (import "warden" "domain_call" (func $call
     (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
@@ -265,17 +264,23 @@ const RELAY: &str = r#"
   (data (i32.const 16) "relay")
   (func (export "warden_alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "relay") (param $p i32) (param $l i32) (result i64) (local $r i32)
+    (if (i32.eqz (i32.load8_u (local.get $p)))
+      (then (return (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+                            (i64.const 1)))))
+    (i32.store8 (local.get $p) (i32.sub (i32.load8_u (local.get $p)) (i32.const 1)))
     (local.set $r (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 5)
-      (local.get $p) (local.get $l) (i32.const 200) (i32.const 64) (i64.const -1)))
+      (local.get $p) (i32.const 1) (i32.const 200) (i32.const 64) (i64.const -1)))
     (if (i32.lt_s (local.get $r) (i32.const 0))
       (then (i32.store (i32.const 200) (local.get $r)) (local.set $r (i32.const 4))))
     (i64.or (i64.shl (i64.const 200) (i64.const 32)) (i64.extend_i32_u (local.get $r)))))
 "#;
 
+/// Three domains in a ring, each relaying to the next (9 hops asked): the third call would
+/// wait for the first, which waits for it. One call is the victim (-2); the others complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
     let (rt, rec) = runtime();
-    let m = rt.load_module(RELAY.as_bytes()).unwrap();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
     let mut ring = Vec::new();
     for _ in 0..3 {
         ring.push(rt.create_domain(&m, DomainConfig::default()).await.unwrap());
@@ -284,7 +289,7 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
         ring[i].link("next", &ring[(i + 1) % 3]).unwrap();
     }
     let output = ring[0]
-        .call_bytes("relay", b"x", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -312,7 +317,7 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
     assert_eq!(rec.named("call_started").len(), 3);
     // No wait-for edge is left: the ring runs again the same way.
     let again = ring[1]
-        .call_bytes("relay", b"y", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -323,11 +328,11 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_calling_itself_is_its_own_deadlock_victim() {
     let (rt, rec) = runtime();
-    let m = rt.load_module(RELAY.as_bytes()).unwrap();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
     d.link("next", &d).unwrap();
     let output = d
-        .call_bytes("relay", b"x", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -499,27 +504,6 @@ async fn unloading_a_waiting_caller_aborts_its_callee_call_and_leaves_the_callee
         .unwrap();
     assert_eq!(again.bytes, b"b");
 }
-
-/// A relay with a hop count: the first argument byte is how many more hops to make.
-const HOPS: &str = r#"
-(module
-  (import "warden" "domain_call" (func $call
-    (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "next")
-  (data (i32.const 16) "relay")
-  (func (export "warden_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "relay") (param $p i32) (param $l i32) (result i64) (local $r i32)
-    (if (i32.eqz (i32.load8_u (local.get $p)))
-      (then (return (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
-                            (i64.const 1)))))
-    (i32.store8 (local.get $p) (i32.sub (i32.load8_u (local.get $p)) (i32.const 1)))
-    (local.set $r (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 5)
-      (local.get $p) (i32.const 1) (i32.const 200) (i32.const 64) (i64.const -1)))
-    (if (i32.lt_s (local.get $r) (i32.const 0))
-      (then (i32.store (i32.const 200) (local.get $r)) (local.set $r (i32.const 4))))
-    (i64.or (i64.shl (i64.const 200) (i64.const 32)) (i64.extend_i32_u (local.get $r)))))
-"#;
 
 /// Many concurrent relays of random lengths around a ring of four domains, some aborted:
 /// rings close and open all the time. Every call ends, no wait-for edge or lock is left, and
