@@ -38,6 +38,9 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     policy = \"server\"              # preset or policy file (relative to the config)
     drain = \"20s\"                  # SIGTERM drain bound, below the policy's process-exit
     memory-budget = \"1GiB\"         # default: what the machine can give
+    [store]
+    dir = \"modules\"                # module store: DIR/NAME/VERSION.wasm
+    cache = \"cache\"                # precompiled cache for every app's code
     [admission]
     max-in-flight = 8              # default: CPUs x 4
     queue = 64                     # default: CPUs x 16; beyond it 503 + Retry-After
@@ -46,6 +49,8 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     name = \"hello\"
     route = \"/\"                    # path prefix; the longest wins
     component = \"hello.wasm\"       # a wasi:http/proxy component, relative to the config
+    # module = \"hello@1.2\"         # instead: from [store] dir (NAME for the latest);
+                                   # POST /admin/apps/NAME/version switches it live
     deadline = \"5s\"                # per request; passing it is 504
     max-memory = \"64MiB\"
     reserve = \"1MiB\"               # memory gate per request (refused: 503)
