@@ -826,3 +826,37 @@ fn bad_store_settings_are_refused_naming_the_key_with_exit_code_4() {
         assert!(!stdout.contains("listening"), "{stdout}");
     }
 }
+
+#[test]
+fn a_tampered_precompiled_artifact_is_recompiled_and_counted() {
+    let cfg = store_config("tampered", "");
+    let cache = dir().join("cache-tampered");
+    let _ = std::fs::remove_dir_all(&cache);
+    {
+        let s = Serve::start(Some(&cfg));
+        assert_eq!(s.get("/hello").body, HELLO);
+    }
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let mut bytes = std::fs::read(&artifacts[0]).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    std::fs::write(&artifacts[0], bytes).unwrap();
+
+    let s = Serve::start(Some(&cfg));
+    assert_eq!(s.get("/hello").body, HELLO, "recompiled, and serving");
+    s.metrics_until("warden_artifacts_rejected_total{reason=\"corrupt\"} 1");
+    drop(s);
+    // Rewritten: a third start trusts it.
+    let s = Serve::start(Some(&cfg));
+    assert_eq!(s.get("/hello").body, HELLO);
+    assert!(
+        !s.metrics().contains("warden_artifacts_rejected_total{"),
+        "{}",
+        s.metrics()
+    );
+}
