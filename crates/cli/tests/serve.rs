@@ -702,45 +702,57 @@ fn an_app_replaced_under_load_drops_no_request_and_the_old_version_drains() {
         d.iter().any(|x| x["busy"] == true)
     });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // A concurrent loop: every request's start time, status and body.
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A concurrent loop: every request's start and end, status and body.
     let clients: Vec<_> = (0..3)
         .map(|_| {
-            let (addr, stop) = (s.addr.clone(), stop.clone());
+            let (addr, stop, answered) = (s.addr.clone(), stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let at = Instant::now();
                     let r = request(&addr, "GET", "/hello");
-                    seen.push((at, r.status, r.body));
+                    seen.push((at, Instant::now(), r.status, r.body));
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 seen
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let answers_reach = |n: usize| {
+        let until = Instant::now() + ENDS_WITHIN;
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < n {
+            assert!(Instant::now() < until, "the loop stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    answers_reach(6);
+    let asked = Instant::now();
     let switch = request_with(&s.admin, "POST", "/admin/apps/hello/version", "2.0");
     let switched = Instant::now();
     assert_eq!(switch.status, 200, "{}", switch.body);
     assert!(switch.body.contains("2.0 (was 1.0)"), "{}", switch.body);
-    std::thread::sleep(Duration::from_millis(400));
+    answers_reach(answered.load(std::sync::atomic::Ordering::Relaxed) + 9);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<_> = clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
         .collect();
-    assert!(seen.len() > 10, "the loop ran: {} requests", seen.len());
-    for (at, status, body) in &seen {
+    for (at, done, status, body) in &seen {
         assert_eq!(*status, 200, "a request was dropped: {body}");
         assert!(body == HELLO || body == V2, "{body:?}");
         if *at > switched {
             assert_eq!(body, V2, "a request after the switch got the old version");
         }
+        if *done < asked {
+            assert_eq!(body, HELLO, "2.0 answered before the switch was asked for");
+        }
     }
+    assert!(seen.iter().any(|x| x.3 == HELLO), "1.0 answered before");
     assert!(
-        seen.iter().any(|(_, _, b)| b == HELLO),
-        "1.0 answered before"
+        seen.iter().filter(|x| x.0 > switched).count() >= 3,
+        "requests after the switch"
     );
-    assert!(seen.iter().any(|(_, _, b)| b == V2), "2.0 answered after");
     // The request in flight finished on the old version.
     let slow = slow.join().unwrap();
     assert_eq!((slow.status, slow.body.as_str()), (200, HELLO));
