@@ -195,12 +195,12 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// The store holds no module of this name.
-    #[error("no module named `{name}` in the store ({where_})")]
+    #[error("no module named `{name}` in the store ({looked_in})")]
     UnknownName {
         /// The name asked for.
         name: String,
         /// Where the store looked.
-        where_: String,
+        looked_in: String,
     },
     /// The module exists but not at this version.
     #[error("module `{name}` has no version `{version}` (it has: {})", list(.available))]
@@ -368,7 +368,7 @@ impl DirStore {
     fn unknown(&self, name: &str) -> StoreError {
         StoreError::UnknownName {
             name: name.into(),
-            where_: format!("no directory {}", self.dir.join(name).display()),
+            looked_in: format!("no directory {}", self.dir.join(name).display()),
         }
     }
 }
