@@ -409,3 +409,44 @@ async fn a_cache_directory_that_cannot_be_made_is_a_config_error() {
         Ok(_) => panic!("a cache under a file was accepted"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_written_temporary_file_is_never_read_and_old_ones_are_swept() {
+    // What a writer that crashed mid-write leaves: its temporary file, never the artifact.
+    let dir = scratch("crashed-writer");
+    let src = answer(5);
+    let digest = warden::StoredModule::new("x", "1", src.clone().into_bytes()).digest;
+    let fresh = dir.join(format!(".{digest}.cwasm.1.0.tmp"));
+    let old = dir.join(format!(".{digest}.cwasm.1.1.tmp"));
+    for f in [&fresh, &old] {
+        std::fs::write(f, b"WARDNC01 half an artifact").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let (rt, rec) = cached(&dir, STACK);
+    assert!(
+        !old.exists(),
+        "an abandoned temporary file is removed when the cache opens"
+    );
+    assert!(
+        fresh.exists(),
+        "a recent one may be another writer's, still writing"
+    );
+    let m = rt.load_module(src.as_bytes()).unwrap();
+    assert_eq!(
+        stats(&rt),
+        CacheStats {
+            misses: 1,
+            written: 1,
+            ..CacheStats::default()
+        },
+        "a temporary file is no artifact"
+    );
+    assert!(rec.named("artifact_rejected").is_empty());
+    assert_eq!(run_answer(&rt, &m).await, 5);
+}
