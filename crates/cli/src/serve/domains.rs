@@ -116,6 +116,7 @@ impl Apps {
                 };
                 let config = DomainConfig {
                     max_memory: c.max_memory,
+                    grant: c.grant,
                     http: HttpConfig {
                         allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
                     },
@@ -187,6 +188,16 @@ impl Apps {
         let what = format!("`{module_name}@{}`", loaded.version);
         super::check_proxy(&loaded.module, &what)
             .map_err(|m| replace_error(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        // The app's grant holds for every version it serves.
+        self.inner
+            .runtime
+            .check_grant(&loaded.module, pool.config.grant)
+            .map_err(|e| {
+                replace_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{what} is refused by the app's grant: {e}"),
+                )
+            })?;
         let new = Arc::new(Generation {
             code: Version {
                 module: loaded.module,
