@@ -473,3 +473,110 @@ async fn a_component_callee_takes_and_returns_wit_values_as_wave() {
     assert_eq!(go((16, 3), (32, 7)).await, DOMAIN_UNLOADED);
     assert!(caller.is_loaded());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_a_waiting_caller_aborts_its_callee_call_and_leaves_the_callee_serving() {
+    let (rt, rec) = runtime();
+    let (caller, callee) = pair(&rt).await;
+    let call = caller
+        .call("go", &go_args("nap", -1), CallOptions::default())
+        .unwrap();
+    wait_until("the callee runs the nap", || callee.is_busy()).await;
+    let report = tokio::time::timeout(common::ENDS_WITHIN, caller.unload())
+        .await
+        .expect("the unload ends");
+    assert!(!caller.is_loaded(), "{report:?}");
+    assert_eq!(call.join().await.unwrap_err(), CallError::DomainUnloaded);
+    wait_until("the callee's call is reported", || {
+        outcomes(&rec, &callee) == ["aborted"]
+    })
+    .await;
+    let again = callee
+        .call_bytes("inc", b"a", CallOptions::default())
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+    assert_eq!(again.bytes, b"b");
+}
+
+/// A relay with a hop count: the first argument byte is how many more hops to make.
+const HOPS: &str = r#"
+(module
+  (import "warden" "domain_call" (func $call
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "next")
+  (data (i32.const 16) "relay")
+  (func (export "warden_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "relay") (param $p i32) (param $l i32) (result i64) (local $r i32)
+    (if (i32.eqz (i32.load8_u (local.get $p)))
+      (then (return (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+                            (i64.const 1)))))
+    (i32.store8 (local.get $p) (i32.sub (i32.load8_u (local.get $p)) (i32.const 1)))
+    (local.set $r (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 5)
+      (local.get $p) (i32.const 1) (i32.const 200) (i32.const 64) (i64.const -1)))
+    (if (i32.lt_s (local.get $r) (i32.const 0))
+      (then (i32.store (i32.const 200) (local.get $r)) (local.set $r (i32.const 4))))
+    (i64.or (i64.shl (i64.const 200) (i64.const 32)) (i64.extend_i32_u (local.get $r)))))
+"#;
+
+/// Many concurrent relays of random lengths around a ring of four domains, some aborted:
+/// rings close and open all the time. Every call ends, no wait-for edge or lock is left, and
+/// every domain serves a call afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_relays_around_a_ring_all_end() {
+    let (rt, rec) = runtime();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
+    let mut ring = Vec::new();
+    for _ in 0..4 {
+        ring.push(rt.create_domain(&m, DomainConfig::default()).await.unwrap());
+    }
+    for i in 0..4 {
+        ring[i].link("next", &ring[(i + 1) % 4]).unwrap();
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let hops = (next() % 7) as u8;
+        let d = &ring[(next() % 4) as usize];
+        let call = d
+            .call_bytes("relay", &[hops], CallOptions::default())
+            .unwrap();
+        if i % 7 == 3 {
+            call.abort();
+        }
+        calls.push(call);
+    }
+    let mut ok = 0;
+    for call in calls {
+        let r = tokio::time::timeout(common::ENDS_WITHIN, call.join())
+            .await
+            .expect("every relay ends");
+        ok += usize::from(r.is_ok());
+    }
+    assert!(ok > 0, "some relays complete");
+    for d in &ring {
+        wait_until("the ring is idle", || !d.is_busy()).await;
+        let out = d
+            .call_bytes("relay", &[0], CallOptions::default())
+            .unwrap()
+            .join()
+            .await
+            .unwrap();
+        assert_eq!(out.bytes, [0]);
+    }
+    assert_eq!(rt.locks().lock_count(), 0);
+    // One outcome per call started by the test or by a relay.
+    let started = rec.named("domain_call").len() + 200 + 4;
+    wait_until("every call is reported", || {
+        rec.named("call_finished").len() == started
+    })
+    .await;
+}
