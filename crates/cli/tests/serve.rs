@@ -643,3 +643,245 @@ fn a_disable_runtime_action_turns_readiness_off() {
     // Alive all the same (a load balancer stops sending; the orchestrator does not kill it).
     assert_eq!(s.admin("GET", "/healthz").status, 200);
 }
+
+/// The example component answering `hello` with `hello_line` (18 bytes, as the original), its
+/// `/sleep` shortened to `sleep_ms`.
+fn example_saying(hello_line: &str, sleep_ms: u64) -> Vec<u8> {
+    assert_eq!(hello_line.len(), HELLO.len());
+    let wat = warden::http::example::WAT
+        .replace(r"hello from warden\n", &hello_line.replace('\n', r"\n"))
+        .replace(
+            "(i64.const 3600000000000)",
+            &format!("(i64.const {})", sleep_ms * 1_000_000),
+        );
+    warden::http::example::build(warden::http::example::WIT, "proxy", &wat).unwrap()
+}
+
+/// A request with a body, on a connection of its own.
+fn request_with(addr: &str, method: &str, path: &str, body: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        head: head.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+const V2: &str = "hello from v2.0!!\n";
+
+/// A module store holding `hello` 1.0 (the example) and 2.0 (answering [`V2`]), both with a
+/// 1 s `/sleep`, and a broken 3.0; the config serving `hello@1.0` from it.
+fn store_config(test: &str, extra_app: &str) -> String {
+    let store = dir().join(format!("store-{test}"));
+    let _ = std::fs::remove_dir_all(&store);
+    std::fs::create_dir_all(store.join("hello")).unwrap();
+    std::fs::write(store.join("hello/1.0.wasm"), example_saying(HELLO, 1000)).unwrap();
+    std::fs::write(store.join("hello/2.0.wasm"), example_saying(V2, 1000)).unwrap();
+    std::fs::write(store.join("hello/3.0.wasm"), "not a component").unwrap();
+    format!(
+        "[store]\ndir = \"{}\"\ncache = \"{}\"\n[[app]]\nname = \"hello\"\nroute = \"/\"\n\
+         module = \"hello@1.0\"\ndeadline = \"10s\"\ngrant = \"network\"\n{extra_app}\n",
+        store.display(),
+        dir().join(format!("cache-{test}")).display()
+    )
+}
+
+#[test]
+fn an_app_replaced_under_load_drops_no_request_and_the_old_version_drains() {
+    let s = Serve::start(Some(&store_config("replace", "instance-reuse = 1000")));
+    assert_eq!(s.get("/hello").body, HELLO);
+    // A request in flight on 1.0 across the switch (its /sleep takes 1 s).
+    let slow = {
+        let addr = s.addr.clone();
+        std::thread::spawn(move || request(&addr, "GET", "/sleep"))
+    };
+    s.domains_until("the /sleep call in flight", |d| {
+        d.iter().any(|x| x["busy"] == true)
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A concurrent loop: every request's start and end, status and body.
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, stop, answered) = (s.addr.clone(), stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let r = request(&addr, "GET", "/hello");
+                    seen.push((at, Instant::now(), r.status, r.body));
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                seen
+            })
+        })
+        .collect();
+    let answers_reach = |n: usize| {
+        let until = Instant::now() + ENDS_WITHIN;
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < n {
+            assert!(Instant::now() < until, "the loop stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    answers_reach(6);
+    let asked = Instant::now();
+    let switch = request_with(&s.admin, "POST", "/admin/apps/hello/version", "2.0");
+    let switched = Instant::now();
+    assert_eq!(switch.status, 200, "{}", switch.body);
+    assert!(switch.body.contains("2.0 (was 1.0)"), "{}", switch.body);
+    answers_reach(answered.load(std::sync::atomic::Ordering::Relaxed) + 9);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    for (at, done, status, body) in &seen {
+        assert_eq!(*status, 200, "a request was dropped: {body}");
+        assert!(body == HELLO || body == V2, "{body:?}");
+        if *at > switched {
+            assert_eq!(body, V2, "a request after the switch got the old version");
+        }
+        if *done < asked {
+            assert_eq!(body, HELLO, "2.0 answered before the switch was asked for");
+        }
+    }
+    assert!(seen.iter().any(|x| x.3 == HELLO), "1.0 answered before");
+    assert!(
+        seen.iter().filter(|x| x.0 > switched).count() >= 3,
+        "requests after the switch"
+    );
+    // The request in flight finished on the old version.
+    let slow = slow.join().unwrap();
+    assert_eq!((slow.status, slow.body.as_str()), (200, HELLO));
+    // Only 2.0's domains remain: 1.0's idle ones were unloaded at the switch, its busy one
+    // when its call ended.
+    s.domains_until("only version 2.0's domains", |d| {
+        !d.is_empty() && d.iter().all(|x| x["version"] == "2.0")
+    });
+    let apps: serde_json::Value =
+        serde_json::from_str(&s.admin("GET", "/admin/apps").body).unwrap();
+    assert_eq!(apps[0]["version"], "2.0");
+    assert_eq!(s.get("/hello").body, V2);
+}
+
+#[test]
+fn a_version_switch_that_cannot_be_made_is_refused_and_the_app_keeps_serving() {
+    let s = Serve::start(Some(&store_config("refusals", "")));
+    let post = |app: &str, body: &str| {
+        request_with(
+            &s.admin,
+            "POST",
+            &format!("/admin/apps/{app}/version"),
+            body,
+        )
+    };
+    let r = post("hello", "9.9");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        r.body.contains("`9.9`") && r.body.contains("1.0, 2.0, 3.0"),
+        "{}",
+        r.body
+    );
+    let r = post("hello", "../../etc");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid version"), "{}", r.body);
+    let r = post("hello", "3.0");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("invalid module"), "{}", r.body);
+    assert_eq!(post("nope", "1.0").status, 404);
+    assert_eq!(s.admin("GET", "/admin/apps/hello/version").status, 405);
+    assert_eq!(s.get("/hello").body, HELLO, "still 1.0");
+    // An empty body is the latest version that loads... the latest is 3.0, which does not.
+    assert_eq!(post("hello", "").status, 422);
+    assert_eq!(post("hello", "2.0").status, 200);
+    assert_eq!(s.get("/hello").body, V2);
+
+    // An app served from a component file cannot be switched.
+    let f = Serve::start(Some(&config("", "")));
+    let r = request_with(&f.admin, "POST", "/admin/apps/example/version", "1.0");
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
+#[test]
+fn bad_store_settings_are_refused_naming_the_key_with_exit_code_4() {
+    let good = store_config("bad-settings", "");
+    for (text, key) in [
+        (
+            good.replace("hello@1.0", "nobody@1.0"),
+            "app \"hello\".module",
+        ),
+        (good.replace("hello@1.0", "hello@7"), "app \"hello\".module"),
+        (
+            good.replace("hello@1.0", "hello@3.0"),
+            "app \"hello\".module",
+        ),
+        (
+            good.replace("hello@1.0", "../hello"),
+            "app \"hello\".module",
+        ),
+        (
+            good.replace("store-bad-settings", "store-missing"),
+            "store.dir",
+        ),
+        // No [store] at all.
+        (
+            good[good.find("[[app]]").unwrap()..].to_string(),
+            "app \"hello\".module",
+        ),
+    ] {
+        let (code, stderr, stdout) = refused(&text);
+        assert_eq!(code, 4, "{key}: {stderr}");
+        assert!(stderr.contains(&format!(": {key}: ")), "{key}: {stderr}");
+        assert!(!stdout.contains("listening"), "{stdout}");
+    }
+}
+
+#[test]
+fn a_tampered_precompiled_artifact_is_recompiled_and_counted() {
+    let cfg = store_config("tampered", "");
+    let cache = dir().join("cache-tampered");
+    let _ = std::fs::remove_dir_all(&cache);
+    {
+        let s = Serve::start(Some(&cfg));
+        assert_eq!(s.get("/hello").body, HELLO);
+    }
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let mut bytes = std::fs::read(&artifacts[0]).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    std::fs::write(&artifacts[0], bytes).unwrap();
+
+    let s = Serve::start(Some(&cfg));
+    assert_eq!(s.get("/hello").body, HELLO, "recompiled, and serving");
+    s.metrics_until("warden_artifacts_rejected_total{reason=\"corrupt\"} 1");
+    drop(s);
+    // Rewritten: a third start trusts it.
+    let s = Serve::start(Some(&cfg));
+    assert_eq!(s.get("/hello").body, HELLO);
+    assert!(
+        !s.metrics().contains("warden_artifacts_rejected_total{"),
+        "{}",
+        s.metrics()
+    );
+}

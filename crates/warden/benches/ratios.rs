@@ -28,6 +28,8 @@ struct Plan {
     idle: usize,
     /// Calls of the null-import loop (each makes `IMPORTS_PER_CALL` imports).
     nulls: u32,
+    /// Loads per round of the precompiled-cache scenario (each in a fresh runtime).
+    loads: u32,
 }
 
 impl Plan {
@@ -42,6 +44,7 @@ impl Plan {
             unloads: 30,
             idle: 10_000,
             nulls: 40,
+            loads: 10,
         }
     }
 
@@ -56,6 +59,7 @@ impl Plan {
             unloads: 1,
             idle: 10,
             nulls: 2,
+            loads: 1,
         }
     }
 }
@@ -129,7 +133,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 12] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
@@ -140,6 +144,7 @@ fn main() {
         ("h", idle_density),
         ("i", component_calls),
         ("j", http_hello),
+        ("k", precompiled_load),
         ("x", cross_domain_call),
     ];
     let mut rows = Vec::new();
@@ -639,6 +644,68 @@ fn primitives(cx: &Ctx) -> Vec<Row> {
             goal: None,
         },
     ]
+}
+
+/// (k) loading a module from the precompiled cache (integrity check and deserialize) vs
+/// compiling it, each in a fresh runtime (so the in-memory digest cache is empty); runtime
+/// creation is outside the timing. Both columns are Warden: "warden" is the cached load,
+/// "bare" the compile.
+fn precompiled_load(cx: &Ctx) -> Vec<Row> {
+    let dir = std::env::temp_dir().join(format!("warden-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = |cache: Option<&std::path::Path>| {
+        warden::Runtime::new(warden::RuntimeConfig {
+            engine: warden::EngineConfig {
+                pooling: false,
+                cache_dir: cache.map(Into::into),
+                ..warden::EngineConfig::default()
+            },
+            exit: Arc::new(|code| panic!("bench guest exited the process ({code})")),
+            ..warden::RuntimeConfig::default()
+        })
+        .expect("runtime")
+    };
+    let mut rows = Vec::new();
+    for (scenario, bytes) in [
+        (
+            "k load core module: cache / compile",
+            common::GUEST.as_bytes().to_vec(),
+        ),
+        (
+            "k load http component: cache / compile",
+            warden::http::example::component_bytes(),
+        ),
+    ] {
+        // Fill the cache once.
+        runtime(Some(&dir)).load_module(&bytes).expect("loads");
+        let n = cx.plan.loads;
+        let time = |cache: Option<&std::path::Path>| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let rt = runtime(cache);
+                let t0 = Instant::now();
+                std::hint::black_box(rt.load_module(&bytes).expect("loads"));
+                total += t0.elapsed();
+                if cache.is_some() {
+                    let s = rt.artifact_cache().expect("cache");
+                    assert_eq!((s.hits, s.misses, s.corrupt, s.stale), (1, 0, 0, 0));
+                }
+            }
+            total / n
+        };
+        let (w, b) = compare(cx.plan.rounds, || time(Some(&dir)), || time(None));
+        rows.push(Row {
+            scenario,
+            warden: w,
+            bare: Some(b),
+            goal: None,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "k: both sides are Warden (\"warden\" = from the precompiled cache, \"bare\" = compiling)"
+    );
+    rows
 }
 
 /// (f) unload time with 0, 100 and 10,000 live handles: median of single unloads.

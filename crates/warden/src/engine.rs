@@ -4,7 +4,9 @@
 //!
 //! A [`Module`] is a core module or a component (`wasmtime::component`): `load_module`
 //! detects which from the bytes (after WAT text is parsed), and both pass the same bounds
-//! (size, function count, compile time) and share the digest cache.
+//! (size, function count, compile time) and share the digest cache. With
+//! [`EngineConfig::cache_dir`] a miss of the digest cache looks in the on-disk precompiled
+//! cache ([`precompiled`](crate::precompiled)) before compiling.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -51,6 +53,11 @@ pub struct EngineConfig {
     pub compile_timeout: Option<Duration>,
     /// Compiled modules kept in the digest cache. Default 64.
     pub module_cache_entries: usize,
+    /// The precompiled cache's directory (created if missing): compiled code is kept there
+    /// and loaded again only after an integrity check (see [`precompiled`](crate::precompiled)).
+    /// `None` (the default): every runtime compiles what it loads. The directory must be
+    /// writable only by the host: the check is a digest, not a signature.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +73,7 @@ impl Default for EngineConfig {
             max_functions: 100_000,
             compile_timeout: Some(Duration::from_secs(60)),
             module_cache_entries: 64,
+            cache_dir: None,
         }
     }
 }
@@ -160,6 +168,8 @@ pub(crate) struct WardenEngine {
     pub(crate) allocator: Allocator,
     config: EngineConfig,
     cache: Mutex<HashMap<Arc<str>, Code>>,
+    /// The on-disk precompiled cache, when configured.
+    artifacts: Option<crate::precompiled::ArtifactCache>,
     ticker: Ticker,
 }
 
@@ -208,25 +218,40 @@ impl WardenEngine {
                 },
             )
         };
+        let artifacts = match &config.cache_dir {
+            Some(dir) => {
+                let pooling = allocator == Allocator::Pooling;
+                let fingerprint = crate::precompiled::fingerprint(&engine, config, pooling);
+                Some(crate::precompiled::ArtifactCache::open(dir, fingerprint)?)
+            }
+            None => None,
+        };
         let ticker = Ticker::start(engine.clone(), config.tick)?;
         Ok(WardenEngine {
             engine,
             allocator,
             config: config.clone(),
             cache: Mutex::new(HashMap::new()),
+            artifacts,
             ticker,
         })
     }
 
-    /// Compiles (or fetches from the cache) a module from wasm bytes or WAT text.
-    pub(crate) fn load(&self, bytes: &[u8]) -> Result<Module, Error> {
+    /// Compiles (or fetches from the digest cache, then the precompiled cache) a module from
+    /// wasm bytes or WAT text. A rejected artifact is reported on `events`.
+    pub(crate) fn load(
+        &self,
+        bytes: &[u8],
+        events: &crate::events::EventBus,
+    ) -> Result<Module, Error> {
         if bytes.len() > self.config.max_module_bytes {
             return Err(Error::ModuleTooLarge {
                 size: bytes.len(),
                 limit: self.config.max_module_bytes,
             });
         }
-        let digest: Arc<str> = hex(&Sha256::digest(bytes)).into();
+        let source: [u8; 32] = Sha256::digest(bytes).into();
+        let digest: Arc<str> = hex(&source).into();
         if let Some(m) = self
             .cache
             .lock()
@@ -239,7 +264,24 @@ impl WardenEngine {
             });
         }
         // Compile outside the cache lock: compilation can take long.
-        let code = self.compile(bytes)?;
+        let code = match &self.artifacts {
+            None => self.compile(bytes)?,
+            Some(artifacts) => match artifacts.get(&self.engine, &digest, &source) {
+                crate::precompiled::Lookup::Hit(code) => code,
+                found => {
+                    if let crate::precompiled::Lookup::Rejected(r) = found {
+                        events.emit(None, None, || crate::events::EventKind::ArtifactRejected {
+                            module: digest.to_string(),
+                            reason: r.reason,
+                            detail: r.detail,
+                        });
+                    }
+                    let code = self.compile(bytes)?;
+                    artifacts.put(&digest, &source, &code);
+                    code
+                }
+            },
+        };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= self.config.module_cache_entries {
             // Evict an arbitrary entry: the cache is a convenience, never a leak.
@@ -316,6 +358,11 @@ impl WardenEngine {
     /// Forces every running store to its epoch check now (used to deliver aborts promptly).
     pub(crate) fn poke(&self) {
         self.engine.increment_epoch();
+    }
+
+    /// The precompiled cache's counters; `None` when it is not configured.
+    pub(crate) fn artifact_stats(&self) -> Option<crate::precompiled::CacheStats> {
+        self.artifacts.as_ref().map(|a| a.stats())
     }
 
     pub(crate) fn cached_modules(&self) -> usize {
@@ -438,7 +485,7 @@ fn push(heads: &mut Vec<bool>, untracked: &mut usize, holds_fields: bool, tracke
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -164,6 +164,10 @@ pub enum Error {
         /// The type asked for.
         expected: &'static str,
     },
+    /// A module store could not give the module asked for (see
+    /// [`ModuleStore`](crate::ModuleStore)).
+    #[error(transparent)]
+    Store(#[from] crate::module_store::StoreError),
     /// A call ended in a failure outcome.
     #[error(transparent)]
     Call(#[from] CallError),

@@ -204,6 +204,16 @@ pub enum EventKind {
         /// Why pooling was not available.
         reason: String,
     },
+    /// A precompiled artifact failed its integrity check and was not used; the module was
+    /// compiled from source instead (see [`precompiled`](crate::precompiled)).
+    ArtifactRejected {
+        /// The module's content digest (hex SHA-256 of its source).
+        module: String,
+        /// `stale` (another engine or configuration) or `corrupt` (truncated, tampered).
+        reason: &'static str,
+        /// What the check found.
+        detail: String,
+    },
 }
 
 type Sink = Arc<dyn Fn(&Event) + Send + Sync>;

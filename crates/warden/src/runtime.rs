@@ -197,8 +197,41 @@ impl Runtime {
     /// `(component ..)`), cached by content digest. Which one it is is read from the bytes
     /// ([`Module::is_component`]); both pass the same bounds (size, function count,
     /// compile time).
+    ///
+    /// With [`EngineConfig::cache_dir`](crate::EngineConfig::cache_dir) set, a module not in
+    /// the in-memory cache is looked up in the on-disk precompiled cache first, and loaded
+    /// from it only after its integrity check; otherwise it is compiled and the artifact
+    /// written (see [`precompiled`](crate::precompiled), and [`Runtime::artifact_cache`] for
+    /// the counters).
     pub fn load_module(&self, bytes: &[u8]) -> Result<Module, Error> {
-        self.inner.engine.load(bytes)
+        self.inner.engine.load(bytes, &self.inner.events)
+    }
+
+    /// Loads the module `reference` names from `store` (its version, or the latest), as
+    /// [`load_module`](Self::load_module) loads bytes. The module's
+    /// [`digest`](Module::digest) is the stored bytes' ([`StoredModule::digest`]).
+    /// A store's refusal (unknown name or version, invalid name, unreadable file) is
+    /// [`Error::Store`]; bytes that do not compile are [`Error::InvalidModule`] as ever.
+    ///
+    /// [`StoredModule::digest`]: crate::module_store::StoredModule::digest
+    pub fn load_from_store(
+        &self,
+        store: &dyn crate::ModuleStore,
+        reference: &crate::ModuleRef,
+    ) -> Result<crate::module_store::Loaded, Error> {
+        let stored = store.resolve(reference)?;
+        let module = self.load_module(&stored.bytes)?;
+        Ok(crate::module_store::Loaded {
+            name: stored.name,
+            version: stored.version,
+            module,
+        })
+    }
+
+    /// The precompiled cache's counters (hits, misses, stale and corrupt artifacts rejected,
+    /// writes); `None` when no [`cache_dir`](crate::EngineConfig::cache_dir) is configured.
+    pub fn artifact_cache(&self) -> Option<crate::precompiled::CacheStats> {
+        self.inner.engine.artifact_stats()
     }
 
     /// Creates a domain: a new store and one instance of `module`.

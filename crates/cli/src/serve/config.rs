@@ -25,6 +25,7 @@ struct RawConfig {
     drain: Option<String>,
     memory_budget: Option<String>,
     admission: Option<RawAdmission>,
+    store: Option<RawStore>,
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
 }
@@ -37,12 +38,20 @@ struct RawAdmission {
     retry_after: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStore {
+    dir: Option<String>,
+    cache: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawApp {
     name: String,
     route: String,
-    component: String,
+    component: Option<String>,
+    module: Option<String>,
     deadline: Option<String>,
     max_memory: Option<String>,
     reserve: Option<String>,
@@ -79,6 +88,8 @@ pub struct ServeConfig {
     pub memory_budget: Option<u64>,
     /// Admission limits.
     pub admission: AdmissionConfig,
+    /// The module store and the precompiled cache (`[store]`).
+    pub store: StoreConfig,
     /// The apps, in file order.
     pub apps: Vec<AppConfig>,
 }
@@ -94,11 +105,23 @@ pub struct AdmissionConfig {
     pub retry_after: Duration,
 }
 
+/// `[store]`: where `module = "NAME@VERSION"` apps come from, and where compiled code is
+/// cached. Both paths are resolved against the config file's directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The module store's directory (`DIR/NAME/VERSION.wasm`, see `warden::module_store`).
+    pub dir: Option<PathBuf>,
+    /// The precompiled cache's directory, for every app's code (`warden::precompiled`).
+    pub cache: Option<PathBuf>,
+}
+
 /// Where an app's component comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ComponentSource {
     /// A file (already resolved against the config file's directory).
     File(PathBuf),
+    /// A module of the store: `NAME@VERSION`, or `NAME` for its latest version.
+    Store(warden::ModuleRef),
     /// Warden's bundled example component.
     Example,
 }
@@ -314,9 +337,19 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
             Some(d) => duration(d).map_err(|r| err("admission.retry-after", r))?,
         },
     };
+    let s = raw.store.unwrap_or_default();
+    let path = |key: &str, v: &Option<String>| match v.as_deref() {
+        None => Ok(None),
+        Some("") => Err(err(key, "must name a directory".into())),
+        Some(p) => Ok(Some(base.join(p))),
+    };
+    let store = StoreConfig {
+        dir: path("store.dir", &s.dir)?,
+        cache: path("store.cache", &s.cache)?,
+    };
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
-        let app = resolve_app(app, i, base, file)?;
+        let app = resolve_app(app, i, base, file, store.dir.is_some())?;
         if let Some(other) = apps.iter().find(|o| o.name == app.name) {
             return Err(err(
                 &format!("app \"{}\".name", app.name),
@@ -339,11 +372,18 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
         drain,
         memory_budget,
         admission,
+        store,
         apps,
     })
 }
 
-fn resolve_app(app: RawApp, i: usize, base: &Path, file: &str) -> Result<AppConfig, ConfigError> {
+fn resolve_app(
+    app: RawApp,
+    i: usize,
+    base: &Path,
+    file: &str,
+    has_store: bool,
+) -> Result<AppConfig, ConfigError> {
     let who = if app.name.is_empty() {
         format!("app[{i}]")
     } else {
@@ -371,9 +411,37 @@ fn resolve_app(app: RawApp, i: usize, base: &Path, file: &str) -> Result<AppConf
     if !app.route.starts_with('/') {
         return Err(err("route", format!("`{}` must start with `/`", app.route)));
     }
-    if app.component.is_empty() {
-        return Err(err("component", "must name a file".into()));
-    }
+    let component = match (&app.component, &app.module) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "module",
+                "give either `component` (a file) or `module` (from the store), not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                "component",
+                "missing: name a file, or use `module = \"NAME@VERSION\"` with a [store]".into(),
+            ));
+        }
+        (Some(c), None) if c.is_empty() => {
+            return Err(err("component", "must name a file".into()));
+        }
+        (Some(c), None) => ComponentSource::File(base.join(c)),
+        (None, Some(m)) => {
+            if !has_store {
+                return Err(err(
+                    "module",
+                    format!("`{m}` needs a module store: add `[store]` with `dir = \"...\"`"),
+                ));
+            }
+            ComponentSource::Store(
+                warden::ModuleRef::parse(m).map_err(|e| {
+                    err("module", format!("`{m}` is not NAME@VERSION or NAME: {e}"))
+                })?,
+            )
+        }
+    };
     let size = |key: &str, v: &Option<String>| match v {
         None => Ok(None),
         Some(s) => parse_size(s).map(Some).map_err(|e| err(key, e.to_string())),
@@ -400,7 +468,7 @@ fn resolve_app(app: RawApp, i: usize, base: &Path, file: &str) -> Result<AppConf
         },
     };
     Ok(AppConfig {
-        component: ComponentSource::File(base.join(&app.component)),
+        component,
         deadline: match &app.deadline {
             None => None,
             Some(d) => {
@@ -599,6 +667,55 @@ grant = "stdio,synchronization"
             "start with",
         );
         refused("listen = \"127.0.0.1:0\"\n", "app", "no [[app]]");
+    }
+
+    #[test]
+    fn store_apps_name_a_module_and_need_a_store() {
+        let store = "[store]\ndir = \"modules\"\ncache = \"/var/cache/warden\"\n";
+        let app = "[[app]]\nname = \"a\"\nroute = \"/\"\nmodule = \"hello@1.2\"\n";
+        let c = parse(&format!("{store}{app}")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig {
+                dir: Some("/srv/modules".into()),
+                cache: Some("/var/cache/warden".into())
+            }
+        );
+        assert_eq!(
+            c.apps[0].component,
+            ComponentSource::Store(warden::ModuleRef::parse("hello@1.2").unwrap())
+        );
+        let latest = parse(&format!("{store}{}", app.replace("hello@1.2", "hello"))).unwrap();
+        assert_eq!(
+            latest.apps[0].component,
+            ComponentSource::Store(warden::ModuleRef::parse("hello").unwrap())
+        );
+        refused(app, "app \"a\".module", "[store]");
+        refused(
+            &format!("{store}{}", app.replace("hello@1.2", "../etc@1")),
+            "app \"a\".module",
+            "invalid module name \"../etc\"",
+        );
+        refused(
+            &format!("{store}{}", app.replace("hello@1.2", "hello@")),
+            "app \"a\".module",
+            "invalid version",
+        );
+        refused(
+            &format!("{store}{app}component = \"x.wasm\"\n"),
+            "app \"a\".module",
+            "not both",
+        );
+        refused(
+            "[[app]]\nname = \"a\"\nroute = \"/\"\n",
+            "app \"a\".component",
+            "missing",
+        );
+        refused(
+            &format!("[store]\ndir = \"\"\n{APP}"),
+            "store.dir",
+            "directory",
+        );
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! app's quarantine — except refusals that ran no guest code (insufficient memory, process
 //! exiting, runtime disabled).
 //!
+//! An app served from the module store (`module = "NAME@VERSION"`) can be switched to another
+//! version while it runs ([`Apps::replace_version`], `POST /admin/apps/NAME/version`): the
+//! new version is loaded (and checked) first, then becomes current in one step. Requests
+//! that start afterwards get domains of the new version; requests in flight finish on the
+//! old one, whose domains are unloaded when their calls end (never reused); the old
+//! version's idle domains are unloaded at once.
+//!
 //! Every request's call is settled on a task of its own once it has ended — joined for its
 //! outcome, its domain reused or unloaded, its admission place freed — also when the client
 //! went away before the response (the call is aborted first). After the response head, a
@@ -27,7 +34,7 @@ use warden::{
 };
 
 use super::admission::Place;
-use super::server::{App, Body, BoxError, Failure, Handler};
+use super::server::{App, Body, BoxError, Failure, Handler, ReplaceError};
 
 /// The apps' components and their domains.
 #[derive(Clone)]
@@ -41,28 +48,72 @@ struct Inner {
     apps: HashMap<String, AppDomains>,
     /// Every domain serving or kept, for `/admin/domains`.
     live: Mutex<HashMap<DomainId, Live>>,
+    /// The module store, for apps served from it (and their replacement).
+    store: Option<Arc<warden::DirStore>>,
+}
+
+/// An app's code, as loaded: the module, and its store version (`None`: a file).
+#[derive(Clone)]
+pub struct Version {
+    /// The compiled component.
+    pub module: Module,
+    /// The store version it is (`None` for a component file).
+    pub version: Option<String>,
 }
 
 struct AppDomains {
-    module: Module,
     config: DomainConfig,
+    /// The store module's name, for an app served from the store.
+    store_name: Option<String>,
+    /// The version new requests get. Idle domains are pushed onto its list only under this
+    /// lock, so none lands on a version that was replaced meanwhile.
+    current: Mutex<Arc<Generation>>,
+}
+
+/// One version of an app and the idle domains of that version.
+struct Generation {
+    code: Version,
     idle: Mutex<Vec<Domain>>,
+}
+
+impl AppDomains {
+    fn current(&self) -> Arc<Generation> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 struct Live {
     app: String,
+    version: Option<String>,
     domain: Domain,
     served: Arc<AtomicU64>,
 }
 
+fn replace_error(status: hyper::StatusCode, message: String) -> ReplaceError {
+    ReplaceError { status, message }
+}
+
 impl Apps {
-    /// Serves `apps`, whose components are already loaded (`modules`, by app name).
-    pub fn new(runtime: Runtime, apps: &[Arc<App>], modules: HashMap<String, Module>) -> Apps {
+    /// Serves `apps`, whose components are already loaded (`modules`, by app name); `store`
+    /// is where apps named by `module = ...` come from.
+    pub fn new(
+        runtime: Runtime,
+        apps: &[Arc<App>],
+        modules: HashMap<String, Version>,
+        store: Option<Arc<warden::DirStore>>,
+    ) -> Apps {
         let apps = apps
             .iter()
             .filter_map(|app| {
                 let c = &app.config;
-                let module = modules.get(&c.name)?.clone();
+                let code = modules.get(&c.name)?.clone();
+                let store_name = match &c.component {
+                    super::config::ComponentSource::Store(r) => Some(r.name.clone()),
+                    _ => None,
+                };
                 let config = DomainConfig {
                     max_memory: c.max_memory,
                     grant: c.grant,
@@ -74,9 +125,12 @@ impl Apps {
                 Some((
                     c.name.clone(),
                     AppDomains {
-                        module,
                         config,
-                        idle: Mutex::new(Vec::new()),
+                        store_name,
+                        current: Mutex::new(Arc::new(Generation {
+                            code,
+                            idle: Mutex::new(Vec::new()),
+                        })),
                     },
                 ))
             })
@@ -86,29 +140,117 @@ impl Apps {
                 runtime,
                 apps,
                 live: Mutex::new(HashMap::new()),
+                store,
             }),
         }
+    }
+
+    /// Switches app `name` to `version` of its store module (`None`: the latest), loaded and
+    /// checked before it becomes current. The new version, or why not.
+    pub async fn replace_version(
+        &self,
+        name: &str,
+        version: Option<String>,
+    ) -> Result<String, ReplaceError> {
+        use hyper::StatusCode;
+        let Some(pool) = self.inner.apps.get(name) else {
+            return Err(replace_error(
+                StatusCode::NOT_FOUND,
+                format!("no app named {name}"),
+            ));
+        };
+        let (Some(module_name), Some(store)) = (&pool.store_name, &self.inner.store) else {
+            return Err(replace_error(
+                StatusCode::CONFLICT,
+                format!("app \"{name}\" is served from a component file, not the module store"),
+            ));
+        };
+        let reference = warden::ModuleRef::new(module_name, version.as_deref())
+            .map_err(|e| replace_error(StatusCode::BAD_REQUEST, e.to_string()))?;
+        // Loading compiles (or reads the precompiled cache): off the async workers.
+        let (runtime, store) = (self.inner.runtime.clone(), store.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            runtime.load_from_store(store.as_ref(), &reference)
+        })
+        .await
+        .map_err(|e| replace_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            let status = match &e {
+                warden::Error::Store(
+                    warden::StoreError::UnknownName { .. }
+                    | warden::StoreError::UnknownVersion { .. }
+                    | warden::StoreError::NoVersions { .. },
+                ) => StatusCode::NOT_FOUND,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            replace_error(status, e.to_string())
+        })?;
+        let what = format!("`{module_name}@{}`", loaded.version);
+        super::check_proxy(&loaded.module, &what)
+            .map_err(|m| replace_error(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        // The app's grant holds for every version it serves.
+        self.inner
+            .runtime
+            .check_grant(&loaded.module, pool.config.grant)
+            .map_err(|e| {
+                replace_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{what} is refused by the app's grant: {e}"),
+                )
+            })?;
+        let new = Arc::new(Generation {
+            code: Version {
+                module: loaded.module,
+                version: Some(loaded.version.clone()),
+            },
+            idle: Mutex::new(Vec::new()),
+        });
+        let old = std::mem::replace(
+            &mut *pool.current.lock().unwrap_or_else(|p| p.into_inner()),
+            new,
+        );
+        // The old version's idle domains go now; its busy ones when their calls end.
+        let idle = std::mem::take(&mut *old.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for domain in idle {
+            self.live().remove(&domain.id());
+            domain.unload().await;
+        }
+        Ok(loaded.version)
+    }
+
+    /// The store version app `name` serves now (`None`: a file, or no such app).
+    pub fn version(&self, name: &str) -> Option<String> {
+        self.inner.apps.get(name)?.current().code.version.clone()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<DomainId, Live>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle domain of the app (reuse), or a fresh one.
-    async fn domain(&self, app: &App) -> Result<(Domain, Arc<AtomicU64>), Failure> {
+    /// An idle domain of the app's current version (reuse), or a fresh one; with the
+    /// version it belongs to.
+    async fn domain(
+        &self,
+        app: &App,
+    ) -> Result<(Domain, Arc<AtomicU64>, Arc<Generation>), Failure> {
         let name = &app.config.name;
         let Some(pool) = self.inner.apps.get(name) else {
             return Err(Failure::Internal(format!(
                 "app \"{name}\" has no component"
             )));
         };
+        let generation = pool.current();
         loop {
-            let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let idle = generation
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let Some(domain) = idle else { break };
             if domain.is_loaded() {
                 let served = self.live().get(&domain.id()).map(|l| l.served.clone());
                 if let Some(served) = served {
-                    return Ok((domain, served));
+                    return Ok((domain, served, generation));
                 }
             }
             self.live().remove(&domain.id());
@@ -116,7 +258,7 @@ impl Apps {
         let domain = self
             .inner
             .runtime
-            .create_domain(&pool.module, pool.config.clone())
+            .create_domain(&generation.code.module, pool.config.clone())
             .await
             .map_err(domain_failure)?;
         let served = Arc::new(AtomicU64::new(0));
@@ -124,11 +266,12 @@ impl Apps {
             domain.id(),
             Live {
                 app: name.clone(),
+                version: generation.code.version.clone(),
                 domain: domain.clone(),
                 served: served.clone(),
             },
         );
-        Ok((domain, served))
+        Ok((domain, served, generation))
     }
 }
 
@@ -155,6 +298,8 @@ struct Settle {
     app: Arc<App>,
     domain: Domain,
     served: Arc<AtomicU64>,
+    /// The version the domain is of.
+    generation: Arc<Generation>,
     place: Place,
     /// The failure was already counted for the quarantine (before the client saw it).
     counted: bool,
@@ -171,6 +316,7 @@ impl Settle {
                 app,
                 domain,
                 served,
+                generation,
                 place,
                 counted,
             } = self;
@@ -189,14 +335,22 @@ impl Settle {
                 && domain.is_loaded()
                 && n < c.instance_reuse
                 && c.recycle_memory.is_none_or(|m| domain.memory_used() <= m);
-            if keep {
-                if let Some(pool) = apps.inner.apps.get(&c.name) {
-                    pool.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(domain);
-                }
-            } else {
+            // Kept only while its version is current (checked and pushed under the lock a
+            // replacement takes).
+            let kept = keep
+                && apps.inner.apps.get(&c.name).is_some_and(|pool| {
+                    let current = pool.current.lock().unwrap_or_else(|p| p.into_inner());
+                    let is_current = Arc::ptr_eq(&current, &generation);
+                    if is_current {
+                        generation
+                            .idle
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(domain.clone());
+                    }
+                    is_current
+                });
+            if !kept {
                 apps.live().remove(&domain.id());
                 domain.unload().await;
             }
@@ -236,7 +390,7 @@ impl Handler for Apps {
         request: Request<Body>,
         place: Place,
     ) -> Result<Response<Body>, Failure> {
-        let (domain, served) = self.domain(&app).await?;
+        let (domain, served, generation) = self.domain(&app).await?;
         let request = request.map(|b| {
             b.map_err(|e: BoxError| BodyError::InternalError(Some(e.to_string())))
                 .boxed_unsync()
@@ -251,6 +405,7 @@ impl Handler for Apps {
             app: app.clone(),
             domain: domain.clone(),
             served,
+            generation,
             place,
             counted: false,
         };
@@ -294,6 +449,18 @@ impl Handler for Apps {
         }
     }
 
+    async fn replace_version(
+        &self,
+        app: &str,
+        version: Option<String>,
+    ) -> Result<String, ReplaceError> {
+        Apps::replace_version(self, app, version).await
+    }
+
+    fn version(&self, app: &str) -> Option<String> {
+        Apps::version(self, app)
+    }
+
     fn domains(&self) -> serde_json::Value {
         let live = self.live();
         let mut list: Vec<_> = live
@@ -302,6 +469,7 @@ impl Handler for Apps {
                 serde_json::json!({
                     "id": id,
                     "app": l.app,
+                    "version": l.version,
                     "busy": l.domain.is_busy(),
                     "loaded": l.domain.is_loaded(),
                     "memory": l.domain.memory_used(),

@@ -1,7 +1,7 @@
 //! The server's Prometheus metrics (`/metrics`, OpenMetrics text via `prometheus-client`).
 //!
 //! Counters move as things happen: requests by app and outcome, latency by app, escalations
-//! (from the runtime's `escalation` events) and abort requests. Gauges that mirror state —
+//! (from the runtime's `escalation` events), abort requests and rejected precompiled artifacts. Gauges that mirror state —
 //! live domains, memory, queue depth, in flight, quarantined apps — are read when scraped.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,6 +38,11 @@ struct AbortLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 type LatencyFamily = Family<AppLabels, Histogram, fn() -> Histogram>;
 
 /// What the server reports at a scrape, besides its counters.
@@ -66,6 +71,7 @@ pub struct Metrics {
     latency: LatencyFamily,
     escalations: Family<EscalationLabels, Counter>,
     aborts: Family<AbortLabels, Counter>,
+    artifacts_rejected: Family<ReasonLabels, Counter>,
     live_domains: Gauge,
     memory_used: Gauge,
     memory_reserved: Gauge,
@@ -114,6 +120,13 @@ impl Metrics {
             "Abort requests, by kind (polite, rude) and reason (deadline, embedder, unload, policy)",
             aborts.clone(),
         );
+        let artifacts_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "artifacts_rejected",
+            "Precompiled artifacts that failed their integrity check and were recompiled, by \
+             reason (stale, corrupt)",
+            artifacts_rejected.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -153,6 +166,7 @@ impl Metrics {
             latency,
             escalations,
             aborts,
+            artifacts_rejected,
             live_domains,
             memory_used,
             memory_reserved,
@@ -199,6 +213,13 @@ impl Metrics {
                 self.aborts
                     .get_or_create(&AbortLabels {
                         kind: (*kind).into(),
+                        reason: (*reason).into(),
+                    })
+                    .inc();
+            }
+            EventKind::ArtifactRejected { reason, .. } => {
+                self.artifacts_rejected
+                    .get_or_create(&ReasonLabels {
                         reason: (*reason).into(),
                     })
                     .inc();

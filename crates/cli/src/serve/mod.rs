@@ -38,6 +38,9 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     policy = \"server\"              # preset or policy file (relative to the config)
     drain = \"20s\"                  # SIGTERM drain bound, below the policy's process-exit
     memory-budget = \"1GiB\"         # default: what the machine can give
+    [store]
+    dir = \"modules\"                # module store: DIR/NAME/VERSION.wasm
+    cache = \"cache\"                # precompiled cache for every app's code
     [admission]
     max-in-flight = 8              # default: CPUs x 4
     queue = 64                     # default: CPUs x 16; beyond it 503 + Retry-After
@@ -46,6 +49,8 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     name = \"hello\"
     route = \"/\"                    # path prefix; the longest wins
     component = \"hello.wasm\"       # a wasi:http/proxy component, relative to the config
+    # module = \"hello@1.2\"         # instead: from [store] dir (NAME for the latest);
+                                   # POST /admin/apps/NAME/version switches it live
     deadline = \"5s\"                # per request; passing it is 504
     max-memory = \"64MiB\"
     reserve = \"1MiB\"               # memory gate per request (refused: 503)
@@ -154,12 +159,34 @@ async fn serve(config: ServeConfig, events: bool) -> Result<i32, CliError> {
     let first = watch_signals()?;
     let file = config.file.clone();
     let runtime = Runtime::new(RuntimeConfig {
+        engine: warden::EngineConfig {
+            cache_dir: config.store.cache.clone(),
+            ..warden::EngineConfig::default()
+        },
         policy: config.policy.clone(),
         memory_budget: config.memory_budget,
         exit: Arc::new(|code| crate::run::end_process(code)),
         ..RuntimeConfig::default()
     })
-    .map_err(CliError::Runtime)?;
+    .map_err(|e| match e {
+        // The only configuration the runtime reads from the file is the cache directory.
+        warden::Error::Config(reason) => CliError::from(ConfigError {
+            file: file.clone(),
+            key: "store.cache".into(),
+            reason,
+        }),
+        e => CliError::Runtime(e),
+    })?;
+    let store = match &config.store.dir {
+        None => None,
+        Some(dir) => Some(Arc::new(warden::DirStore::new(dir).map_err(|e| {
+            ConfigError {
+                file: file.clone(),
+                key: "store.dir".into(),
+                reason: e.to_string(),
+            }
+        })?)),
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     {
         let metrics = metrics.clone();
@@ -177,8 +204,8 @@ async fn serve(config: ServeConfig, events: bool) -> Result<i32, CliError> {
         .collect();
     let mut modules = HashMap::new();
     for app in &apps {
-        let module = load_component(&runtime, &app.config, &file)?;
-        modules.insert(app.config.name.clone(), module);
+        let loaded = load_component(&runtime, store.as_deref(), &app.config, &file)?;
+        modules.insert(app.config.name.clone(), loaded);
     }
     let bind = |key: &str, addr| {
         std::net::TcpListener::bind(addr)
@@ -195,7 +222,7 @@ async fn serve(config: ServeConfig, events: bool) -> Result<i32, CliError> {
     let listener = bind("listen", config.listen)?;
     let admin = bind("admin", config.admin)?;
     let (listen_addr, admin_addr) = (local(&listener), local(&admin));
-    let handler = domains::Apps::new(runtime.clone(), &apps, modules);
+    let handler = domains::Apps::new(runtime.clone(), &apps, modules, store);
     let server = Server::new(
         handler,
         apps,
@@ -237,37 +264,50 @@ fn local(l: &tokio::net::TcpListener) -> String {
         .map_or_else(|_| "?".into(), |a| a.to_string())
 }
 
-/// Reads and loads an app's component, refusing one that is not a `wasi:http/proxy`.
+/// Reads and loads an app's component (a file, or a module of the store), refusing one that
+/// is not a `wasi:http/proxy`.
 fn load_component(
     runtime: &Runtime,
+    store: Option<&warden::DirStore>,
     app: &config::AppConfig,
     file: &str,
-) -> Result<warden::Module, CliError> {
+) -> Result<domains::Version, CliError> {
+    let key = match &app.component {
+        ComponentSource::Store(_) => "module",
+        _ => "component",
+    };
     let refused = |reason: String| ConfigError {
         file: file.into(),
-        key: format!("app \"{}\".component", app.name),
+        key: format!("app \"{}\".{key}", app.name),
         reason,
     };
-    let bytes = match &app.component {
-        ComponentSource::Example => warden::http::example::component_bytes(),
-        ComponentSource::File(path) => crate::input::read_bounded(
-            path,
-            warden::EngineConfig::default().max_module_bytes as u64,
-            false,
-        )
-        .map_err(|e| refused(e.to_string()))?,
+    let (module, version) = match &app.component {
+        ComponentSource::Store(reference) => {
+            let Some(store) = store else {
+                return Err(refused("needs a [store] with `dir`".into()).into());
+            };
+            let loaded = runtime
+                .load_from_store(store, reference)
+                .map_err(|e| refused(format!("`{reference}`: {e}")))?;
+            (loaded.module, Some(loaded.version))
+        }
+        source => {
+            let bytes = match source {
+                ComponentSource::File(path) => crate::input::read_bounded(
+                    path,
+                    warden::EngineConfig::default().max_module_bytes as u64,
+                    false,
+                )
+                .map_err(|e| refused(e.to_string()))?,
+                _ => warden::http::example::component_bytes(),
+            };
+            let module = runtime
+                .load_module(&bytes)
+                .map_err(|e| refused(format!("{}: {e}", component_name(source))))?;
+            (module, None)
+        }
     };
-    let module = runtime
-        .load_module(&bytes)
-        .map_err(|e| refused(format!("{}: {e}", component_name(&app.component))))?;
-    if !module.is_http_proxy() {
-        return Err(refused(format!(
-            "{} is not a wasi:http/proxy component (it exports no \
-             wasi:http/incoming-handler@0.2.x#handle)",
-            component_name(&app.component)
-        ))
-        .into());
-    }
+    check_proxy(&module, &component_name(&app.component)).map_err(refused)?;
     // Refused here, before anything listens, rather than at each request.
     runtime
         .check_grant(&module, app.grant)
@@ -276,13 +316,26 @@ fn load_component(
             key: format!("app \"{}\".grant", app.name),
             reason: format!("{}: {e}", component_name(&app.component)),
         })?;
-    Ok(module)
+    Ok(domains::Version { module, version })
+}
+
+/// Refuses a module that is not a `wasi:http/proxy` component.
+pub(crate) fn check_proxy(module: &warden::Module, what: &str) -> Result<(), String> {
+    if module.is_http_proxy() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} is not a wasi:http/proxy component (it exports no \
+             wasi:http/incoming-handler@0.2.x#handle)"
+        ))
+    }
 }
 
 fn component_name(source: &ComponentSource) -> String {
     match source {
         ComponentSource::Example => "the bundled example".into(),
         ComponentSource::File(p) => p.display().to_string(),
+        ComponentSource::Store(r) => format!("`{r}`"),
     }
 }
 

@@ -118,6 +118,20 @@ impl Failure {
     }
 }
 
+/// Why an app's version could not be switched to: the status and message for the admin
+/// client.
+#[derive(Debug)]
+pub struct ReplaceError {
+    /// 404 unknown app or version, 409 not a store app, 400 a bad version, 422 the version
+    /// does not load or is no `wasi:http/proxy`.
+    pub status: StatusCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// The largest body `POST /admin/apps/NAME/version` reads (a version is at most 64 bytes).
+const MAX_VERSION_BODY: usize = 256;
+
 /// Runs one request of an app.
 pub trait Handler: Send + Sync + 'static {
     /// The guest's response, or why there is none. `place` is the request's admission
@@ -132,6 +146,28 @@ pub trait Handler: Send + Sync + 'static {
 
     /// `/admin/domains`: the domains alive now, as JSON.
     fn domains(&self) -> serde_json::Value;
+
+    /// `POST /admin/apps/NAME/version`: switches `app` to `version` of its store module
+    /// (`None`: the latest); the version now served. By default no app can be switched.
+    fn replace_version(
+        &self,
+        app: &str,
+        version: Option<String>,
+    ) -> impl Future<Output = Result<String, ReplaceError>> + Send {
+        let message = format!("app \"{app}\" cannot be switched to {version:?}");
+        async move {
+            Err(ReplaceError {
+                status: StatusCode::CONFLICT,
+                message,
+            })
+        }
+    }
+
+    /// The store version `app` serves now (`None`: a component file).
+    fn version(&self, app: &str) -> Option<String> {
+        let _ = app;
+        None
+    }
 }
 
 /// What both listeners share.
@@ -278,8 +314,19 @@ impl<H: Handler> Server<H> {
     }
 
     /// Serves one request of the admin listener.
-    pub async fn admin<B>(self: Arc<Self>, request: Request<B>) -> Response<Body> {
-        let path = request.uri().path();
+    pub async fn admin<B>(self: Arc<Self>, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let path = request.uri().path().to_string();
+        if let Some(name) = path
+            .strip_prefix("/admin/apps/")
+            .and_then(|p| p.strip_suffix("/version"))
+        {
+            return self.switch_version(name.to_string(), request).await;
+        }
+        let path = path.as_str();
         let get = request.method() == Method::GET || request.method() == Method::HEAD;
         match path {
             "/healthz" if get => {
@@ -336,6 +383,7 @@ impl<H: Handler> Server<H> {
                             "route": a.config.route,
                             "quarantined": left.is_some(),
                             "quarantine_left_ms": left.map(|d| d.as_millis() as u64),
+                            "version": self.handler.version(&a.config.name),
                         })
                     })
                     .collect(),
@@ -367,10 +415,49 @@ impl<H: Handler> Server<H> {
                 None => text(
                     StatusCode::NOT_FOUND,
                     "try /healthz, /readyz, /metrics, /admin/domains, /admin/apps, \
-                     POST /admin/apps/NAME/restore\n"
+                     POST /admin/apps/NAME/restore, POST /admin/apps/NAME/version\n"
                         .into(),
                 ),
             },
+        }
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// `POST /admin/apps/NAME/version`, the body the version (empty: the latest).
+    async fn switch_version<B>(&self, name: String, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if request.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n".into());
+        }
+        let body = http_body_util::Limited::new(request.into_body(), MAX_VERSION_BODY);
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the version (at most {MAX_VERSION_BODY} bytes): {e}\n"),
+                );
+            }
+        };
+        let Ok(version) = std::str::from_utf8(&bytes) else {
+            return text(StatusCode::BAD_REQUEST, "the version is not UTF-8\n".into());
+        };
+        let version = version.trim();
+        let version = (!version.is_empty()).then(|| version.to_string());
+        let was = self.handler.version(&name);
+        match self.handler.replace_version(&name, version).await {
+            Ok(now) => {
+                let was = was.unwrap_or_else(|| "?".into());
+                crate::output::err(&format!(
+                    "warden: app \"{name}\" now serves version {now} (was {was})"
+                ));
+                text(StatusCode::OK, format!("{name}: {now} (was {was})\n"))
+            }
+            Err(e) => text(e.status, format!("{name}: {}\n", e.message)),
         }
     }
 }

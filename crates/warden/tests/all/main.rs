@@ -41,6 +41,8 @@ mod locks;
 mod locks_stress;
 /// The budget, the memory gate, hard OOM and pressure (DESIGN §2 "Memory").
 mod memory;
+/// The module store and the precompiled cache's integrity check (DESIGN §1, loader hook).
+mod module_store;
 /// The escalation policy as the runtime carries it out (DESIGN §3).
 mod policy;
 /// Orderly shutdown (DESIGN §2 "Shutdown").
