@@ -269,6 +269,8 @@ pub(crate) struct CallCtl {
     pub(crate) host_nanos: AtomicU64,
     /// Set by the epoch callback when it parks the guest at a yield (not a host call).
     pub(crate) at_yield: AtomicBool,
+    /// Epoch checks the call reached: its run time in ticks, for the scheduler.
+    pub(crate) ticks: AtomicU64,
 }
 
 /// A call's memory-gate reservations: the one its options declared (token 0) and those the
@@ -334,6 +336,7 @@ impl CallCtl {
             gate: Mutex::new(Gate::default()),
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
         })
     }
 

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -161,6 +161,8 @@ pub(crate) struct WardenEngine {
     config: EngineConfig,
     cache: Mutex<HashMap<Arc<str>, Code>>,
     ticker: Ticker,
+    /// Ticks counted by the ticker thread: the scheduler's coarse clock.
+    pub(crate) ticks: Arc<AtomicU64>,
 }
 
 impl WardenEngine {
@@ -208,13 +210,15 @@ impl WardenEngine {
                 },
             )
         };
-        let ticker = Ticker::start(engine.clone(), config.tick)?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = Ticker::start(engine.clone(), config.tick, ticks.clone())?;
         Ok(WardenEngine {
             engine,
             allocator,
             config: config.clone(),
             cache: Mutex::new(HashMap::new()),
             ticker,
+            ticks,
         })
     }
 
@@ -449,7 +453,11 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine, tick: Duration) -> Result<Self, Error> {
+    fn start(
+        engine: wasmtime::Engine,
+        tick: Duration,
+        ticks: Arc<AtomicU64>,
+    ) -> Result<Self, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -458,6 +466,7 @@ impl Ticker {
                 while !flag.load(Ordering::Acquire) {
                     std::thread::park_timeout(tick);
                     engine.increment_epoch();
+                    ticks.fetch_add(1, Ordering::Relaxed);
                 }
             })
             .map_err(|source| {
