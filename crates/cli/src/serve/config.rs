@@ -25,6 +25,7 @@ struct RawConfig {
     drain: Option<String>,
     memory_budget: Option<String>,
     admission: Option<RawAdmission>,
+    scheduler: Option<RawScheduler>,
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
 }
@@ -35,6 +36,13 @@ struct RawAdmission {
     max_in_flight: Option<i64>,
     queue: Option<i64>,
     retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScheduler {
+    quantum: Option<String>,
+    low_share: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +86,8 @@ pub struct ServeConfig {
     pub memory_budget: Option<u64>,
     /// Admission limits.
     pub admission: AdmissionConfig,
+    /// The host scheduler (`[scheduler]`): when a request drops to low priority.
+    pub scheduler: warden::SchedulerConfig,
     /// The apps, in file order.
     pub apps: Vec<AppConfig>,
 }
@@ -306,6 +316,23 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
             Some(d) => duration(d).map_err(|r| err("admission.retry-after", r))?,
         },
     };
+    let s = raw.scheduler.unwrap_or_default();
+    let mut scheduler = warden::SchedulerConfig::default();
+    if let Some(q) = &s.quantum {
+        scheduler.quantum = duration(q).map_err(|r| err("scheduler.quantum", r))?;
+        if scheduler.quantum.is_zero() {
+            return Err(err("scheduler.quantum", "must be more than 0".into()));
+        }
+    }
+    if let Some(share) = s.low_share {
+        if !(1..=100).contains(&share) {
+            return Err(err(
+                "scheduler.low-share",
+                format!("{share} is not a percentage from 1 to 100"),
+            ));
+        }
+        scheduler.low_share_percent = share as u32;
+    }
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
         let app = resolve_app(app, i, base, file)?;
@@ -331,6 +358,7 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
         drain,
         memory_budget,
         admission,
+        scheduler,
         apps,
     })
 }
@@ -535,6 +563,16 @@ allowed-outbound-hosts = ["example.com"]
             "process-exit bound (25s)",
         );
         refused(&format!("policy = \"lenient\"\n{APP}"), "policy", "lenient");
+        refused(
+            &format!("[scheduler]\nlow-share = 0\n{APP}"),
+            "scheduler.low-share",
+            "1 to 100",
+        );
+        refused(
+            &format!("[scheduler]\nquantum = \"0s\"\n{APP}"),
+            "scheduler.quantum",
+            "more than 0",
+        );
         refused(
             &format!("[admission]\nmax-in-flight = 0\n{APP}"),
             "admission.max-in-flight",

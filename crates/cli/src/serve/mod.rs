@@ -152,6 +152,7 @@ async fn serve(config: ServeConfig, events: bool) -> Result<i32, CliError> {
     let runtime = Runtime::new(RuntimeConfig {
         policy: config.policy.clone(),
         memory_budget: config.memory_budget,
+        scheduler: config.scheduler.clone(),
         exit: Arc::new(|code| crate::run::end_process(code)),
         ..RuntimeConfig::default()
     })

@@ -330,7 +330,7 @@ fn healthz_is_503_while_the_heartbeat_runtime_is_stalled_and_200_once_it_runs() 
     assert!(body.starts_with("stalled: no heartbeat for "), "{body}");
 
     // The runtime runs again: the heartbeat beats, and liveness is back.
-    stalled.block_on(tokio::time::sleep(Duration::from_millis(50)));
+    stalled.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
     let (s, _, body) = probe.block_on(get(admin_addr, "GET", "/healthz"));
     assert_eq!((s, body.as_str()), (200, "ok\n"));
 }
