@@ -41,6 +41,7 @@ struct RawAdmission {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawScheduler {
+    enabled: Option<bool>,
     quantum: Option<String>,
     low_share: Option<i64>,
 }
@@ -318,6 +319,9 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
     };
     let s = raw.scheduler.unwrap_or_default();
     let mut scheduler = warden::SchedulerConfig::default();
+    if let Some(on) = s.enabled {
+        scheduler.enabled = on;
+    }
     if let Some(q) = &s.quantum {
         scheduler.quantum = duration(q).map_err(|r| err("scheduler.quantum", r))?;
         if scheduler.quantum.is_zero() {
