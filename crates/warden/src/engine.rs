@@ -465,8 +465,9 @@ impl Ticker {
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
                     std::thread::park_timeout(tick);
+                    // The clock first: a call that sees a new epoch sees the tick counted.
+                    ticks.fetch_add(1, Ordering::Release);
                     engine.increment_epoch();
-                    ticks.fetch_add(1, Ordering::Relaxed);
                 }
             })
             .map_err(|source| {

@@ -182,7 +182,7 @@ impl Scheduler {
     /// Whether a normal call started within the last quantum.
     fn busy(&self) -> bool {
         let last = self.last_normal.load(Ordering::Relaxed);
-        let now = self.clock.load(Ordering::Relaxed).wrapping_add(1);
+        let now = self.clock.load(Ordering::Acquire).wrapping_add(1);
         last != 0 && now.wrapping_sub(last) <= self.quantum_ticks
     }
 
