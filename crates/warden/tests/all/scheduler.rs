@@ -251,3 +251,53 @@ fn a_bad_low_share_is_refused_when_the_runtime_is_made() {
     .expect("a 0 % share is refused");
     assert!(err.to_string().contains("low-share"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_parked_runaways_all_end_by_deadline_abort_or_rude_abort() {
+    let (rt, _rec) = runtime();
+    let m = rt.load_module(GUEST.as_bytes()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = friendly_load(&rt, &m, stop.clone());
+    let mut runaways = Vec::new();
+    for i in 0..24u64 {
+        let options = CallOptions {
+            // A third end at deadlines spread over the others' aborts.
+            deadline: (i % 3 == 0).then(|| Duration::from_millis(100 + 20 * i)),
+            ..opts()
+        };
+        runaways.push((i, spin_in_new_domain(&rt, &m, options).await));
+    }
+    // The 16 without a deadline can only be demoted (a deadline may come before).
+    waits_for("the runaways without a deadline demoted", || {
+        rt.scheduler().stats().demoted >= 16
+    })
+    .await;
+    // Aborts from many tasks at once, racing the scheduler's parks and slots.
+    let enders: Vec<_> = runaways
+        .into_iter()
+        .map(|(i, (domain, call))| {
+            tokio::spawn(async move {
+                match i % 3 {
+                    1 => call.abort(),
+                    2 => call.rude_abort(),
+                    _ => {}
+                }
+                let out = call.join().await;
+                drop(domain);
+                (i, out)
+            })
+        })
+        .collect();
+    for ender in enders {
+        let (i, out) = ender.await.unwrap();
+        let expected = match i % 3 {
+            0 => CallError::Timeout,
+            1 => CallError::Aborted,
+            _ => CallError::RudeAborted,
+        };
+        assert_eq!(out.unwrap_err(), expected, "runaway {i}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(load.await.unwrap() > 0);
+    assert!(rt.scheduler().stats().parked > 0);
+}
