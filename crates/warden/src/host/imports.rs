@@ -11,9 +11,11 @@ use std::time::Duration;
 use warden_core::locks::{Acquired, LockError};
 use wasmtime::{Caller, Linker};
 
-use super::{deliver_if_due, read_guest, wait_abortable};
+use super::{deliver_if_due, guest_region_ok, read_guest, wait_abortable, write_guest};
 use crate::call::CallCtl;
+use crate::capability::Capability;
 use crate::domain::{DomainShared, DomainState};
+use crate::domain_call::{CALLEE_FAILED, DOMAIN_UNLOADED, MAX_ARGUMENT};
 
 /// The import module name of Warden's own imports.
 pub const MODULE: &str = "warden";
@@ -48,6 +50,14 @@ pub const ERROR_CODES: &[(i32, &str)] = &[
     (HELD, "already held / not held"),
     (INSUFFICIENT_MEMORY, "insufficient memory"),
     (BAD_ARGUMENT, "bad argument"),
+    (
+        DOMAIN_UNLOADED,
+        "domain unloaded: the callee of a domain_call is unloaded, or was during the call",
+    ),
+    (
+        CALLEE_FAILED,
+        "callee failed: the callee's call trapped, ran out of memory or was aborted",
+    ),
 ];
 
 /// Longest lock name accepted (bytes).
@@ -105,6 +115,9 @@ pub struct Import {
     pub codes: &'static [i32],
     /// What it does.
     pub doc: &'static str,
+    /// The category a domain's grant must hold for a guest to import it
+    /// ([`capability`](crate::capability)).
+    pub capability: Capability,
     link: fn(&mut L, &'static str) -> wasmtime::Result<()>,
 }
 
@@ -146,6 +159,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "enter a critical region (polite abort deferred)",
+        capability: Capability::Regions,
         link: critical_enter,
     },
     Import {
@@ -154,6 +168,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "leave a critical region; a pending abort lands here",
+        capability: Capability::Regions,
         link: critical_exit,
     },
     Import {
@@ -162,6 +177,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "enter a constrained region (rude abort deferred too)",
+        capability: Capability::Regions,
         link: constrained_enter,
     },
     Import {
@@ -170,6 +186,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "leave a constrained region; a pending abort lands here",
+        capability: Capability::Regions,
         link: constrained_exit,
     },
     Import {
@@ -178,6 +195,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[],
         doc: "1 if an abort is pending for this call",
+        capability: Capability::Regions,
         link: abort_requested,
     },
     Import {
@@ -186,6 +204,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[TIMEOUT, DEADLOCK_VICTIM, POISONED, HELD, BAD_ARGUMENT],
         doc: "acquire a named host lock (name ptr, len, timeout ms; < 0 waits forever); 0 ok",
+        capability: Capability::Synchronization,
         link: lock_acquire,
     },
     Import {
@@ -194,6 +213,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[HELD, BAD_ARGUMENT],
         doc: "release a named host lock; 0 ok; a pending abort lands at the last release",
+        capability: Capability::Synchronization,
         link: lock_release,
     },
     Import {
@@ -202,6 +222,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[INSUFFICIENT_MEMORY, BAD_ARGUMENT],
         doc: "memory gate: reserve bytes; a positive token",
+        capability: Capability::Gate,
         link: gate_reserve,
     },
     Import {
@@ -210,6 +231,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "return a memory-gate reservation by token; 0 ok",
+        capability: Capability::Gate,
         link: gate_release,
     },
     Import {
@@ -218,6 +240,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "host-routed sleep, woken by a deliverable abort; 0 ok",
+        capability: Capability::Blocking,
         link: sleep_ms,
     },
     Import {
@@ -226,6 +249,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "a guest log line (level, ptr, len) as a `guest_log` event",
+        capability: Capability::Log,
         link: log,
     },
     Import {
@@ -234,7 +258,26 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "close a handle (drop the owner's reference); 0 ok",
+        capability: Capability::HostState,
         link: handle_close,
+    },
+    Import {
+        name: "domain_call",
+        params: &[I32, I32, I32, I32, I32, I32, I32, I32, I64],
+        results: &[I32],
+        codes: &[
+            TIMEOUT,
+            DEADLOCK_VICTIM,
+            NOT_PERMITTED,
+            BAD_ARGUMENT,
+            DOMAIN_UNLOADED,
+            CALLEE_FAILED,
+        ],
+        doc: "call export (ptr, len) of the linked domain (ptr, len) with the argument bytes \
+              (ptr, len), result into (ptr, capacity), timeout ms (< 0: none); the result's \
+              length",
+        link: domain_call,
+        capability: Capability::Domains,
     },
 ];
 
@@ -361,6 +404,41 @@ fn gate_reserve(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
 fn gate_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>, token: i32| -> i32 {
         code(op::gate_release(cx.data(), token))
+    })?;
+    Ok(())
+}
+
+// A cross-domain call (`domain_call.rs`): the buffers are checked before the callee is asked,
+// so a bad argument costs the callee nothing.
+fn domain_call(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    type Params = (i32, i32, i32, i32, i32, i32, i32, i32, i64);
+    l.func_wrap_async(MODULE, name, |mut cx: Cx<'_>, params: Params| {
+        Box::new(async move {
+            let (link_ptr, link_len, export_ptr, export_len, in_ptr, in_len, out_ptr, out_cap, ms) =
+                params;
+            let link = read_name(&mut cx, link_ptr, link_len);
+            let export = read_name(&mut cx, export_ptr, export_len);
+            let (Some(link), Some(export)) = (link, export) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            if in_len as i64 > MAX_ARGUMENT as i64 || !guest_region_ok(&mut cx, out_ptr, out_cap) {
+                return Ok(BAD_ARGUMENT);
+            }
+            let Some(input) = read_guest(&mut cx, in_ptr, in_len) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let timeout = u64::try_from(ms).ok().map(Duration::from_millis);
+            let at = op::At::of(cx.data());
+            match op::domain_call(at, &link, &export, input, timeout).await? {
+                Ok(bytes) => {
+                    let shown = bytes.len().min(out_cap as usize);
+                    write_guest(&mut cx, out_ptr, &bytes[..shown])
+                        .ok_or_else(|| wasmtime::format_err!("domain_call: result buffer"))?;
+                    Ok(i32::try_from(bytes.len()).unwrap_or(i32::MAX))
+                }
+                Err(code) => Ok(code),
+            }
+        })
     })?;
     Ok(())
 }
@@ -517,6 +595,21 @@ pub(crate) mod op {
         ctl.abort.lock_dropped();
         deliver_if_due(&dom, &ctl)?;
         Ok(Ok(()))
+    }
+
+    /// A cross-domain call through link `link` (see [`crate::domain_call`]).
+    pub(crate) async fn domain_call(
+        at: At,
+        link: &str,
+        export: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> wasmtime::Result<Result<Vec<u8>, i32>> {
+        let At { dom, call } = at;
+        let Some(ctl) = call else {
+            return Ok(Err(BAD_ARGUMENT));
+        };
+        crate::domain_call::call(&dom, &ctl, link, export, input, timeout).await
     }
 
     /// A memory-gate reservation of `bytes`: its (positive) token.

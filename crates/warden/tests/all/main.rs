@@ -11,12 +11,16 @@ mod common;
 
 /// Every input bounded, every exit code exact.
 mod bounds;
+/// Capabilities: a domain's grant checked against its imports at load (DESIGN §1, §4).
+mod capabilities;
 /// Embedder host functions for component guests, typed from WIT by `bindgen!`.
 mod component_embedder;
 /// Component guests: typed calls, and the core modules' hostile cases (DESIGN §4).
 mod components;
 /// `disable-runtime`, the most severe action.
 mod disable_runtime;
+/// Calls between domains: bytes copied, hostile callees contained, cycles found.
+mod domain_calls;
 /// Domains, calls and containment (DESIGN §1, §2 "Calls and abort"): the public API's basics.
 mod domains;
 /// The `kv_store` example, run.
