@@ -274,6 +274,8 @@ pub(crate) struct CallCtl {
     pub(crate) host_nanos: AtomicU64,
     /// Set by the epoch callback when it parks the guest at a yield (not a host call).
     pub(crate) at_yield: AtomicBool,
+    /// Epoch checks the call reached: its run time in ticks, for the scheduler.
+    pub(crate) ticks: AtomicU64,
     /// The call this one waits for in a `domain_call`: an abort of this call is passed on to
     /// it at once, down the whole chain, before any of their tasks runs again.
     callee: Mutex<Option<Callee>>,
@@ -354,6 +356,7 @@ impl CallCtl {
             gate: Mutex::new(Gate::default()),
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
             callee: Mutex::new(None),
         })
     }

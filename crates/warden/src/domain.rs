@@ -57,6 +57,7 @@ use crate::ids::DomainId;
 use crate::memory::GuestMemory;
 use crate::release::{CriticalRelease, Tally};
 use crate::runtime::{Pre, RuntimeInner};
+use crate::scheduler::AtTick;
 use crate::worker::{Args, CallRequest, Detach, GuestInstance, Next, Worker};
 
 /// Per-domain limits and environment.
@@ -1286,7 +1287,8 @@ impl std::fmt::Display for AbortSignal {
 impl std::error::Error for AbortSignal {}
 
 /// Called at every epoch tick (and at every forced check): delivers a deliverable abort,
-/// otherwise yields to the executor so many domains share the host's threads fairly.
+/// otherwise yields to the executor — or, for a call past its quantum while short calls
+/// want the CPUs, parks it until the scheduler's next slot for it (`scheduler.rs`).
 fn epoch_check(
     cx: wasmtime::StoreContextMut<'_, DomainState>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
@@ -1304,11 +1306,15 @@ fn epoch_check(
             });
         return Err(AbortSignal(kind).into());
     }
-    if let Some(ctl) = &cx.data().call {
-        // Parked in guest code, not in a host call: not host time.
-        ctl.at_yield.store(true, Ordering::Relaxed);
-    }
-    Ok(wasmtime::UpdateDeadline::Yield(1))
+    let Some(ctl) = &cx.data().call else {
+        return Ok(wasmtime::UpdateDeadline::Yield(1));
+    };
+    // Parked in guest code, not in a host call: not host time.
+    ctl.at_yield.store(true, Ordering::Relaxed);
+    Ok(match cx.data().dom.rt.scheduler.at_tick(ctl) {
+        AtTick::Yield => wasmtime::UpdateDeadline::Yield(1),
+        AtTick::Park(until) => wasmtime::UpdateDeadline::YieldCustom(1, until),
+    })
 }
 
 /// Turns a failed guest run into the call's outcome.

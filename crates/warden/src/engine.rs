@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -171,6 +171,8 @@ pub(crate) struct WardenEngine {
     /// The on-disk precompiled cache, when configured.
     artifacts: Option<crate::precompiled::ArtifactCache>,
     ticker: Ticker,
+    /// Ticks counted by the ticker thread: the scheduler's coarse clock.
+    pub(crate) ticks: Arc<AtomicU64>,
 }
 
 impl WardenEngine {
@@ -226,7 +228,8 @@ impl WardenEngine {
             }
             None => None,
         };
-        let ticker = Ticker::start(engine.clone(), config.tick)?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = Ticker::start(engine.clone(), config.tick, ticks.clone())?;
         Ok(WardenEngine {
             engine,
             allocator,
@@ -234,6 +237,7 @@ impl WardenEngine {
             cache: Mutex::new(HashMap::new()),
             artifacts,
             ticker,
+            ticks,
         })
     }
 
@@ -496,7 +500,11 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine, tick: Duration) -> Result<Self, Error> {
+    fn start(
+        engine: wasmtime::Engine,
+        tick: Duration,
+        ticks: Arc<AtomicU64>,
+    ) -> Result<Self, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -504,6 +512,8 @@ impl Ticker {
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
                     std::thread::park_timeout(tick);
+                    // The clock first: a call that sees a new epoch sees the tick counted.
+                    ticks.fetch_add(1, Ordering::Release);
                     engine.increment_epoch();
                 }
             })

@@ -256,6 +256,8 @@ pub(crate) async fn drive<T>(
     if let Err(abort) = crate::host::deliver_if_due(dom, ctl) {
         return Driven::Finished(Err(abort));
     }
+    // A call starts at normal priority: the scheduler holds runaways back for it.
+    dom.rt.scheduler.note_normal();
     let first =
         std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx)));
     if let std::task::Poll::Ready(r) = first.await {

@@ -41,6 +41,9 @@ pub struct RuntimeConfig {
     /// The embedder's own imports, given to every domain's guests (see
     /// [`HostFunctions`](crate::HostFunctions)). Default: none.
     pub host_functions: crate::HostFunctions,
+    /// The host scheduler: a call past its quantum drops to low priority, so short calls
+    /// never queue behind runaways (see [`scheduler`](crate::scheduler)). Default on, 10 ms.
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +55,7 @@ impl Default for RuntimeConfig {
             memory_budget: None,
             unload_on_pressure: false,
             host_functions: crate::HostFunctions::default(),
+            scheduler: crate::scheduler::SchedulerConfig::default(),
         }
     }
 }
@@ -61,6 +65,7 @@ impl std::fmt::Debug for RuntimeConfig {
         f.debug_struct("RuntimeConfig")
             .field("engine", &self.engine)
             .field("policy", &self.policy)
+            .field("scheduler", &self.scheduler)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +78,8 @@ pub(crate) enum Pre {
 
 pub(crate) struct RuntimeInner {
     pub(crate) engine: WardenEngine,
+    /// Which running call gets a CPU (`scheduler.rs`).
+    pub(crate) scheduler: crate::scheduler::Scheduler,
     pub(crate) linker: wasmtime::Linker<DomainState>,
     /// What component guests are linked against: WASI preview2, `warden:host`, the
     /// embedder's interfaces.
@@ -112,6 +119,11 @@ impl Runtime {
     /// and the host imports.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, Error> {
         let engine = WardenEngine::new(&config.engine)?;
+        let scheduler = crate::scheduler::Scheduler::new(
+            &config.scheduler,
+            config.engine.tick,
+            engine.ticks.clone(),
+        )?;
         let mut linker = wasmtime::Linker::new(&engine.engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut DomainState| {
             s.wasi
@@ -139,6 +151,7 @@ impl Runtime {
         shutdown.set_watchdog_exit_code(exit_code::POLICY_RUDE_EXIT);
         let inner = Arc::new_cyclic(|weak| RuntimeInner {
             engine,
+            scheduler,
             linker,
             component_linker,
             host_functions: config.host_functions,
@@ -180,6 +193,11 @@ impl Runtime {
             .pressure_handler
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
+    }
+
+    /// The host scheduler: its figures ([`Scheduler::stats`](crate::scheduler::Scheduler::stats)).
+    pub fn scheduler(&self) -> &crate::scheduler::Scheduler {
+        &self.inner.scheduler
     }
 
     /// Process-wide memory figures: budget, used, reserved, peak, denials.

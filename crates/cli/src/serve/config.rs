@@ -26,6 +26,7 @@ struct RawConfig {
     memory_budget: Option<String>,
     admission: Option<RawAdmission>,
     store: Option<RawStore>,
+    scheduler: Option<RawScheduler>,
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
 }
@@ -43,6 +44,14 @@ struct RawAdmission {
 struct RawStore {
     dir: Option<String>,
     cache: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScheduler {
+    enabled: Option<bool>,
+    quantum: Option<String>,
+    low_share: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +99,8 @@ pub struct ServeConfig {
     pub admission: AdmissionConfig,
     /// The module store and the precompiled cache (`[store]`).
     pub store: StoreConfig,
+    /// The host scheduler (`[scheduler]`): when a request drops to low priority.
+    pub scheduler: warden::SchedulerConfig,
     /// The apps, in file order.
     pub apps: Vec<AppConfig>,
 }
@@ -347,6 +358,26 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
         dir: path("store.dir", &s.dir)?,
         cache: path("store.cache", &s.cache)?,
     };
+    let s = raw.scheduler.unwrap_or_default();
+    let mut scheduler = warden::SchedulerConfig::default();
+    if let Some(on) = s.enabled {
+        scheduler.enabled = on;
+    }
+    if let Some(q) = &s.quantum {
+        scheduler.quantum = duration(q).map_err(|r| err("scheduler.quantum", r))?;
+        if scheduler.quantum.is_zero() {
+            return Err(err("scheduler.quantum", "must be more than 0".into()));
+        }
+    }
+    if let Some(share) = s.low_share {
+        if !(1..=100).contains(&share) {
+            return Err(err(
+                "scheduler.low-share",
+                format!("{share} is not a percentage from 1 to 100"),
+            ));
+        }
+        scheduler.low_share_percent = share as u32;
+    }
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, app) in raw.apps.into_iter().enumerate() {
         let app = resolve_app(app, i, base, file, store.dir.is_some())?;
@@ -373,6 +404,7 @@ fn resolve(raw: RawConfig, base: &Path, file: &str) -> Result<ServeConfig, Confi
         memory_budget,
         admission,
         store,
+        scheduler,
         apps,
     })
 }
@@ -621,6 +653,16 @@ grant = "stdio,synchronization"
             "process-exit bound (25s)",
         );
         refused(&format!("policy = \"lenient\"\n{APP}"), "policy", "lenient");
+        refused(
+            &format!("[scheduler]\nlow-share = 0\n{APP}"),
+            "scheduler.low-share",
+            "1 to 100",
+        );
+        refused(
+            &format!("[scheduler]\nquantum = \"0s\"\n{APP}"),
+            "scheduler.quantum",
+            "more than 0",
+        );
         refused(
             &format!("{APP}grant = \"safe,sockets\"\n"),
             "app \"hello\".grant",

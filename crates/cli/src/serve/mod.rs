@@ -45,6 +45,9 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     max-in-flight = 8              # default: CPUs x 4
     queue = 64                     # default: CPUs x 16; beyond it 503 + Retry-After
     retry-after = \"1s\"
+    [scheduler]                    # requests past their quantum drop to low priority
+    quantum = \"10ms\"               # guest run time before a request is demoted
+    low-share = 5                  # % of one CPU low requests get while others run
     [[app]]
     name = \"hello\"
     route = \"/\"                    # path prefix; the longest wins
@@ -165,6 +168,7 @@ async fn serve(config: ServeConfig, events: bool) -> Result<i32, CliError> {
         },
         policy: config.policy.clone(),
         memory_budget: config.memory_budget,
+        scheduler: config.scheduler.clone(),
         exit: Arc::new(|code| crate::run::end_process(code)),
         ..RuntimeConfig::default()
     })

@@ -290,3 +290,48 @@ async fn a_drain_past_its_bound_says_so() {
     assert_eq!(r.done.await.unwrap(), Drained::CutOff(1));
     slow.abort();
 }
+
+/// `/healthz` is the liveness probe: it must turn 503 when the runtime the server's
+/// heartbeat runs on has stalled, and 200 again once it runs.
+#[test]
+fn healthz_is_503_while_the_heartbeat_runtime_is_stalled_and_200_once_it_runs() {
+    // The heartbeat task lives on a current-thread runtime that only runs when driven:
+    // not driving it is a stalled runtime (as a blocked or starved one would be). The
+    // admin port is served from another runtime, as a probe would reach it.
+    let stalled = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let probe = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = stalled.block_on(async {
+        Server::new(
+            Fake,
+            vec![Arc::new(App::new(app("root", "/")))],
+            Admission::new(8, 8),
+            Duration::from_millis(1500),
+            Arc::new(Metrics::new()),
+            warden::Runtime::new(warden::RuntimeConfig::default()).unwrap(),
+        )
+    });
+    let admin_addr = probe.block_on(async {
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = admin.local_addr().unwrap();
+        tokio::spawn(serve_admin(server.clone(), admin));
+        addr
+    });
+
+    // Past the stale bound (5 s) without a heartbeat.
+    std::thread::sleep(Duration::from_millis(5300));
+    let (s, _, body) = probe.block_on(get(admin_addr, "GET", "/healthz"));
+    assert_eq!(s, 503, "{body}");
+    assert!(body.starts_with("stalled: no heartbeat for "), "{body}");
+
+    // The runtime runs again: the heartbeat beats, and liveness is back.
+    stalled.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    let (s, _, body) = probe.block_on(get(admin_addr, "GET", "/healthz"));
+    assert_eq!((s, body.as_str()), (200, "ok\n"));
+}

@@ -527,3 +527,152 @@ async fn a_handler_that_never_answers_is_no_response() {
     assert!(matches!(err, HttpError::NoResponse), "{err:?}");
     assert!(domain.is_loaded(), "the call itself succeeded");
 }
+
+/// The bundled example with routes that pass absurd sizes to `wasi:http` and `wasi:io`
+/// imports (built here from its core WAT, so the example itself stays as shipped).
+fn absurd_component() -> Vec<u8> {
+    const IMPORTS: &str = r#"
+  (import "wasi:http/types@0.2.12" "[static]fields.from-list"
+    (func $fields_from_list (param i32 i32 i32)))
+  (import "wasi:http/types@0.2.12" "[method]fields.append"
+    (func $fields_append (param i32 i32 i32 i32 i32 i32)))
+  (import "wasi:io/streams@0.2.12" "[method]output-stream.write"
+    (func $stream_write (param i32 i32 i32 i32)))
+"#;
+    const FUNCS: &str = r#"
+  (data (i32.const 300) "/huge-write")
+  (data (i32.const 320) "/huge-list")
+  (data (i32.const 340) "/many-fields")
+  (data (i32.const 360) "/huge-name")
+  (data (i32.const 380) "/no-check-write")
+  (data (i32.const 400) "x-absurd")
+
+  ;; An output stream of a response body that was never set as the response.
+  (func $unsent_stream (result i32)
+    (call $response_body (call $response (call $fields)) (i32.const 1024))
+    (call $body_write (i32.load (i32.const 1028)) (i32.const 1024))
+    (i32.load (i32.const 1028)))
+
+  ;; Routes past the example's: 431 when the host refused a field, else 200.
+  (func $absurd (param $p i32) (param $n i32) (param $outparam i32) (result i32)
+    (local $f i32) (local $i i32) (local $out i32)
+    ;; 2 GiB "written" from a 128 KiB memory.
+    (if (call $eq (local.get $p) (local.get $n) (i32.const 300) (i32.const 11))
+      (then
+        (call $write (call $unsent_stream) (i32.const 0) (i32.const 0x7fffffff) (i32.const 1056))
+        (return (i32.const 1))))
+    ;; A header list of 2^28 entries (4 GiB of tuples).
+    (if (call $eq (local.get $p) (local.get $n) (i32.const 320) (i32.const 10))
+      (then
+        (call $fields_from_list (i32.const 0) (i32.const 0x10000000) (i32.const 1024))
+        (return (i32.const 1))))
+    ;; 100,000 appends of a 1000-byte value (100 MB if nothing bounded them).
+    (if (call $eq (local.get $p) (local.get $n) (i32.const 340) (i32.const 12))
+      (then
+        (local.set $f (call $fields))
+        (block $refused (loop $l
+          (call $fields_append (local.get $f) (i32.const 400) (i32.const 8)
+            (i32.const 8192) (i32.const 1000) (i32.const 1024))
+          (br_if $refused (i32.load8_u (i32.const 1024)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 100000)))))
+        (if (i32.load8_u (i32.const 1024))
+          (then (call $respond (local.get $outparam) (i32.const 431) (i32.const 230) (i32.const 10)))
+          (else (call $respond (local.get $outparam) (i32.const 200) (i32.const 200) (i32.const 18))))
+        (return (i32.const 1))))
+    ;; A field name of 2 GiB.
+    (if (call $eq (local.get $p) (local.get $n) (i32.const 360) (i32.const 10))
+      (then
+        (call $fields_append (call $fields) (i32.const 0) (i32.const 0x7fffffff)
+          (i32.const 400) (i32.const 1) (i32.const 1024))
+        (return (i32.const 1))))
+    ;; Writes of 64 KiB, never asking check-write how much may be written.
+    (if (call $eq (local.get $p) (local.get $n) (i32.const 380) (i32.const 15))
+      (then
+        (call $begin (local.get $outparam) (i32.const 200))
+        (loop $l
+          (call $stream_write (global.get $out) (i32.const 8192) (i32.const 65536) (i32.const 1056))
+          (br_if $l (i32.eqz (i32.load8_u (i32.const 1056)))))
+        (call $end)
+        (return (i32.const 1))))
+    (i32.const 0))
+"#;
+    let wat = example::WAT
+        .replacen(
+            "  (memory (export \"memory\") 2)",
+            &format!("{IMPORTS}  (memory (export \"memory\") 2)"),
+            1,
+        )
+        .replacen(
+            "  (func $recurse (call $recurse))",
+            &format!("{FUNCS}  (func $recurse (call $recurse))"),
+            1,
+        )
+        .replacen(
+            "    (call $respond (local.get $outparam) (i32.const 404)",
+            "    (if (call $absurd (local.get $p) (local.get $n) (local.get $outparam))
+      (then (call $drop_request (local.get $req)) (return)))
+    (call $respond (local.get $outparam) (i32.const 404)",
+            1,
+        );
+    example::build(example::WIT, "proxy", &wat).expect("the absurd component builds")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_sizes_at_wasi_http_imports_end_their_domain_with_a_clear_outcome() {
+    let (rt, rec) = common::runtime();
+    let module = rt.load_module(&absurd_component()).unwrap();
+    let config = DomainConfig {
+        max_memory: 16 << 20,
+        ..DomainConfig::default()
+    };
+    // A neighbour serving throughout: none of this may cost it anything.
+    let neighbour = rt.create_domain(&module, config.clone()).await.unwrap();
+    for path in ["/huge-write", "/huge-list", "/huge-name"] {
+        let domain = rt.create_domain(&module, config.clone()).await.unwrap();
+        let err = serve(&domain, path, deadline(5_000)).await.unwrap_err();
+        let HttpError::Call(CallError::Trap { message, .. }) = &err else {
+            panic!("{path}: {err:?}");
+        };
+        assert!(!message.is_empty(), "{path}: the trap says what was wrong");
+        unloaded(&domain).await;
+        let ok = serve(&neighbour, "/hello", CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(text(ok).await, "hello from warden\n", "after {path}");
+    }
+
+    // A write past what check-write allows is the stream's trap, after the response head.
+    let domain = rt.create_domain(&module, config.clone()).await.unwrap();
+    let mut call = domain
+        .call_http(request("/no-check-write"), deadline(5_000))
+        .unwrap();
+    let response = call.response().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let out = call.into_handle().join().await;
+    let Err(CallError::Trap { message, .. }) = &out else {
+        panic!("no-check-write: {out:?}");
+    };
+    assert!(message.contains("budget"), "{message}");
+    drop(response);
+    unloaded(&domain).await;
+
+    // Fields past the host's size limit are refused to the guest (an error it sees), not
+    // stored without bound.
+    let domain = rt.create_domain(&module, config).await.unwrap();
+    let response = serve(&domain, "/many-fields", deadline(5_000))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let ok = serve(&neighbour, "/hello", CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(rt.domain_count() >= 1);
+    let traps = rec
+        .named("call_finished")
+        .iter()
+        .filter(|e| e["outcome"] == "trap")
+        .count();
+    assert_eq!(traps, 4, "{:?}", rec.named("call_finished"));
+}

@@ -45,6 +45,8 @@ mod memory;
 mod module_store;
 /// The escalation policy as the runtime carries it out (DESIGN §3).
 mod policy;
+/// The host scheduler: runaways drop to low priority, short calls keep the CPUs.
+mod scheduler;
 /// Orderly shutdown (DESIGN §2 "Shutdown").
 mod shutdown;
 /// Unload and its finalizer (DESIGN §2 "Domains and unload").
