@@ -243,12 +243,12 @@ fn strip_version(name: &str) -> &str {
 }
 
 /// Checks that `args` fit `export`'s parameters, naming the first mismatch.
-pub(crate) fn check_args(export: &ComponentExport, args: &[Val]) -> Result<(), Error> {
-    let params: Vec<(String, Type)> = export
-        .func
-        .params()
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
+pub(crate) fn check_args(
+    export: &ComponentExport,
+    params: &[Type],
+    args: &[Val],
+) -> Result<(), Error> {
+    // Checked without allocating: this runs on every call. The names are for the error only.
     let bad = |detail: String| Error::BadArguments {
         name: export.name.clone(),
         expected: export.describe_params(),
@@ -257,10 +257,10 @@ pub(crate) fn check_args(export: &ComponentExport, args: &[Val]) -> Result<(), E
     if params.len() != args.len() {
         return Err(bad(format!("{} values", args.len())));
     }
-    for ((name, ty), arg) in params.iter().zip(args) {
-        if !fits(ty, arg) {
-            return Err(bad(format!("a {} for `{name}`", val_kind(arg))));
-        }
+    if let Some(i) = params.iter().zip(args).position(|(ty, arg)| !fits(ty, arg)) {
+        let name = export.func.params().nth(i).map(|(n, _)| n.to_string());
+        let name = name.unwrap_or_default();
+        return Err(bad(format!("a {} for `{name}`", val_kind(&args[i]))));
     }
     Ok(())
 }

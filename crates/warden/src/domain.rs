@@ -625,6 +625,7 @@ impl DomainShared {
                     slot,
                     results: found.results(),
                     kind: SigKind::Component {
+                        params: found.params(),
                         export: found,
                         index,
                     },
@@ -692,8 +693,8 @@ impl DomainShared {
                     "{export}` in a core module for a byte call; the domain holds a component"
                 )));
             }
-            (SigKind::Component { export, .. }, Args::Component(args)) => {
-                crate::component::check_args(export, args)?
+            (SigKind::Component { export, params, .. }, Args::Component(args)) => {
+                crate::component::check_args(export, params, args)?
             }
             // `Domain::call_http` checked that this is the handler of a wasi:http/proxy.
             (SigKind::Component { .. }, Args::Http { .. }) => {}
@@ -1379,6 +1380,8 @@ pub(crate) enum SigKind {
     },
     Component {
         export: crate::component::ComponentExport,
+        /// The export's parameter types, looked up once (each lookup builds them anew).
+        params: Vec<wasmtime::component::types::Type>,
         index: wasmtime::component::ComponentExportIndex,
     },
 }
