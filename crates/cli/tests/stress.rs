@@ -233,3 +233,80 @@ fn failpoints_fire_and_are_survived() {
     assert!(hits > 0, "{r:#}");
     assert_eq!(r["invariants"]["ok"], true, "{r:#}");
 }
+
+/// With `--features failpoints`: the failpoints at the entry of the WASI layer (stdio writes
+/// and reads, preview1) and of the embedder's host functions fire in the bundled mix (its
+/// `wasi_io`, `stalled_io` and `embedder` guests reach them), and each is survived.
+#[cfg(feature = "failpoints")]
+#[test]
+fn the_host_call_layer_failpoints_fire_and_are_survived() {
+    let (path, read) = report("layer-failpoints.json");
+    let o = stress(
+        &[
+            "--seed",
+            "9",
+            "--cycles",
+            "192",
+            "--concurrency",
+            "8",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--kind",
+            "wasi_io",
+            "--kind",
+            "stalled_io",
+            "--kind",
+            "embedder",
+            "--failpoint-rate",
+            "1",
+            "--failpoint",
+            "wasi-write",
+            "--failpoint",
+            "wasi-read",
+            "--failpoint",
+            "embedder-entry",
+            "--report",
+            &path,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    let points = r["failpoints"]["points"].as_object().unwrap();
+    assert_eq!(points.len(), 3, "only the chosen ones are armed: {r:#}");
+    for name in ["wasi-write", "wasi-read", "embedder-entry"] {
+        let p = &points[name];
+        assert!(p["hits"].as_u64().unwrap() > 0, "{name}: {r:#}");
+        assert!(p["survived_rounds"].as_u64().unwrap() > 0, "{name}: {r:#}");
+    }
+    // An injected embedder failure is a trap of that call, never more.
+    let runs: u64 = ["wasi_io", "stalled_io", "embedder"]
+        .iter()
+        .map(|k| r["kinds"][k]["runs"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(runs, 192, "only the chosen kinds run: {r:#}");
+    let embedder = r["kinds"]["embedder"]["outcomes"].as_object().unwrap();
+    assert!(embedder.contains_key("trap"), "{r:#}");
+}
+
+#[test]
+fn an_unknown_kind_or_failpoint_is_refused_naming_the_known_ones() {
+    let o = stress(&["--cycles", "1", "--kind", "nope"], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no kind `nope`"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wasi_io"), "{}", stderr(&o));
+    let o = stress(&["--cycles", "1", "--failpoint", "nope"], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    if cfg!(feature = "failpoints") {
+        assert!(e.contains("no failpoint `nope`"), "{e}");
+        assert!(
+            e.contains("wasi-write") && e.contains("embedder-entry"),
+            "{e}"
+        );
+    } else {
+        assert!(e.contains("no failpoints"), "{e}");
+    }
+}

@@ -71,6 +71,8 @@ pub enum Hostile {
     HungFinalizer,
     StalledIo,
     Sleep,
+    WasiIo,
+    Embedder,
 }
 
 pub const HOSTILE: &[Hostile] = &[
@@ -89,6 +91,8 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile::HungFinalizer,
     Hostile::StalledIo,
     Hostile::Sleep,
+    Hostile::WasiIo,
+    Hostile::Embedder,
 ];
 
 impl Hostile {
@@ -109,6 +113,8 @@ impl Hostile {
             Hostile::HungFinalizer => "hung_finalizer",
             Hostile::StalledIo => "stalled_io",
             Hostile::Sleep => "sleep",
+            Hostile::WasiIo => "wasi_io",
+            Hostile::Embedder => "embedder",
         }
     }
 
@@ -127,6 +133,8 @@ impl Hostile {
             Hostile::Deadlock => "ab",
             Hostile::StalledIo => "read",
             Hostile::Sleep => "sleep_long",
+            Hostile::WasiIo => "write",
+            Hostile::Embedder => "embedder",
         }
     }
 
@@ -151,7 +159,9 @@ impl Hostile {
             | Hostile::LockLeak
             | Hostile::LockAbuse
             | Hostile::HandleFlood
-            | Hostile::HungFinalizer => &[Ok],
+            | Hostile::HungFinalizer
+            | Hostile::WasiIo
+            | Hostile::Embedder => &[Ok],
             Hostile::Deadlock => &[Ok, DeadlockVictim],
             Hostile::Recursion => &[StackOverflow],
             Hostile::Hog => &[OutOfMemory],
@@ -206,6 +216,9 @@ pub struct Fixtures {
     pub hostile: Module,
     pub finalizer: Module,
     pub stall: Module,
+    pub io: Module,
+    /// Where the guests' stdout goes: one writer thread for the whole run.
+    pub stdout: warden::stdio::GuestOutput,
     pub user: Vec<UserModule>,
 }
 
@@ -233,6 +246,8 @@ impl Fixtures {
                 include_bytes!("../../guests/finalizer.wat"),
             )?,
             stall: load("stall.wat", include_bytes!("../../guests/stall.wat"))?,
+            io: load("io.wat", include_bytes!("../../guests/io.wat"))?,
+            stdout: warden::stdio::GuestOutput::to_writer(std::io::sink()),
             user: users,
         })
     }
@@ -247,6 +262,8 @@ pub struct MixConfig {
     pub generated: bool,
     /// Check outcomes against [`Hostile::expected`] (the built-in policy, no failpoint armed).
     pub check_expected: bool,
+    /// The bundled kinds cycles draw from (default: all of [`HOSTILE`]).
+    pub kinds: Vec<Hostile>,
 }
 
 /// One call's end as the cycle saw it.
@@ -302,7 +319,7 @@ pub fn choose(rng: &mut Rng, fixtures: &Fixtures, config: &MixConfig) -> Work {
     if config.generated && roll >= 85 {
         return Work::Generated(rng.next());
     }
-    Work::Hostile(*rng.pick(HOSTILE))
+    Work::Hostile(*rng.pick(&config.kinds))
 }
 
 impl Cycle {
@@ -330,6 +347,7 @@ impl Cycle {
                 inherit_stdio: false,
                 // A stdin nobody writes to: the stalled-I/O guest waits on it for ever.
                 stdin: Some(warden::stdio::GuestInput::new(Never)),
+                stdout: Some(self.fixtures.stdout.clone()),
                 ..WasiConfig::default()
             },
             ..DomainConfig::default()
@@ -507,6 +525,7 @@ impl Cycle {
         let module = match h {
             Hostile::HungFinalizer => self.fixtures.finalizer.clone(),
             Hostile::StalledIo => self.fixtures.stall.clone(),
+            Hostile::WasiIo | Hostile::Embedder => self.fixtures.io.clone(),
             _ => self.fixtures.hostile.clone(),
         };
         let quota = 16 + self.rng.below(48) as usize;
@@ -683,4 +702,18 @@ impl tokio::io::AsyncRead for Never {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Pending
     }
+}
+
+/// The embedder's functions the `embedder` kind calls: one synchronous, one asynchronous (a
+/// parked wait an abort may end).
+pub fn host_functions() -> warden::HostFunctions {
+    let mut f = warden::HostFunctions::new();
+    f.func("stress", "add", |_, (a, b): (i32, i32)| {
+        Ok(a.wrapping_add(b))
+    });
+    f.func_async("stress", "pause", |_, (ms,): (i64,)| async move {
+        tokio::time::sleep(Duration::from_millis(ms.clamp(0, 1000) as u64)).await;
+        Ok(0i32)
+    });
+    f
 }
