@@ -580,7 +580,7 @@ async fn stress(plan: Plan) -> i32 {
                 *outcomes.entry(name).or_default() += 1;
                 stats.calls += 1;
                 stats.dropped_futures += call.outcome.is_none() as u64;
-                stats.latencies_ms.push(call.latency_ms);
+                stats.latencies.record(call.latency_ms);
             }
             if result.kind == "generated" {
                 stats.generated_modules += 1;
@@ -605,8 +605,10 @@ async fn stress(plan: Plan) -> i32 {
         stats.cycles += n;
         stats.rounds += 1;
         let rss = invariants::rss_kib();
-        stats.rss.push((stats.cycles, rss));
-        stats.outcome_rounds.push((stats.cycles, outcomes));
+        stats.rss.push(stats.cycles, rss);
+        stats.rss_peak_kib = stats.rss_peak_kib.max(rss);
+        stats.rss_final_kib = Some(rss);
+        stats.outcome_rounds.push(stats.cycles, outcomes);
         if stats.cycles <= plan.warm_up {
             rss_warm = rss_warm.max(rss);
         } else {
@@ -806,6 +808,6 @@ fn summary(stats: &Stats, seed: u64, elapsed: Duration) -> String {
         stats.generated_modules,
         stats.exit_end_ms.len(),
         fired,
-        stats.rss.iter().map(|r| r.1).max().unwrap_or(0),
+        stats.rss_peak_kib,
     )
 }
