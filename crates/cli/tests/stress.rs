@@ -310,3 +310,55 @@ fn an_unknown_kind_or_failpoint_is_refused_naming_the_known_ones() {
         assert!(e.contains("no failpoints"), "{e}");
     }
 }
+
+/// Component guests are in the mix (built from WAT with wit-component at run time), each
+/// kind counted and held to its expected outcome: a typed call's value (42) and the
+/// `wasi:http` handler's status (200) are checked too, and the invariants are the same.
+#[test]
+fn component_kinds_are_mixed_in_counted_and_checked() {
+    let (path, read) = report("components.json");
+    let kinds = [
+        "component_answer",
+        "component_loop",
+        "component_trap",
+        "component_hog",
+        "http_hello",
+        "http_loop",
+    ];
+    let mut args = vec![
+        "--seed",
+        "4",
+        "--cycles",
+        "96",
+        "--exit-every",
+        "0",
+        "--no-generated",
+        "--failpoint-rate",
+        "0",
+        "--report",
+        &path,
+    ];
+    for k in &kinds {
+        args.extend(["--kind", k]);
+    }
+    let o = stress(&args, false);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    let mut runs = 0;
+    for k in kinds {
+        let n = r["kinds"][k]["runs"].as_u64().unwrap_or(0);
+        assert!(n > 0, "{k} ran: {r:#}");
+        runs += n;
+    }
+    assert_eq!(runs, 96, "{r:#}");
+    let outcomes = |k: &str| r["kinds"][k]["outcomes"].as_object().unwrap().clone();
+    assert!(
+        outcomes("component_hog").contains_key("out_of_memory"),
+        "{r:#}"
+    );
+    assert!(outcomes("component_trap").contains_key("trap"), "{r:#}");
+    assert!(outcomes("component_answer").contains_key("ok"), "{r:#}");
+    assert!(outcomes("http_hello").contains_key("ok"), "{r:#}");
+    assert!(!outcomes("http_loop").contains_key("ok"), "{r:#}");
+}
