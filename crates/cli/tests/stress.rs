@@ -235,8 +235,9 @@ fn failpoints_fire_and_are_survived() {
 }
 
 /// With `--features failpoints`: the failpoints at the entry of the WASI layer (stdio writes
-/// and reads, preview1) and of the embedder's host functions fire in the bundled mix (its
-/// `wasi_io`, `stalled_io` and `embedder` guests reach them), and each is survived.
+/// and reads, preview1 and preview2) and of the embedder's host functions fire in the bundled
+/// mix (its `wasi_io`, `stalled_io`, `component_write` and `embedder` guests reach them), and
+/// each is survived.
 #[cfg(feature = "failpoints")]
 #[test]
 fn the_host_call_layer_failpoints_fire_and_are_survived() {
@@ -258,6 +259,8 @@ fn the_host_call_layer_failpoints_fire_and_are_survived() {
             "stalled_io",
             "--kind",
             "embedder",
+            "--kind",
+            "component_write",
             "--failpoint-rate",
             "1",
             "--failpoint",
@@ -281,8 +284,40 @@ fn the_host_call_layer_failpoints_fire_and_are_survived() {
         assert!(p["hits"].as_u64().unwrap() > 0, "{name}: {r:#}");
         assert!(p["survived_rounds"].as_u64().unwrap() > 0, "{name}: {r:#}");
     }
+    // Preview2's write (a component's `blocking-write-and-flush` to stdout) reaches it too.
+    let (p2, read_p2) = report("layer-failpoints-p2.json");
+    let o = stress(
+        &[
+            "--seed",
+            "4",
+            "--cycles",
+            "64",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--failpoint-rate",
+            "1",
+            "--failpoint",
+            "wasi-write",
+            "--kind",
+            "component_write",
+            "--report",
+            &p2,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r2 = read_p2();
+    assert_eq!(r2["invariants"]["ok"], true, "{r2:#}");
+    assert!(
+        r2["failpoints"]["points"]["wasi-write"]["hits"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{r2:#}"
+    );
     // An injected embedder failure is a trap of that call, never more.
-    let runs: u64 = ["wasi_io", "stalled_io", "embedder"]
+    let runs: u64 = ["wasi_io", "stalled_io", "embedder", "component_write"]
         .iter()
         .map(|k| r["kinds"][k]["runs"].as_u64().unwrap_or(0))
         .sum();
@@ -319,6 +354,7 @@ fn component_kinds_are_mixed_in_counted_and_checked() {
     let (path, read) = report("components.json");
     let kinds = [
         "component_answer",
+        "component_write",
         "component_loop",
         "component_trap",
         "component_hog",
@@ -359,6 +395,7 @@ fn component_kinds_are_mixed_in_counted_and_checked() {
     );
     assert!(outcomes("component_trap").contains_key("trap"), "{r:#}");
     assert!(outcomes("component_answer").contains_key("ok"), "{r:#}");
+    assert!(outcomes("component_write").contains_key("ok"), "{r:#}");
     assert!(outcomes("http_hello").contains_key("ok"), "{r:#}");
     assert!(!outcomes("http_loop").contains_key("ok"), "{r:#}");
 }

@@ -76,6 +76,7 @@ pub enum Hostile {
     WasiIo,
     Embedder,
     ComponentAnswer,
+    ComponentWrite,
     ComponentLoop,
     ComponentTrap,
     ComponentHog,
@@ -102,6 +103,7 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile::WasiIo,
     Hostile::Embedder,
     Hostile::ComponentAnswer,
+    Hostile::ComponentWrite,
     Hostile::ComponentLoop,
     Hostile::ComponentTrap,
     Hostile::ComponentHog,
@@ -130,6 +132,7 @@ impl Hostile {
             Hostile::WasiIo => "wasi_io",
             Hostile::Embedder => "embedder",
             Hostile::ComponentAnswer => "component_answer",
+            Hostile::ComponentWrite => "component_write",
             Hostile::ComponentLoop => "component_loop",
             Hostile::ComponentTrap => "component_trap",
             Hostile::ComponentHog => "component_hog",
@@ -143,6 +146,7 @@ impl Hostile {
         matches!(
             self,
             Hostile::ComponentAnswer
+                | Hostile::ComponentWrite
                 | Hostile::ComponentLoop
                 | Hostile::ComponentTrap
                 | Hostile::ComponentHog
@@ -169,6 +173,7 @@ impl Hostile {
             Hostile::WasiIo => "write",
             Hostile::Embedder => "embedder",
             Hostile::ComponentAnswer => "answer",
+            Hostile::ComponentWrite => "write",
             Hostile::ComponentLoop => "spin",
             Hostile::ComponentTrap => "trap",
             Hostile::ComponentHog => "hog",
@@ -205,6 +210,7 @@ impl Hostile {
             | Hostile::WasiIo
             | Hostile::Embedder
             | Hostile::ComponentAnswer
+            | Hostile::ComponentWrite
             | Hostile::HttpHello => &[Ok],
             Hostile::Deadlock => &[Ok, DeadlockVictim],
             Hostile::Recursion => &[StackOverflow],
@@ -723,12 +729,20 @@ impl Cycle {
             let ended = self
                 .call(&domain, h.export(), args, options.clone(), interf, result)
                 .await;
-            if h == Hostile::ComponentAnswer
+            // The typed answers, when nothing was injected.
+            let want = match h {
+                Hostile::ComponentAnswer => Some(42),
+                Hostile::ComponentWrite => Some(0),
+                _ => None,
+            };
+            if let Some(want) = want
                 && let Some((Outcome::Ok, Some(out))) = &ended
-                && out.component_values != [wasmtime::component::Val::U32(42)]
+                && self.config.check_expected
+                && out.component_values != [wasmtime::component::Val::U32(want)]
             {
                 result.violations.push(format!(
-                    "component_answer: answered {:?}, not [U32(42)]",
+                    "{}: answered {:?}, not [U32({want})]",
+                    h.name(),
                     out.component_values
                 ));
             }
