@@ -279,6 +279,21 @@ fn the_host_call_layer_failpoints_fire_and_are_survived() {
     assert_eq!(r["invariants"]["ok"], true, "{r:#}");
     let points = r["failpoints"]["points"].as_object().unwrap();
     assert_eq!(points.len(), 3, "only the chosen ones are armed: {r:#}");
+    assert_eq!(r["failpoints"]["covered"], 3, "{r:#}");
+    assert_eq!(
+        r["failpoints"]["not_covered"],
+        serde_json::json!([]),
+        "{r:#}"
+    );
+    let names = r["failpoints"]["names"].as_array().unwrap();
+    for name in [
+        "wasi-write",
+        "wasi-read",
+        "embedder-entry",
+        "host-call-entry",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} is listed: {r:#}");
+    }
     for name in ["wasi-write", "wasi-read", "embedder-entry"] {
         let p = &points[name];
         assert!(p["hits"].as_u64().unwrap() > 0, "{name}: {r:#}");

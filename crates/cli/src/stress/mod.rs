@@ -721,7 +721,16 @@ async fn stress(plan: Plan) -> i32 {
             plan.from_cycle, stats.cycles, plan.concurrency,
             if plan.replay_args.is_empty() { "" } else { " " }, plan.replay_args),
     });
-    let report = stats.to_json(header, failpoints::COMPILED, plan.rss_bound_kib);
+    let report = stats.to_json(
+        header,
+        failpoints::NAMES,
+        if failpoints::COMPILED {
+            plan.failpoints.as_slice()
+        } else {
+            &[]
+        },
+        plan.rss_bound_kib,
+    );
     let mut code = if stats.violations.is_empty() {
         exit_code::SUCCESS
     } else {

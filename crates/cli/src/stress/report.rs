@@ -203,7 +203,15 @@ fn round3(x: f64) -> f64 {
 }
 
 impl Stats {
-    pub fn to_json(&self, header: Value, failpoints_compiled: bool, rss_bound_kib: u64) -> Value {
+    /// `compiled`: every failpoint of the build (none without the feature); `armable`: those
+    /// this run could arm (`--failpoint`).
+    pub fn to_json(
+        &self,
+        header: Value,
+        compiled: &[&str],
+        armable: &[&str],
+        rss_bound_kib: u64,
+    ) -> Value {
         let lat = &self.latencies;
         let mut ends = self.exit_end_ms.clone();
         ends.sort_by(f64::total_cmp);
@@ -272,7 +280,15 @@ impl Stats {
                 },
             },
             "failpoints": {
-                "compiled": failpoints_compiled,
+                "compiled": !compiled.is_empty(),
+                "names": compiled,
+                // Armed in some round and fired there: covered; `not_covered` lists the rest
+                // of those the run could arm.
+                "covered": self.failpoints.values().filter(|f| f.hits > 0).count(),
+                "not_covered": armable
+                    .iter()
+                    .filter(|n| self.failpoints.get(**n).is_none_or(|f| f.hits == 0))
+                    .collect::<Vec<_>>(),
                 "injected_errors_seen": self.failpoint_errors,
                 "points": failpoints,
             },
