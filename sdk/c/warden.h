@@ -31,7 +31,9 @@ typedef enum warden_status {
     WARDEN_NOT_PERMITTED = -5,      /* the domain's grant does not allow it */
     WARDEN_HELD = -6,               /* already held (acquire) / not held (release) */
     WARDEN_INSUFFICIENT_MEMORY = -7,/* the memory gate refused the reservation */
-    WARDEN_BAD_ARGUMENT = -8        /* a bad name, token, handle or length */
+    WARDEN_BAD_ARGUMENT = -8,       /* a bad name, token, handle or length */
+    WARDEN_DOMAIN_UNLOADED = -9,    /* domain_call: the callee is unloaded, or was during the call */
+    WARDEN_CALLEE_FAILED = -10      /* domain_call: the callee's call trapped, ran out of memory... */
 } warden_status;
 
 /* Log levels for warden_log: a convention, not interpreted by Warden (the `guest_log`
@@ -54,6 +56,12 @@ WARDEN_IMPORT("gate_release") int32_t warden_gate_release(int32_t token);
 WARDEN_IMPORT("sleep_ms") int32_t warden_sleep_ms(int64_t ms);
 WARDEN_IMPORT("log") void warden_log_n(int32_t level, const char *message, int32_t len);
 WARDEN_IMPORT("handle_close") int32_t warden_handle_close(int32_t handle);
+/* Call export `export` of the domain linked as `link` with `in` (copied), the result copied
+ * into `out` (at most out_cap bytes). The result's full length, or a warden_status. */
+WARDEN_IMPORT("domain_call")
+int32_t warden_domain_call_n(const char *link, int32_t link_len, const char *export_name,
+                             int32_t export_len, const void *in, int32_t in_len, void *out,
+                             int32_t out_cap, int64_t timeout_ms);
 
 #undef WARDEN_IMPORT
 

@@ -171,6 +171,7 @@ fn the_wit_package_parses_and_mirrors_the_core_imports() {
         ("memory-gate", &["release", "reserve"]),
         ("host", &["log", "sleep"]),
         ("handles", &["close"]),
+        ("domains", &["call"]),
         ("finalizer", &["on-unload"]),
     ];
     for (iface, names) in expected {
@@ -197,6 +198,8 @@ fn the_wit_package_parses_and_mirrors_the_core_imports() {
             -6 => &["already-held", "not-held"],
             -7 => &["insufficient-memory"],
             -8 => &["bad-argument"],
+            -9 => &["domain-unloaded"],
+            -10 => &["callee-failed"],
             other => panic!("core code {other} ({meaning}) has no WIT counterpart"),
         };
         for c in case {

@@ -129,7 +129,7 @@ fn main() {
         bare: BareSide::new(warden.pooling()),
         warden,
     };
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("a", create_call_unload),
         ("b", warm_call),
         ("c", abort_latency),
@@ -140,6 +140,7 @@ fn main() {
         ("h", idle_density),
         ("i", component_calls),
         ("j", http_hello),
+        ("x", cross_domain_call),
     ];
     let mut rows = Vec::new();
     for (letter, scenario) in scenarios {
@@ -875,4 +876,76 @@ fn fmt(d: Duration) -> String {
     } else {
         format!("{:.2} ms", ns as f64 / 1e6)
     }
+}
+
+/// (x): a guest's `domain_call` into another domain and back (3 bytes each way), against the
+/// same caller making a plain call on its warm domain. Both sides are Warden: the goal is the
+/// cost of the hop, `<= 3x` a plain call (issue 15).
+const CROSS_CALLER: &str = r#"
+(module
+  (import "warden" "domain_call" (func $call
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "peer")
+  (data (i32.const 16) "inc")
+  (data (i32.const 32) "abc")
+  (func (export "cross") (result i32)
+    (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 3)
+      (i32.const 32) (i32.const 3) (i32.const 64) (i32.const 64) (i64.const -1)))
+  (func (export "plain") (result i32) (i32.const 3)))
+"#;
+
+const CROSS_CALLEE: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func (export "warden_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "inc") (param $p i32) (param $l i32) (result i64)
+    (i32.store8 (local.get $p) (i32.add (i32.load8_u (local.get $p)) (i32.const 1)))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+            (i64.extend_i32_u (local.get $l)))))
+"#;
+
+fn cross_domain_call(cx: &Ctx) -> Vec<Row> {
+    let rt = cx.warden.rt.clone();
+    let caller = run(&cx.rt, async move {
+        let caller = rt.load_module(CROSS_CALLER.as_bytes()).expect("loads");
+        let callee = rt.load_module(CROSS_CALLEE.as_bytes()).expect("loads");
+        let caller = rt
+            .create_domain(&caller, Default::default())
+            .await
+            .expect("domain");
+        let callee = rt
+            .create_domain(&callee, Default::default())
+            .await
+            .expect("domain");
+        caller.link("peer", &callee).expect("link");
+        // The link is weak: the bench keeps the callee's handle alive with the caller's.
+        (caller, callee)
+    });
+    let n = cx.plan.warm;
+    let call = |export: &'static str| {
+        move |(d, _keep): (warden::Domain, warden::Domain)| async move {
+            let out = d
+                .invoke(export, &[], Default::default())
+                .await
+                .expect("call");
+            assert_eq!(out.values[0].unwrap_i32(), 3);
+        }
+    };
+    let (cross, plain) = compare(
+        cx.plan.rounds,
+        || per_iter(&cx.rt, n, &caller, call("cross")),
+        || per_iter(&cx.rt, n, &caller, call("plain")),
+    );
+    let (caller, callee) = caller;
+    run(&cx.rt, async move {
+        caller.unload().await;
+        callee.unload().await;
+    });
+    vec![Row {
+        scenario: "x cross-domain call round trip (bare: a plain call, same warm domain)",
+        warden: cross,
+        bare: Some(plain),
+        goal: Some(3.0),
+    }]
 }

@@ -167,6 +167,9 @@ pub struct CallOutput {
     pub component_values: Vec<wasmtime::component::Val>,
     /// For a WASI command that called `proc_exit`: its code.
     pub exit_code: Option<i32>,
+    /// A byte call's result ([`Domain::call_bytes`](crate::Domain::call_bytes); empty
+    /// otherwise).
+    pub bytes: Vec<u8>,
 }
 
 impl CallOutput {
@@ -175,6 +178,7 @@ impl CallOutput {
             values,
             component_values: Vec::new(),
             exit_code: None,
+            bytes: Vec::new(),
         }
     }
 
@@ -183,6 +187,7 @@ impl CallOutput {
             values: Vec::new(),
             component_values: values,
             exit_code: None,
+            bytes: Vec::new(),
         }
     }
 }
@@ -269,6 +274,21 @@ pub(crate) struct CallCtl {
     pub(crate) host_nanos: AtomicU64,
     /// Set by the epoch callback when it parks the guest at a yield (not a host call).
     pub(crate) at_yield: AtomicBool,
+    /// The call this one waits for in a `domain_call`: an abort of this call is passed on to
+    /// it at once, down the whole chain, before any of their tasks runs again.
+    callee: Mutex<Option<Callee>>,
+}
+
+/// A callee's call, in its domain.
+type Callee = (Arc<DomainShared>, Arc<CallCtl>);
+
+/// Clears a call's callee when its `domain_call` wait ends.
+pub(crate) struct CalleeGuard<'a>(&'a CallCtl);
+
+impl Drop for CalleeGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.callee_slot() = None;
+    }
 }
 
 /// A call's memory-gate reservations: the one its options declared (token 0) and those the
@@ -334,7 +354,34 @@ impl CallCtl {
             gate: Mutex::new(Gate::default()),
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
+            callee: Mutex::new(None),
         })
+    }
+
+    fn callee_slot(&self) -> std::sync::MutexGuard<'_, Option<Callee>> {
+        self.callee.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that this call waits for `callee` (a `domain_call`) until the guard drops. An
+    /// abort already requested is passed on now.
+    pub(crate) fn wait_on(&self, callee: Callee) -> CalleeGuard<'_> {
+        *self.callee_slot() = Some(callee);
+        if let Some(kind) = self.abort.requested() {
+            self.abort_callee(kind);
+        }
+        CalleeGuard(self)
+    }
+
+    /// Passes an abort of this call on to the call it waits for, as its embedder's abort.
+    fn abort_callee(&self, kind: AbortKind) {
+        let Some((dom, ctl)) = self.callee_slot().clone() else {
+            return;
+        };
+        let op = match kind {
+            AbortKind::Polite => warden_policy::Operation::Abort,
+            AbortKind::Rude => warden_policy::Operation::RudeAbort,
+        };
+        dom.operation(&ctl, op, AbortReason::Embedder);
     }
 
     pub(crate) fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
@@ -362,6 +409,7 @@ impl CallCtl {
         ) {
             return;
         }
+        self.abort_callee(kind);
         let events = &dom.rt.events;
         events.emit(Some(self.domain), Some(self.id), || {
             EventKind::AbortRequested {

@@ -175,6 +175,8 @@ pub(crate) struct DomainShared {
     tokio: tokio::runtime::Handle,
     /// Export signatures calls were checked against (see [`Signature`]).
     signatures: Mutex<Signatures>,
+    /// The domains this one's guest may call (`domain_call`), by link name.
+    pub(crate) links: crate::domain_call::Links,
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
@@ -264,6 +266,7 @@ impl Domain {
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
             signatures: Mutex::new(Signatures::default()),
+            links: Default::default(),
         });
         let embedder = match &module.code {
             Code::Component(_) => rt.host_functions.make_states(id)?,
@@ -457,6 +460,40 @@ impl Domain {
             .await
     }
 
+    /// Starts a byte call of a core export `export: (ptr i32, len i32) -> i64`: `input` is
+    /// copied into the guest's memory (where its `warden_alloc` export says), and the region
+    /// the export returns is copied out into [`CallOutput::bytes`]. This is what a guest's
+    /// `domain_call` makes in its callee; see [`domain_call`](crate::domain_call) for the ABI.
+    pub fn call_bytes(
+        &self,
+        export: &str,
+        input: &[u8],
+        options: CallOptions,
+    ) -> Result<CallHandle, Error> {
+        self.shared
+            .call(export, Args::Bytes(input.to_vec()), options)
+    }
+
+    /// Lets this domain's guest call `callee` by the name `name` (`domain_call`). Replaces an
+    /// earlier link of that name. The link does not keep `callee` loaded: once it is
+    /// unloaded, calls through the link fail `-9`. A name must be 1 to 256 bytes.
+    pub fn link(&self, name: &str, callee: &Domain) -> Result<(), Error> {
+        if !crate::domain_call::valid_link_name(name) {
+            return Err(Error::Config(format!(
+                "link name must be 1 to {} bytes, got {}",
+                crate::domain_call::MAX_LINK_NAME,
+                name.len()
+            )));
+        }
+        self.shared.links.insert(name, &callee.shared);
+        Ok(())
+    }
+
+    /// Removes the link `name` (calls through it fail `-5` from now on); whether it existed.
+    pub fn unlink(&self, name: &str) -> bool {
+        self.shared.links.remove(name)
+    }
+
     /// Unloads the domain politely: block entry, abort the in-flight call (deferral
     /// honoured), run `warden_on_unload`, release everything, drop the store. This is the
     /// policy's `unload-domain` operation: its default action may make the unload rude (or
@@ -476,6 +513,17 @@ impl Domain {
     /// Waits until the domain has been unloaded (by anyone) and returns the report.
     pub async fn unloaded(&self) -> UnloadReport {
         self.shared.wait_unloaded().await
+    }
+}
+
+/// Aborts a queued call whose caller stopped waiting for its answer (a dropped `invoke`).
+struct AbortUnlessAnswered(Option<(Arc<DomainShared>, Arc<CallCtl>)>);
+
+impl Drop for AbortUnlessAnswered {
+    fn drop(&mut self) {
+        if let Some((dom, ctl)) = self.0.take() {
+            dom.operation(&ctl, Operation::Abort, AbortReason::Embedder);
+        }
     }
 }
 
@@ -589,7 +637,7 @@ impl DomainShared {
         Ok(())
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         export: &str,
         args: Args,
@@ -599,6 +647,30 @@ impl DomainShared {
         let sig = self.signature(export)?;
         match (&sig.kind, &args) {
             (SigKind::Core { params }, Args::Core(args)) => check_signature(params, export, args)?,
+            (SigKind::Core { params }, Args::Bytes(_)) => {
+                use wasmtime::ValType;
+                let fits = matches!(params[..], [ValType::I32, ValType::I32]) && sig.results == 1;
+                if !fits {
+                    return Err(Error::BadArguments {
+                        name: export.to_string(),
+                        expected: "a byte call's (i32, i32) -> i64".into(),
+                        given: format!(
+                            "({}) with {} results",
+                            params
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            sig.results
+                        ),
+                    });
+                }
+            }
+            (SigKind::Component { .. }, Args::Bytes(_)) => {
+                return Err(Error::NoSuchExport(format!(
+                    "{export}` in a core module for a byte call; the domain holds a component"
+                )));
+            }
             (SigKind::Component { export, .. }, Args::Component(args)) => {
                 crate::component::check_args(export, args)?
             }
@@ -696,8 +768,17 @@ impl DomainShared {
         args: Args,
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
-        let mut req = self.request(export, args, &options, None)?;
-        if let Err(e) = self.admit(&req.ctl, &options) {
+        let req = self.request(export, args, &options, None)?;
+        self.invoke_request(req, &options).await
+    }
+
+    /// [`invoke`](Self::invoke) of a request already made (its call id is known).
+    pub(crate) async fn invoke_request(
+        self: &Arc<Self>,
+        mut req: CallRequest,
+        options: &CallOptions,
+    ) -> Result<CallOutput, Error> {
+        if let Err(e) = self.admit(&req.ctl, options) {
             return Ok(self.refuse(req, e)?);
         }
         let worker = {
@@ -709,9 +790,11 @@ impl DomainShared {
             }
         };
         let Some(worker) = worker else {
-            // Busy: queue behind the running work and wait for the answer.
+            // Busy: queue behind the running work and wait for the answer. Dropping this
+            // wait is the embedder's abort, as it is on the fast path.
             let (reply, rx) = oneshot::channel();
             req.reply = Some(reply);
+            let mut waiting = AbortUnlessAnswered(Some((self.clone(), req.ctl.clone())));
             match self.enqueue(req) {
                 Queued::Waiting => {}
                 Queued::Run(worker, req) => {
@@ -721,7 +804,9 @@ impl DomainShared {
                     let _ = self.refuse(req, CallError::DomainUnloaded);
                 }
             }
-            return Ok(rx.await.unwrap_or(Err(CallError::DomainUnloaded))?);
+            let answer = rx.await;
+            waiting.0 = None;
+            return Ok(answer.unwrap_or(Err(CallError::DomainUnloaded))?);
         };
         let result = self.run_here(worker, req).await;
         Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)
@@ -1210,9 +1295,8 @@ fn epoch_check(
 pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Ok(CallOutput {
-            values: Vec::new(),
-            component_values: Vec::new(),
             exit_code: Some(exit.0),
+            ..CallOutput::core(Vec::new())
         });
     }
     if let Some(kind) = e

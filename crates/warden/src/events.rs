@@ -54,6 +54,22 @@ pub enum EventKind {
         /// The export invoked.
         export: String,
     },
+    /// A call asked another domain for a call (`domain_call`): one hop of a cross-domain call.
+    DomainCall {
+        /// The domain called.
+        callee_domain: crate::ids::DomainId,
+        /// The call made there (its own `call_started` / `call_finished` follow in that domain).
+        callee_call: crate::ids::CallId,
+        /// The export called.
+        export: String,
+    },
+    /// A cross-domain call came back to its caller (the event's `call`).
+    DomainCallReturned {
+        /// The call made in the callee domain.
+        callee_call: crate::ids::CallId,
+        /// What `domain_call` returned: `0` ok, else its negative code.
+        code: i32,
+    },
     /// A call ended; exactly one per call.
     CallFinished {
         /// How it ended.

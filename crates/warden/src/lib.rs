@@ -31,6 +31,7 @@
 pub mod call;
 pub mod component;
 pub mod domain;
+pub mod domain_call;
 pub mod engine;
 pub mod error;
 mod escalation;

@@ -53,6 +53,8 @@ pub(crate) struct CallRequest {
 pub(crate) enum Args {
     Core(Vec<wasmtime::Val>),
     Component(Vec<wasmtime::component::Val>),
+    /// A byte call of a core export (`domain_call`, `Domain::call_bytes`): the argument.
+    Bytes(Vec<u8>),
     /// A `wasi:http/incoming-handler#handle` call: the request, and where the guest's
     /// `response-outparam` sends its answer.
     Http {
@@ -257,6 +259,25 @@ impl Worker {
                 *spent = !matches!(ran, Driven::Finished(Ok(())));
                 ended(ran, CallOutput::component(results))
             }
+            (Some(GuestFunc::Core(func)), Args::Bytes(input)) => match &*instance {
+                GuestInstance::Core(instance) => {
+                    let ran = {
+                        let fut =
+                            crate::domain_call::run_bytes(&mut *store, *instance, func, input);
+                        drive(&dom, ctl, fut, deadline).await
+                    };
+                    let mut bytes = Vec::new();
+                    let ran = ran.map_ok(|b| bytes = b);
+                    ended(
+                        ran,
+                        CallOutput {
+                            bytes,
+                            ..CallOutput::core(Vec::new())
+                        },
+                    )
+                }
+                GuestInstance::Component(_) => no_func(),
+            },
             (
                 _,
                 Args::Http {

@@ -20,12 +20,13 @@ mod bindings {
         imports: {
             "warden:host/locks.acquire": async | trappable,
             "warden:host/host.sleep": async | trappable,
+            "warden:host/domains.call": async | trappable,
             default: trappable,
         },
     });
 }
 
-use bindings::warden::host::{handles, host, locks, memory_gate, regions, types};
+use bindings::warden::host::{domains, handles, host, locks, memory_gate, regions, types};
 use types::ErrorCode;
 
 /// Links `warden:host` into a component linker.
@@ -45,6 +46,8 @@ fn error(code: i32, held: ErrorCode) -> ErrorCode {
         super::imports::NOT_PERMITTED => ErrorCode::NotPermitted,
         super::imports::HELD => held,
         INSUFFICIENT_MEMORY => ErrorCode::InsufficientMemory,
+        crate::domain_call::DOMAIN_UNLOADED => ErrorCode::DomainUnloaded,
+        crate::domain_call::CALLEE_FAILED => ErrorCode::CalleeFailed,
         _ => ErrorCode::BadArgument,
     }
 }
@@ -118,6 +121,28 @@ impl host::Host for DomainState {
     fn log(&mut self, level: i32, message: String) -> wasmtime::Result<()> {
         op::log(self, level, message.as_bytes());
         Ok(())
+    }
+}
+
+impl domains::Host for DomainState {
+    async fn call(
+        &mut self,
+        link: String,
+        export: String,
+        input: Vec<u8>,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        if input.len() > crate::domain_call::MAX_ARGUMENT
+            || !crate::domain_call::valid_link_name(&link)
+            || !crate::domain_call::valid_link_name(&export)
+        {
+            return Ok(Err(ErrorCode::BadArgument));
+        }
+        let timeout = timeout_ms.map(std::time::Duration::from_millis);
+        let at = op::At::of(self);
+        Ok(op::domain_call(at, &link, &export, input, timeout)
+            .await?
+            .map_err(|code| error(code, ErrorCode::BadArgument)))
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use warden_core::locks::{Acquired, LockError};
 use wasmtime::{Caller, Linker};
 
-use super::{deliver_if_due, read_guest, wait_abortable};
+use super::{deliver_if_due, guest_region_ok, read_guest, wait_abortable, write_guest};
 use crate::call::CallCtl;
 use crate::domain::{DomainShared, DomainState};
+use crate::domain_call::{CALLEE_FAILED, DOMAIN_UNLOADED, MAX_ARGUMENT};
 
 /// The import module name of Warden's own imports.
 pub const MODULE: &str = "warden";
@@ -48,6 +49,14 @@ pub const ERROR_CODES: &[(i32, &str)] = &[
     (HELD, "already held / not held"),
     (INSUFFICIENT_MEMORY, "insufficient memory"),
     (BAD_ARGUMENT, "bad argument"),
+    (
+        DOMAIN_UNLOADED,
+        "domain unloaded: the callee of a domain_call is unloaded, or was during the call",
+    ),
+    (
+        CALLEE_FAILED,
+        "callee failed: the callee's call trapped, ran out of memory or was aborted",
+    ),
 ];
 
 /// Longest lock name accepted (bytes).
@@ -236,6 +245,23 @@ pub static IMPORTS: &[Import] = &[
         doc: "close a handle (drop the owner's reference); 0 ok",
         link: handle_close,
     },
+    Import {
+        name: "domain_call",
+        params: &[I32, I32, I32, I32, I32, I32, I32, I32, I64],
+        results: &[I32],
+        codes: &[
+            TIMEOUT,
+            DEADLOCK_VICTIM,
+            NOT_PERMITTED,
+            BAD_ARGUMENT,
+            DOMAIN_UNLOADED,
+            CALLEE_FAILED,
+        ],
+        doc: "call export (ptr, len) of the linked domain (ptr, len) with the argument bytes \
+              (ptr, len), result into (ptr, capacity), timeout ms (< 0: none); the result's \
+              length",
+        link: domain_call,
+    },
 ];
 
 /// Links every `"warden"` import.
@@ -361,6 +387,41 @@ fn gate_reserve(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
 fn gate_release(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
     l.func_wrap(MODULE, name, |cx: Cx<'_>, token: i32| -> i32 {
         code(op::gate_release(cx.data(), token))
+    })?;
+    Ok(())
+}
+
+// A cross-domain call (`domain_call.rs`): the buffers are checked before the callee is asked,
+// so a bad argument costs the callee nothing.
+fn domain_call(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
+    type Params = (i32, i32, i32, i32, i32, i32, i32, i32, i64);
+    l.func_wrap_async(MODULE, name, |mut cx: Cx<'_>, params: Params| {
+        Box::new(async move {
+            let (link_ptr, link_len, export_ptr, export_len, in_ptr, in_len, out_ptr, out_cap, ms) =
+                params;
+            let link = read_name(&mut cx, link_ptr, link_len);
+            let export = read_name(&mut cx, export_ptr, export_len);
+            let (Some(link), Some(export)) = (link, export) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            if in_len as i64 > MAX_ARGUMENT as i64 || !guest_region_ok(&mut cx, out_ptr, out_cap) {
+                return Ok(BAD_ARGUMENT);
+            }
+            let Some(input) = read_guest(&mut cx, in_ptr, in_len) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let timeout = u64::try_from(ms).ok().map(Duration::from_millis);
+            let at = op::At::of(cx.data());
+            match op::domain_call(at, &link, &export, input, timeout).await? {
+                Ok(bytes) => {
+                    let shown = bytes.len().min(out_cap as usize);
+                    write_guest(&mut cx, out_ptr, &bytes[..shown])
+                        .ok_or_else(|| wasmtime::format_err!("domain_call: result buffer"))?;
+                    Ok(i32::try_from(bytes.len()).unwrap_or(i32::MAX))
+                }
+                Err(code) => Ok(code),
+            }
+        })
     })?;
     Ok(())
 }
@@ -517,6 +578,21 @@ pub(crate) mod op {
         ctl.abort.lock_dropped();
         deliver_if_due(&dom, &ctl)?;
         Ok(Ok(()))
+    }
+
+    /// A cross-domain call through link `link` (see [`crate::domain_call`]).
+    pub(crate) async fn domain_call(
+        at: At,
+        link: &str,
+        export: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> wasmtime::Result<Result<Vec<u8>, i32>> {
+        let At { dom, call } = at;
+        let Some(ctl) = call else {
+            return Ok(Err(BAD_ARGUMENT));
+        };
+        crate::domain_call::call(&dom, &ctl, link, export, input, timeout).await
     }
 
     /// A memory-gate reservation of `bytes`: its (positive) token.

@@ -17,6 +17,8 @@ mod component_embedder;
 mod components;
 /// `disable-runtime`, the most severe action.
 mod disable_runtime;
+/// Calls between domains: bytes copied, hostile callees contained, cycles found.
+mod domain_calls;
 /// Domains, calls and containment (DESIGN §1, §2 "Calls and abort"): the public API's basics.
 mod domains;
 /// The `kv_store` example, run.
