@@ -65,12 +65,14 @@ queue = 256
 name = "friendly"
 route = "/hello"
 component = "example.wasm"
+grant = "network"
 deadline = "1s"
 
 [[app]]
 name = "hostile"
 route = "/"
 component = "example.wasm"
+grant = "network"
 deadline = "1s"
 max-memory = "16MiB"
 restart-intensity = { unloads = 40, within = "2s" }

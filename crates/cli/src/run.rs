@@ -40,8 +40,8 @@ Exit codes:
          arity, types), unknown or wrongly typed import
          (an unknown WASI function too), minimum memory or tables past the domain's limits,
          invalid or unreadable policy, nonsense size or duration, a --dir or --dir-ro
-         that is not a readable directory or not spelled HOST[::GUEST], an --env without a
-         name
+         that is not a readable directory or not spelled HOST[::GUEST] (or given under a
+         --grant without filesystem), an --env without a name, an unknown --grant category
   103    trap                     104  stack overflow
   105    out of memory            106  timeout (deadline)
   107    aborted (*)              108  rudely aborted (*)
@@ -55,6 +55,8 @@ Exit codes:
   116    policy chose rude-exit-process, or the shutdown watchdog ended the exit
   117    first SIGTERM/SIGINT     118  second signal (rude exit)
   119    Warden's own invariant broke (fail-fast; a report goes to stderr)
+  120    not permitted: the module imports what --grant forbids (each such import is
+         named with its category; refused before any guest code ran)
 (*) call outcomes of the embedding API; `warden run` does not end with them.
 A start function is a call like any other: its failure has its outcome's code.
 When several calls fail, the code is that of the first failing --invoke in command-line order.
@@ -90,6 +92,15 @@ pub struct RunArgs {
     /// (the cgroup limit, else physical memory less a margin).
     #[arg(long = "memory-budget", value_name = "SIZE")]
     memory_budget: Option<String>,
+    /// What the guest may import: a preset (safe: clocks and random; external: plus stdio,
+    /// file system (--dir), network, environment; unsafe: plus host locks, sleeps and waits,
+    /// handles) or a comma list of presets and categories, e.g. `safe,stdio,synchronization`.
+    /// Categories: clock, random, stdio, filesystem, network, environment, synchronization
+    /// (locks), blocking (sleep_ms, poll_oneoff), host-state (handles); compute, regions,
+    /// log and the memory gate are always granted. A module importing anything else is
+    /// refused before it runs (exit 120, each import named).
+    #[arg(long, value_name = "PRESET|LIST", default_value = "external")]
+    grant: String,
     /// Escalation policy: a preset (server, clr, sqlserver, fail-fast) or a TOML file.
     #[arg(long, value_name = "PRESET|FILE", default_value = "server")]
     policy: String,
@@ -230,7 +241,16 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
         None => None,
         Some(d) => warden_policy::parse_duration(d).map_err(|e| CliError::flag("--deadline", e))?,
     };
-    let mut config = DomainConfig::default();
+    let grant: warden::Grant =
+        args.grant
+            .parse()
+            .map_err(|e: warden::capability::ParseGrantError| {
+                CliError::flag("--grant", e.to_string())
+            })?;
+    let mut config = DomainConfig {
+        grant,
+        ..DomainConfig::default()
+    };
     if let Some(m) = &args.max_memory {
         config.max_memory = parse_size(m).map_err(|e| CliError::flag("--max-memory", e))?;
     }
@@ -254,6 +274,13 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
     }
     let env = guest_env(&args.env)?;
     let preopens = preopens(&args.dirs, &args.dirs_ro)?;
+    if !preopens.is_empty() && !grant.allows(warden::Capability::Filesystem) {
+        return Err(CliError::Usage(format!(
+            "--dir/--dir-ro need the filesystem capability, which --grant `{grant}` does not \
+             include (e.g. --grant {})",
+            grant.with(warden::Capability::Filesystem)
+        )));
+    }
     let engine = warden::EngineConfig::default();
     let bytes = read_bounded(
         &args.module,
@@ -288,6 +315,13 @@ fn plan(args: RunArgs, slot: &OnceLock<Runtime>) -> Result<Plan, CliError> {
     }
     let module = runtime
         .load_module(&bytes)
+        .map_err(|source| CliError::Load {
+            path: args.module.display().to_string(),
+            source,
+        })?;
+    // Once for the run, before any domain: every forbidden import in one message.
+    runtime
+        .check_grant(&module, grant)
         .map_err(|source| CliError::Load {
             path: args.module.display().to_string(),
             source,

@@ -195,6 +195,8 @@ fn unrepresentable_durations_saturate_instead_of_panicking() {
         "slow",
         "--deadline",
         "50ms",
+        "--grant",
+        "safe,blocking",
         "--policy",
         &policy,
     ]);
@@ -455,6 +457,8 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
             vec![
                 "run",
                 &deadlock,
+                "--grant",
+                "unsafe",
                 "--invoke",
                 "ab",
                 "--invoke",
@@ -462,6 +466,10 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
                 "--policy",
                 &deadlock_abort,
             ],
+        ),
+        (
+            "120",
+            vec!["run", &deadlock, "--grant", "safe", "--invoke", "ab"],
         ),
         (
             "111",
@@ -540,7 +548,16 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
               (br_if $take (i32.lt_u (local.get $i) (i32.const 256))))
             (local.get $got)))"#,
     );
-    let o = run(&["run", &g, "--invoke", "storm", "--repeat", "40"]);
+    let o = run(&[
+        "run",
+        &g,
+        "--grant",
+        "safe,synchronization",
+        "--invoke",
+        "storm",
+        "--repeat",
+        "40",
+    ]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("40 of 40 cycles"), "{err}");
@@ -553,7 +570,16 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
 
     // The events say so too: 5,120 marks made, so some of the oldest went.
     let o = run(&[
-        "run", &g, "--invoke", "storm", "--repeat", "20", "--events", "json",
+        "run",
+        &g,
+        "--grant",
+        "safe,synchronization",
+        "--invoke",
+        "storm",
+        "--repeat",
+        "20",
+        "--events",
+        "json",
     ]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let dropped: Vec<serde_json::Value> = stderr(&o)

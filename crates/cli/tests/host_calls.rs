@@ -149,6 +149,9 @@ fn a_poll_oneoff_sleep_ends_at_the_deadline() {
     for policy in ["server", "clr"] {
         let mut run = Stalled::start(&[
             &guest("sleeper.wat", SLEEPER),
+            // poll_oneoff is a host wait: `blocking`, beyond the default `external`.
+            "--grant",
+            "external,blocking",
             "--deadline",
             "1s",
             "--policy",

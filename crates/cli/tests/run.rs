@@ -327,7 +327,7 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
 fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
     let g = repo("guests/deadlock.wat").display().to_string();
     let o = run(&[
-        "run", &g, "--invoke", "ab", "--invoke", "ba", "--events", "json",
+        "run", &g, "--grant", "unsafe", "--invoke", "ab", "--invoke", "ba", "--events", "json",
     ]);
     // `deadlock = throw` (server): the victim is told -2, backs out and returns normally.
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -349,6 +349,8 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
     let o = run(&[
         "run",
         &g,
+        "--grant",
+        "external,synchronization,blocking",
         "--invoke",
         "ab",
         "--invoke",
@@ -358,4 +360,120 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
     ]);
     assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
     assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
+}
+
+/// A guest whose start function would print: refused under `safe` before it runs, each
+/// forbidden import named with its category, exit 120.
+#[test]
+fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
+    let g = write_guest(
+        "grant-refused.wat",
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $write (param i32 i32 i32 i32) (result i32)))
+          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
+          (import "warden" "log" (func $log (param i32 i32 i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "started\n")
+          (func $start
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 8))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+          (start $start)
+          (func (export "_start")))"#,
+    );
+    let g = g.to_str().unwrap();
+    let o = run(&["run", g, "--grant", "safe", "--events", "json"]);
+    assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "the start function ran");
+    let err = stderr(&o);
+    assert!(
+        err.contains("`wasi_snapshot_preview1`.`fd_write` (stdio)")
+            && err.contains("`warden`.`lock_acquire` (synchronization)")
+            && err.contains("grant `safe` forbids 2 imports")
+            && !err.contains("`log`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("\"domain_loaded\"") && !err.contains("\"call_started\""),
+        "{err}"
+    );
+    // The default, `external`, has stdio but not locks: only the lock is named.
+    let o = run(&["run", g]);
+    assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "grant `external` forbids 1 import: `warden`.`lock_acquire` (synchronization)"
+        ) && err.contains("`external,synchronization`"),
+        "{err}"
+    );
+    // Granted, it runs (so the refusals above were the grant's).
+    let o = run(&["run", g, "--grant", "external,synchronization"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "started\n");
+}
+
+#[test]
+fn the_default_grant_runs_a_wasi_hello_and_safe_does_not() {
+    let hello = repo("guests/hello.wat");
+    let hello = hello.to_str().unwrap();
+    let o = run(&["run", "--grant", "external", hello, "--", "x"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 1\n");
+    let o = run(&["run", "--grant", "safe", hello]);
+    assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("`fd_write` (stdio)") && err.contains("`args_sizes_get` (environment)"),
+        "{err}"
+    );
+    // A list naming exactly what it needs.
+    let o = run(&["run", "--grant", "safe,stdio,environment", hello]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_bad_grant_is_bad_input_naming_it() {
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--grant",
+        "safe,sockets",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--grant: unknown capability `sockets`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["run", &hostile(), "--invoke", "answer", "--grant", ""]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--grant: empty grant"),
+        "{}",
+        stderr(&o)
+    );
+    // A preopen under a grant without `filesystem` is refused before anything runs.
+    let dir = std::env::temp_dir();
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--grant",
+        "safe",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--dir/--dir-ro need the filesystem capability")
+            && stderr(&o).contains("--grant safe,filesystem"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
 }

@@ -85,7 +85,7 @@ fn the_c_example_backs_out_of_a_deadlock_and_runs_its_finalizers() {
 
     let w = wasm.display().to_string();
     let o = run(&[
-        "run", &w, "--invoke", "ab", "--invoke", "ba", "--events", "json",
+        "run", &w, "--grant", "unsafe", "--invoke", "ab", "--invoke", "ba", "--events", "json",
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");

@@ -237,7 +237,7 @@ const HELLO: &str = "hello from warden\n";
 fn config(extra_app: &str, top: &str) -> String {
     format!(
         "{top}\n[[app]]\nname = \"example\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n\
-         deadline = \"1s\"\nmax-memory = \"16MiB\"\n{extra_app}\n"
+         grant = \"network\"\ndeadline = \"1s\"\nmax-memory = \"16MiB\"\n{extra_app}\n"
     )
 }
 
@@ -439,7 +439,9 @@ fn refused(text: &str) -> (i32, String, String) {
 
 #[test]
 fn bad_configs_are_refused_naming_the_key_with_exit_code_4_before_listening() {
-    let app = "[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n";
+    let app =
+        "[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\ngrant = \"network\"\n";
+    let ungranted = "[[app]]\nname = \"a\"\nroute = \"/\"\ncomponent = \"COMPONENT\"\n";
     let core = write("core.wat", "(module (func (export \"f\")))");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -453,6 +455,17 @@ fn bad_configs_are_refused_naming_the_key_with_exit_code_4_before_listening() {
             "app \"a\".max-memory",
         ),
         (format!("{app}deadline = \"soon\"\n"), "app \"a\".deadline"),
+        (
+            format!("{ungranted}grant = \"safe,sockets\"\n"),
+            "app \"a\".grant: `safe,sockets`: unknown capability `sockets`",
+        ),
+        // The example's outbound route imports wasi:http/outgoing-handler: `network`, which
+        // an app's default (`safe`) does not include.
+        (ungranted.to_string(), "app \"a\".grant: "),
+        (
+            ungranted.to_string(),
+            "`wasi:http/outgoing-handler@0.2.12` (network)",
+        ),
         (
             format!("drain = \"1h\"\n{app}"),
             "drain: 1h is not below the policy's process-exit bound",

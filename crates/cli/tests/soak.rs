@@ -67,6 +67,8 @@ fn the_soak_guest_takes_locks_and_reservations_and_leaves_nothing() {
     let o = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["run"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guests/soak.wat"))
+        // Locks are `synchronization`, beyond the default `external`.
+        .args(["--grant", "external,synchronization"])
         .args(["--invoke", "cycle", "--repeat", "100", "--handles", "2"])
         .output()
         .unwrap();

@@ -372,16 +372,16 @@ impl CallCtl {
         CalleeGuard(self)
     }
 
-    /// Passes an abort of this call on to the call it waits for, as its embedder's abort.
+    /// Passes an abort of this call on to the call it waits for. A plain request, not the
+    /// policy's `abort` operation: this runs wherever the caller's abort was requested, which
+    /// may be under the caller's domain's slot lock (an unload), and the operation could take
+    /// the callee's (a self-link, or two domains unloading each other). The callee's worker
+    /// still bounds the abort by the operation's timeout, as it bounds every request.
     fn abort_callee(&self, kind: AbortKind) {
         let Some((dom, ctl)) = self.callee_slot().clone() else {
             return;
         };
-        let op = match kind {
-            AbortKind::Polite => warden_policy::Operation::Abort,
-            AbortKind::Rude => warden_policy::Operation::RudeAbort,
-        };
-        dom.operation(&ctl, op, AbortReason::Embedder);
+        ctl.request_abort(&dom, kind, AbortReason::Embedder);
     }
 
     pub(crate) fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {

@@ -85,6 +85,10 @@ pub struct DomainConfig {
     /// HTTP options for a `wasi:http/proxy` component (see [`http`](crate::http)): by
     /// default every outbound request is denied.
     pub http: crate::http::HttpConfig,
+    /// What the guest may import ([`capability`](crate::capability)), checked before any
+    /// guest code runs. Default [`Grant::UNSAFE`](crate::Grant::UNSAFE): everything, as before
+    /// grants existed; `warden run` defaults to `external`, `warden serve` apps to `safe`.
+    pub grant: crate::capability::Grant,
 }
 
 impl Default for DomainConfig {
@@ -99,6 +103,7 @@ impl Default for DomainConfig {
             max_handles: 4096,
             wasi: WasiConfig::default(),
             http: crate::http::HttpConfig::default(),
+            grant: crate::capability::Grant::default(),
         }
     }
 }
@@ -235,6 +240,21 @@ impl Domain {
     ) -> Result<Domain, Error> {
         rt.admit().map_err(Error::Call)?;
         let pre = rt.check_imports(module)?;
+        // After linking (an unknown import is that error), before anything of the domain.
+        rt.check_grant(module, config.grant)?;
+        if !config.wasi.preopens.is_empty()
+            && !config
+                .grant
+                .allows(crate::capability::Capability::Filesystem)
+        {
+            // Preview1's descriptor calls (stdio's) would reach a preopened directory too.
+            return Err(Error::Config(format!(
+                "wasi.preopens: {} preopened directories, but the grant `{}` does not include \
+                 `filesystem`",
+                config.wasi.preopens.len(),
+                config.grant
+            )));
+        }
         // Before anything of the domain exists, so a bad grant leaves nothing behind.
         let (wasi, wasi_p2) = match &module.code {
             Code::Core(m) => match m.imports().any(|i| i.module() == "wasi_snapshot_preview1") {

@@ -145,7 +145,16 @@ pub(crate) async fn call(
         background: caller.background,
         reserve: None,
     };
-    let req = match callee.request(export, crate::worker::Args::Bytes(input), &options, None) {
+    let component = callee.module.is_component();
+    let args = match component {
+        // A component's export takes WIT values: the bytes are their WAVE text.
+        true => match wave_args(&callee.module, export, &input) {
+            Some(values) => crate::worker::Args::Component(values),
+            None => return Ok(Err(BAD_ARGUMENT)),
+        },
+        false => crate::worker::Args::Bytes(input),
+    };
+    let req = match callee.request(export, args, &options, None) {
         Ok(req) => req,
         Err(crate::Error::NoSuchExport(_) | crate::Error::BadArguments { .. }) => {
             return Ok(Err(BAD_ARGUMENT));
@@ -184,9 +193,44 @@ pub(crate) async fn call(
         }
     });
     Ok(match result {
+        Ok(output) if component => Ok(wave_results(&output.component_values).into_bytes()),
         Ok(output) => Ok(output.bytes),
         Err(_) => Err(code),
     })
+}
+
+/// A component callee's arguments from their WAVE text (`(40, 2)`, or `40, 2`), typed by its
+/// export `export`; `None` when the text is not UTF-8, not WAVE, or not of those types.
+fn wave_args(
+    module: &crate::Module,
+    export: &str,
+    input: &[u8],
+) -> Option<Vec<wasmtime::component::Val>> {
+    use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
+    let text = std::str::from_utf8(input).ok()?.trim();
+    let params = module.component_func(export).ok()?.params();
+    let list = match text.starts_with('(') {
+        true => text.to_string(),
+        false => format!("({text})"),
+    };
+    let source = format!("f{list}");
+    let call = UntypedFuncCall::parse(&source).ok()?;
+    call.to_wasm_params::<wasmtime::component::Val>(params.iter())
+        .ok()
+}
+
+/// A component callee's results as WAVE text: one value as itself, none or several as a
+/// tuple (as `wasmtime run --invoke` prints them).
+fn wave_results(values: &[wasmtime::component::Val]) -> String {
+    use wasmtime::component::wasm_wave;
+    let shown: Vec<String> = values
+        .iter()
+        .map(|v| wasm_wave::to_string(v).unwrap_or_else(|_| "<resource>".into()))
+        .collect();
+    match shown.as_slice() {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
 }
 
 enum Waited {

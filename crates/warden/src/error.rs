@@ -41,6 +41,20 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
+fn not_permitted(
+    grant: crate::capability::Grant,
+    imports: &[crate::capability::ImportCapability],
+) -> String {
+    let list: Vec<String> = imports.iter().map(|i| i.to_string()).collect();
+    let enough = imports.iter().fold(grant, |g, i| g.with(i.capability));
+    format!(
+        "not permitted: the grant `{grant}` forbids {} import{}: {}; it would run under `{enough}`",
+        imports.len(),
+        if imports.len() == 1 { "" } else { "s" },
+        list.join(", "),
+    )
+}
+
 fn chain(e: &Cause) -> Chain<'_> {
     Chain(&**e)
 }
@@ -83,6 +97,16 @@ pub enum Error {
         module: String,
         /// Import field name.
         name: String,
+    },
+    /// The module imports what the domain's grant forbids
+    /// ([`DomainConfig::grant`](crate::DomainConfig::grant), [`capability`](crate::capability)).
+    /// Refused before any guest code ran; every forbidden import is listed.
+    #[error("{}", not_permitted(*.grant, .imports))]
+    NotPermitted {
+        /// The grant the domain was to have.
+        grant: crate::capability::Grant,
+        /// Every import it forbids, with its category, in the module's import order.
+        imports: Vec<crate::capability::ImportCapability>,
     },
     /// Instantiation failed for a reason no guest code caused: an import of the wrong type,
     /// an unknown WASI function, a table or memory minimum the domain's limits cannot hold.

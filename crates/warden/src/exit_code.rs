@@ -50,6 +50,9 @@ pub const SIGNALLED: i32 = 117;
 pub const SIGNALLED_RUDE: i32 = 118;
 /// Warden's own invariant broke (fail-fast).
 pub const FATAL: i32 = 119;
+/// Not permitted: the module imports what its grant forbids (refused before any guest code
+/// ran; see [`capability`](crate::capability)).
+pub const NOT_PERMITTED: i32 = 120;
 
 /// The exit code for a call outcome.
 pub fn for_outcome(outcome: Outcome) -> i32 {
@@ -81,13 +84,14 @@ pub fn for_action(action: Action) -> i32 {
 /// The exit code for an error of loading a module, creating a domain or making a call: the
 /// outcome's code for a call (a failed start function included), the guest's own code for
 /// a start function that called `proc_exit`, [`INSUFFICIENT_MEMORY`] for a full instance
-/// pool, and [`BAD_INPUT`] for everything about the input itself (an invalid, oversized or
+/// pool, [`NOT_PERMITTED`] for an import the grant forbids, and [`BAD_INPUT`] for everything about the input itself (an invalid, oversized or
 /// over-long-to-compile module, an unknown or wrongly typed import, a missing export).
 pub fn for_error(error: &Error) -> i32 {
     match error {
         Error::Call(err) => for_outcome(err.outcome()),
         Error::StartExited(code) => *code,
         Error::AtCapacity(_) => INSUFFICIENT_MEMORY,
+        Error::NotPermitted { .. } => NOT_PERMITTED,
         _ => BAD_INPUT,
     }
 }

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod capability;
 pub mod component;
 pub mod domain;
 pub mod domain_call;
@@ -54,6 +55,7 @@ pub mod wasi;
 mod worker;
 
 pub use call::{CallError, CallHandle, CallOptions, CallOutput, CallResult, Outcome};
+pub use capability::{Capability, Grant};
 pub use component::ComponentExport;
 pub use domain::{Domain, DomainConfig, UnloadReport};
 pub use engine::{Allocator, EngineConfig, Module};

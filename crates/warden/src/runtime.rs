@@ -210,6 +210,24 @@ impl Runtime {
         Domain::create(&self.inner, module, config).await
     }
 
+    /// Every import of `module` that Warden or the embedder provides, with the
+    /// [`Capability`](crate::Capability) it needs ([`capability`](crate::capability)), in the
+    /// module's import order. Imports nobody provides are not listed (creating a domain fails
+    /// on them anyway).
+    pub fn required_capabilities(
+        &self,
+        module: &Module,
+    ) -> Vec<crate::capability::ImportCapability> {
+        crate::capability::required(module, &self.inner.host_functions)
+    }
+
+    /// Whether a domain of `module` may be created under `grant`: the check
+    /// [`create_domain`](Self::create_domain) makes, without creating anything.
+    /// [`Error::NotPermitted`] lists every import the grant forbids.
+    pub fn check_grant(&self, module: &Module, grant: crate::Grant) -> Result<(), Error> {
+        self.inner.check_grant(module, grant)
+    }
+
     /// Subscribes to the event stream. The callback runs on the thread that produced the
     /// event; keep it short.
     pub fn subscribe(&self, sink: impl Fn(&Event) + Send + Sync + 'static) {
@@ -308,6 +326,15 @@ impl RuntimeInner {
             .instantiate_pre(m)
             .map(Pre::Core)
             .map_err(|e| Error::Instantiate(crate::error::cause(e)))
+    }
+
+    /// The grant check of domain creation.
+    pub(crate) fn check_grant(&self, module: &Module, grant: crate::Grant) -> Result<(), Error> {
+        if grant == crate::Grant::UNSAFE {
+            // Everything is allowed: no need to walk the imports.
+            return Ok(());
+        }
+        grant.check(&crate::capability::required(module, &self.host_functions))
     }
 
     pub(crate) fn register(&self, dom: &Arc<DomainShared>) {

@@ -9,7 +9,7 @@
  *
  *     clang --target=wasm32-wasi -O2 -mexec-model=reactor -I sdk/c \
  *         sdk/c/examples/transfer.c -o transfer.wasm
- *     warden run transfer.wasm --invoke ab --invoke ba --events json
+ *     warden run transfer.wasm --grant unsafe --invoke ab --invoke ba --events json
  *
  * Each domain has its own memory, so each finalizer reports its own domain's tally.
  */

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use warden::{Operation, Policy};
+use warden::{Grant, Operation, Policy};
 
 use crate::size::parse_size;
 
@@ -52,6 +52,7 @@ struct RawApp {
     cool_down: Option<String>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
+    grant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +128,9 @@ pub struct AppConfig {
     pub cool_down: Duration,
     /// Hosts outbound HTTP may reach; empty denies all.
     pub allowed_outbound_hosts: Vec<String>,
+    /// What its component may import: `safe` plus the `grant` key's presets and categories
+    /// (checked when the component is loaded, before anything listens).
+    pub grant: Grant,
 }
 
 /// Erlang's restart intensity: more than `unloads` within `within` is too many.
@@ -151,6 +155,9 @@ const DEFAULT_INTENSITY: Intensity = Intensity {
     within: Duration::from_secs(30),
 };
 const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(30);
+/// The bundled example's grant: `safe` plus `network`, for its route that tries an outbound
+/// request (which `allowed-outbound-hosts` still denies).
+pub const EXAMPLE_GRANT: &str = "network";
 /// The bundled example's deadline: short, so its hostile routes end quickly.
 const EXAMPLE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -183,6 +190,7 @@ impl ServeConfig {
             restart_intensity: DEFAULT_INTENSITY,
             cool_down: DEFAULT_COOL_DOWN,
             allowed_outbound_hosts: Vec::new(),
+            grant: Grant::SAFE.union(EXAMPLE_GRANT.parse().expect("a valid grant")),
         });
         config
     }
@@ -409,6 +417,13 @@ fn resolve_app(app: RawApp, i: usize, base: &Path, file: &str) -> Result<AppConf
             Some(d) => duration(d).map_err(|r| err("cool-down", r))?,
         },
         allowed_outbound_hosts: app.allowed_outbound_hosts,
+        grant: match &app.grant {
+            None => Grant::SAFE,
+            Some(g) => Grant::SAFE.union(
+                g.parse::<Grant>()
+                    .map_err(|e| err("grant", format!("`{g}`: {e}")))?,
+            ),
+        },
         name: app.name,
         route: app.route,
     })
@@ -465,6 +480,7 @@ recycle-memory = "4MiB"
 restart-intensity = { unloads = 2, within = "10s" }
 cool-down = "1s"
 allowed-outbound-hosts = ["example.com"]
+grant = "stdio,synchronization"
 "#,
         )
         .unwrap();
@@ -495,6 +511,7 @@ allowed-outbound-hosts = ["example.com"]
             }
         );
         assert_eq!(a.allowed_outbound_hosts, ["example.com"]);
+        assert_eq!(a.grant.to_string(), "safe,stdio,synchronization");
         assert_eq!(
             c.policy.base_preset(),
             "sqlserver".parse::<warden::Preset>().unwrap()
@@ -511,6 +528,7 @@ allowed-outbound-hosts = ["example.com"]
         assert_eq!(c.drain, DEFAULT_DRAIN);
         assert_eq!(c.apps[0].instance_reuse, 1);
         assert_eq!(c.apps[0].max_memory, DEFAULT_MAX_MEMORY);
+        assert_eq!(c.apps[0].grant, Grant::SAFE);
     }
 
     #[track_caller]
@@ -535,6 +553,16 @@ allowed-outbound-hosts = ["example.com"]
             "process-exit bound (25s)",
         );
         refused(&format!("policy = \"lenient\"\n{APP}"), "policy", "lenient");
+        refused(
+            &format!("{APP}grant = \"safe,sockets\"\n"),
+            "app \"hello\".grant",
+            "unknown capability `sockets`",
+        );
+        refused(
+            &format!("{APP}grant = \"\"\n"),
+            "app \"hello\".grant",
+            "empty grant",
+        );
         refused(
             &format!("[admission]\nmax-in-flight = 0\n{APP}"),
             "admission.max-in-flight",

@@ -65,6 +65,7 @@ impl Apps {
                 let module = modules.get(&c.name)?.clone();
                 let config = DomainConfig {
                     max_memory: c.max_memory,
+                    grant: c.grant,
                     http: HttpConfig {
                         allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
                     },

@@ -54,8 +54,11 @@ Configuration (TOML, kebab-case keys, unknown keys refused; see docs/serve.md):
     restart-intensity = { unloads = 5, within = \"30s\" }   # more: quarantined (503)
     cool-down = \"30s\"              # or POST /admin/apps/NAME/restore on the admin port
     allowed-outbound-hosts = []    # outbound HTTP denied unless listed
+    grant = \"network\"              # imports allowed: safe plus these presets/categories
+                                   # (stdio, filesystem, network, environment, ...); a
+                                   # component importing more is refused at start (4)
 Without CONFIG: the bundled example app at / (routes /hello, /loop, /hog, /recurse, /trap,
-/sleep) with a 2s deadline and 64MiB.
+/sleep) with a 2s deadline, 64MiB and grant safe,network.
 
 Statuses: the guest's own; 504 deadline; 503 admission, quarantine, insufficient memory,
 process exiting, runtime disabled (with Retry-After); 500 trap, stack overflow, out of
@@ -65,7 +68,8 @@ Exit codes:
     0    SIGTERM/SIGINT: every request in flight drained within `drain`, then exited in order
     2    bad command line
     4    bad configuration: unknown key, bad value, missing or unfit component, duplicate
-         name or route, an address that cannot be bound (the message names the key)
+         name or route, an address that cannot be bound, a bad grant or a component
+         importing what its grant forbids (the message names the key)
   114-116  the policy chose an exit (as warden run), or the exit watchdog ended it (116)
   117    SIGTERM/SIGINT, and the drain bound passed with requests still in flight
   118    second signal (rude exit)
@@ -264,6 +268,14 @@ fn load_component(
         ))
         .into());
     }
+    // Refused here, before anything listens, rather than at each request.
+    runtime
+        .check_grant(&module, app.grant)
+        .map_err(|e| ConfigError {
+            file: file.into(),
+            key: format!("app \"{}\".grant", app.name),
+            reason: format!("{}: {e}", component_name(&app.component)),
+        })?;
     Ok(module)
 }
 

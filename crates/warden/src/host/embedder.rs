@@ -41,6 +41,7 @@ use wasmtime::{Caller, Linker};
 
 use super::deliver_if_due;
 use crate::call::CallCtl;
+use crate::capability::Capability;
 use crate::domain::{DomainShared, DomainState};
 use crate::error::Error;
 use crate::handles::HandleGuard;
@@ -58,7 +59,20 @@ type Link = Arc<dyn Fn(&mut Linker<DomainState>) -> wasmtime::Result<()> + Send 
 struct Entry {
     module: String,
     name: String,
+    /// What a guest's grant must hold to import it (`host-state` unless declared).
+    capability: Capability,
     link: Link,
+}
+
+/// The category of an embedder function or interface that declares none: it reaches the
+/// embedder's own state, which is what `host-state` stands for.
+pub const DEFAULT_CAPABILITY: Capability = Capability::HostState;
+
+/// Which registration [`HostFunctions::requires`] applies to.
+#[derive(Clone, Copy, Debug)]
+enum Last {
+    Func(usize),
+    Component(usize),
 }
 
 /// A set of embedder host functions, given to a runtime in
@@ -73,6 +87,7 @@ pub struct HostFunctions {
     entries: Vec<Entry>,
     /// Interfaces for component guests (`typed.rs`).
     pub(super) components: Vec<super::typed::ComponentEntry>,
+    last: Option<Last>,
 }
 
 impl std::fmt::Debug for HostFunctions {
@@ -210,12 +225,31 @@ impl HostFunctions {
     }
 
     fn push(&mut self, module: &str, name: &str, link: Link) -> &mut Self {
+        self.last = Some(Last::Func(self.entries.len()));
         self.entries.push(Entry {
             module: module.to_string(),
             name: name.to_string(),
+            capability: DEFAULT_CAPABILITY,
             link,
         });
         self
+    }
+
+    /// Declares the [`Capability`] a guest's grant must hold to import the function or the
+    /// component interface added last (before any is added, it does nothing):
+    /// `host.func("kv", "put", put).requires(Capability::MayLeakOnAbort)`. Undeclared, it is
+    /// [`DEFAULT_CAPABILITY`] (`host-state`). A later call replaces an earlier one.
+    pub fn requires(&mut self, capability: Capability) -> &mut Self {
+        match self.last {
+            Some(Last::Func(i)) => self.entries[i].capability = capability,
+            Some(Last::Component(i)) => self.components[i].capability = capability,
+            None => {}
+        }
+        self
+    }
+
+    pub(super) fn mark_component(&mut self) {
+        self.last = Some(Last::Component(self.components.len() - 1));
     }
 
     /// Whether `module::name` is one of these functions.
@@ -223,6 +257,25 @@ impl HostFunctions {
         self.entries
             .iter()
             .any(|e| e.module == module && e.name == name)
+    }
+
+    /// The category of the core function `module::name`, if it is one of these.
+    pub fn capability_of(&self, module: &str, name: &str) -> Option<Capability> {
+        self.entries
+            .iter()
+            .find(|e| e.module == module && e.name == name)
+            .map(|e| e.capability)
+    }
+
+    /// The category of a component import that is not Warden's: the one declared for the
+    /// interface registered under that name (with or without its `@version`), else
+    /// [`DEFAULT_CAPABILITY`] (whatever the embedder's link functions defined).
+    pub fn component_capability(&self, interface: &str) -> Capability {
+        let bare = interface.split('@').next().unwrap_or(interface);
+        self.components
+            .iter()
+            .find(|c| c.interface() == interface || c.interface() == bare)
+            .map_or(DEFAULT_CAPABILITY, |c| c.capability)
     }
 
     /// Links them all; an error names the function that could not be defined.

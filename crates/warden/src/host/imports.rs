@@ -13,6 +13,7 @@ use wasmtime::{Caller, Linker};
 
 use super::{deliver_if_due, guest_region_ok, read_guest, wait_abortable, write_guest};
 use crate::call::CallCtl;
+use crate::capability::Capability;
 use crate::domain::{DomainShared, DomainState};
 use crate::domain_call::{CALLEE_FAILED, DOMAIN_UNLOADED, MAX_ARGUMENT};
 
@@ -114,6 +115,9 @@ pub struct Import {
     pub codes: &'static [i32],
     /// What it does.
     pub doc: &'static str,
+    /// The category a domain's grant must hold for a guest to import it
+    /// ([`capability`](crate::capability)).
+    pub capability: Capability,
     link: fn(&mut L, &'static str) -> wasmtime::Result<()>,
 }
 
@@ -155,6 +159,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "enter a critical region (polite abort deferred)",
+        capability: Capability::Regions,
         link: critical_enter,
     },
     Import {
@@ -163,6 +168,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "leave a critical region; a pending abort lands here",
+        capability: Capability::Regions,
         link: critical_exit,
     },
     Import {
@@ -171,6 +177,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "enter a constrained region (rude abort deferred too)",
+        capability: Capability::Regions,
         link: constrained_enter,
     },
     Import {
@@ -179,6 +186,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "leave a constrained region; a pending abort lands here",
+        capability: Capability::Regions,
         link: constrained_exit,
     },
     Import {
@@ -187,6 +195,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[],
         doc: "1 if an abort is pending for this call",
+        capability: Capability::Regions,
         link: abort_requested,
     },
     Import {
@@ -195,6 +204,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[TIMEOUT, DEADLOCK_VICTIM, POISONED, HELD, BAD_ARGUMENT],
         doc: "acquire a named host lock (name ptr, len, timeout ms; < 0 waits forever); 0 ok",
+        capability: Capability::Synchronization,
         link: lock_acquire,
     },
     Import {
@@ -203,6 +213,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[HELD, BAD_ARGUMENT],
         doc: "release a named host lock; 0 ok; a pending abort lands at the last release",
+        capability: Capability::Synchronization,
         link: lock_release,
     },
     Import {
@@ -211,6 +222,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[INSUFFICIENT_MEMORY, BAD_ARGUMENT],
         doc: "memory gate: reserve bytes; a positive token",
+        capability: Capability::Gate,
         link: gate_reserve,
     },
     Import {
@@ -219,6 +231,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "return a memory-gate reservation by token; 0 ok",
+        capability: Capability::Gate,
         link: gate_release,
     },
     Import {
@@ -227,6 +240,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "host-routed sleep, woken by a deliverable abort; 0 ok",
+        capability: Capability::Blocking,
         link: sleep_ms,
     },
     Import {
@@ -235,6 +249,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[],
         codes: &[],
         doc: "a guest log line (level, ptr, len) as a `guest_log` event",
+        capability: Capability::Log,
         link: log,
     },
     Import {
@@ -243,6 +258,7 @@ pub static IMPORTS: &[Import] = &[
         results: &[I32],
         codes: &[BAD_ARGUMENT],
         doc: "close a handle (drop the owner's reference); 0 ok",
+        capability: Capability::HostState,
         link: handle_close,
     },
     Import {
@@ -261,6 +277,7 @@ pub static IMPORTS: &[Import] = &[
               (ptr, len), result into (ptr, capacity), timeout ms (< 0: none); the result's \
               length",
         link: domain_call,
+        capability: Capability::Domains,
     },
 ];
 

@@ -53,10 +53,10 @@ mod embedder;
 pub(crate) mod imports;
 mod typed;
 
-pub use embedder::{CallContext, HostContext, HostError, HostFunctions};
+pub use embedder::{CallContext, DEFAULT_CAPABILITY, HostContext, HostError, HostFunctions};
 pub use imports::{
     ABORTED, BAD_ARGUMENT, DEADLOCK_VICTIM, ERROR_CODES, HELD, IMPORTS, INSUFFICIENT_MEMORY,
-    Import, MAX_HELD_LOCKS, MAX_RESERVATIONS, NOT_PERMITTED, POISONED, TIMEOUT, WasmType,
+    Import, MAX_HELD_LOCKS, MAX_RESERVATIONS, MODULE, NOT_PERMITTED, POISONED, TIMEOUT, WasmType,
 };
 pub use typed::{ComponentHost, ComponentLinker, Embedded, Getter};
 pub(crate) use typed::{EmbedderStates, contain_panics};

@@ -100,6 +100,8 @@ type LinkComponent = Arc<dyn Fn(&mut ComponentLinker) -> wasmtime::Result<()> + 
 #[derive(Clone)]
 pub(crate) struct ComponentEntry {
     interface: String,
+    /// What a guest's grant must hold to import it ([`HostFunctions::requires`]).
+    pub(super) capability: crate::capability::Capability,
     state: TypeId,
     make: Make,
     link: LinkComponent,
@@ -197,6 +199,9 @@ impl HostFunctions {
     /// Several interfaces may share one state type: each domain then holds one `S`, made by
     /// the factory registered first. An interface already defined (WASI's, `warden:host`, or
     /// one added twice) makes [`Runtime::new`](crate::Runtime::new) fail naming it.
+    ///
+    /// A guest's grant must hold the interface's category to import it: `host-state` unless
+    /// [`requires`](HostFunctions::requires) follows this call.
     pub fn component<S, M, L>(&mut self, interface: &str, state: M, link: L) -> &mut Self
     where
         S: Send + 'static,
@@ -205,10 +210,12 @@ impl HostFunctions {
     {
         self.components.push(ComponentEntry {
             interface: interface.to_string(),
+            capability: super::embedder::DEFAULT_CAPABILITY,
             state: TypeId::of::<S>(),
             make: Arc::new(move |id| Box::new(state(id))),
             link: Arc::new(move |linker| link(linker, get::<S>)),
         });
+        self.mark_component();
         self
     }
 

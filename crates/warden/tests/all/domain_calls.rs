@@ -254,9 +254,8 @@ async fn a_caller_past_its_deadline_ends_timeout_and_ends_the_runaway_callee_cal
     assert_eq!(go(&caller, "inc", -1).await, 3);
 }
 
-/// Three domains in a ring, each relaying to the next: the third call would wait for the
-/// first, which waits for it. It is the victim (-2); the others complete.
-const RELAY: &str = r#"
+/// A relay with a hop count: the first argument byte is how many more hops to make.
+const HOPS: &str = r#"
 (module
   (import "warden" "domain_call" (func $call
     (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
@@ -265,17 +264,23 @@ const RELAY: &str = r#"
   (data (i32.const 16) "relay")
   (func (export "warden_alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "relay") (param $p i32) (param $l i32) (result i64) (local $r i32)
+    (if (i32.eqz (i32.load8_u (local.get $p)))
+      (then (return (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+                            (i64.const 1)))))
+    (i32.store8 (local.get $p) (i32.sub (i32.load8_u (local.get $p)) (i32.const 1)))
     (local.set $r (call $call (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 5)
-      (local.get $p) (local.get $l) (i32.const 200) (i32.const 64) (i64.const -1)))
+      (local.get $p) (i32.const 1) (i32.const 200) (i32.const 64) (i64.const -1)))
     (if (i32.lt_s (local.get $r) (i32.const 0))
       (then (i32.store (i32.const 200) (local.get $r)) (local.set $r (i32.const 4))))
     (i64.or (i64.shl (i64.const 200) (i64.const 32)) (i64.extend_i32_u (local.get $r)))))
 "#;
 
+/// Three domains in a ring, each relaying to the next (9 hops asked): the third call would
+/// wait for the first, which waits for it. One call is the victim (-2); the others complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
     let (rt, rec) = runtime();
-    let m = rt.load_module(RELAY.as_bytes()).unwrap();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
     let mut ring = Vec::new();
     for _ in 0..3 {
         ring.push(rt.create_domain(&m, DomainConfig::default()).await.unwrap());
@@ -284,7 +289,7 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
         ring[i].link("next", &ring[(i + 1) % 3]).unwrap();
     }
     let output = ring[0]
-        .call_bytes("relay", b"x", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -312,7 +317,7 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
     assert_eq!(rec.named("call_started").len(), 3);
     // No wait-for edge is left: the ring runs again the same way.
     let again = ring[1]
-        .call_bytes("relay", b"y", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -323,11 +328,11 @@ async fn a_ring_of_three_domains_is_a_deadlock_with_one_victim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_calling_itself_is_its_own_deadlock_victim() {
     let (rt, rec) = runtime();
-    let m = rt.load_module(RELAY.as_bytes()).unwrap();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
     d.link("next", &d).unwrap();
     let output = d
-        .call_bytes("relay", b"x", CallOptions::default())
+        .call_bytes("relay", &[9], CallOptions::default())
         .unwrap()
         .join()
         .await
@@ -404,4 +409,158 @@ async fn a_component_calls_a_linked_domain_through_warden_host() {
         [CVal::S32(3000 + i32::from(b'b'))]
     );
     assert_eq!(outcomes(&rec, &callee), ["ok"]);
+}
+
+/// A component callee: typed exports, called with WIT values as WAVE text.
+const COMPONENT_CALLEE: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+    (func (export "boom") (result i32) unreachable))
+  (core instance $i (instantiate $m))
+  (func (export "add") (param "a" s32) (param "b" s32) (result s32)
+    (canon lift (core func $i "add")))
+  (func (export "boom") (result s32) (canon lift (core func $i "boom"))))
+"#;
+
+/// A core caller of [`COMPONENT_CALLEE`]: `go(export_ptr, export_len, in_ptr, in_len)`.
+const WAVE_CALLER: &str = r#"
+(module
+  (import "warden" "domain_call" (func $call
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "peer")
+  (data (i32.const 16) "add")
+  (data (i32.const 24) "boom")
+  (data (i32.const 32) "(40, 2)")
+  (data (i32.const 48) "(x)")
+  (func (export "go") (param $e i32) (param $el i32) (param $i i32) (param $il i32) (result i32)
+    (call $call (i32.const 0) (i32.const 4) (local.get $e) (local.get $el)
+      (local.get $i) (local.get $il) (i32.const 200) (i32.const 64) (i64.const -1)))
+  (func (export "out") (param $i i32) (result i32)
+    (i32.load8_u (i32.add (i32.const 200) (local.get $i)))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_callee_takes_and_returns_wit_values_as_wave() {
+    let (rt, rec) = runtime();
+    let callee = rt.load_module(COMPONENT_CALLEE.as_bytes()).unwrap();
+    let callee = rt
+        .create_domain(&callee, DomainConfig::default())
+        .await
+        .unwrap();
+    let caller = rt.load_module(WAVE_CALLER.as_bytes()).unwrap();
+    let caller = rt
+        .create_domain(&caller, DomainConfig::default())
+        .await
+        .unwrap();
+    caller.link("peer", &callee).unwrap();
+    let go = |e: (i32, i32), i: (i32, i32)| {
+        let args = [Val::I32(e.0), Val::I32(e.1), Val::I32(i.0), Val::I32(i.1)];
+        let caller = caller.clone();
+        async move {
+            caller
+                .invoke("go", &args, CallOptions::default())
+                .await
+                .unwrap()
+                .values[0]
+                .unwrap_i32()
+        }
+    };
+    assert_eq!(go((16, 3), (32, 7)).await, 2);
+    assert_eq!(out(&caller, 2).await, b"42");
+    // Arguments that are not WAVE of the export's types cost the callee nothing.
+    assert_eq!(go((16, 3), (48, 3)).await, BAD_ARGUMENT);
+    assert_eq!(outcomes(&rec, &callee), ["ok"]);
+    // A trap ends a component's domain (the component model's rule); the caller goes on.
+    assert_eq!(go((24, 4), (32, 0)).await, CALLEE_FAILED);
+    assert_eq!(go((16, 3), (32, 7)).await, DOMAIN_UNLOADED);
+    assert!(caller.is_loaded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_a_waiting_caller_aborts_its_callee_call_and_leaves_the_callee_serving() {
+    let (rt, rec) = runtime();
+    let (caller, callee) = pair(&rt).await;
+    let call = caller
+        .call("go", &go_args("nap", -1), CallOptions::default())
+        .unwrap();
+    wait_until("the callee runs the nap", || callee.is_busy()).await;
+    let report = tokio::time::timeout(common::ENDS_WITHIN, caller.unload())
+        .await
+        .expect("the unload ends");
+    assert!(!caller.is_loaded(), "{report:?}");
+    assert_eq!(call.join().await.unwrap_err(), CallError::DomainUnloaded);
+    wait_until("the callee's call is reported", || {
+        outcomes(&rec, &callee) == ["aborted"]
+    })
+    .await;
+    let again = callee
+        .call_bytes("inc", b"a", CallOptions::default())
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+    assert_eq!(again.bytes, b"b");
+}
+
+/// Many concurrent relays of random lengths around a ring of four domains, some aborted:
+/// rings close and open all the time. Every call ends, no wait-for edge or lock is left, and
+/// every domain serves a call afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_relays_around_a_ring_all_end() {
+    let (rt, rec) = runtime();
+    let m = rt.load_module(HOPS.as_bytes()).unwrap();
+    let mut ring = Vec::new();
+    for _ in 0..4 {
+        ring.push(rt.create_domain(&m, DomainConfig::default()).await.unwrap());
+    }
+    for i in 0..4 {
+        ring[i].link("next", &ring[(i + 1) % 4]).unwrap();
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let hops = (next() % 7) as u8;
+        let d = &ring[(next() % 4) as usize];
+        let call = d
+            .call_bytes("relay", &[hops], CallOptions::default())
+            .unwrap();
+        if i % 7 == 3 {
+            call.abort();
+        }
+        calls.push(call);
+    }
+    let mut ok = 0;
+    for call in calls {
+        let r = tokio::time::timeout(common::ENDS_WITHIN, call.join())
+            .await
+            .expect("every relay ends");
+        ok += usize::from(r.is_ok());
+    }
+    assert!(ok > 0, "some relays complete");
+    for d in &ring {
+        wait_until("the ring is idle", || !d.is_busy()).await;
+        let out = d
+            .call_bytes("relay", &[0], CallOptions::default())
+            .unwrap()
+            .join()
+            .await
+            .unwrap();
+        assert_eq!(out.bytes, [0]);
+    }
+    assert_eq!(rt.locks().lock_count(), 0);
+    // One outcome per call started by the test or by a relay.
+    let started = rec.named("domain_call").len() + 200 + 4;
+    wait_until("every call is reported", || {
+        rec.named("call_finished").len() == started
+    })
+    .await;
 }

@@ -16,8 +16,10 @@ const GUEST: &str = r#"
   (import "warden" "constrained_exit" (func $kout))
   (import "warden" "abort_requested" (func $requested (result i32)))
   (import "warden" "sleep_ms" (func $sleep (param i64) (result i32)))
+  (import "warden" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) "ABC")
+  (data (i32.const 8) "in")
   (func (export "acquire") (param $l i32) (result i32)
     (call $acq (local.get $l) (i32.const 1) (i64.const -1)))
   (func (export "acquire_within") (param $l i32) (param $ms i64) (result i32)
@@ -57,17 +59,21 @@ const GUEST: &str = r#"
   ;; A critical region that sleeps, then leaves: a polite abort lands in critical_exit.
   (func (export "critical_sleep") (param $ms i64) (result i32)
     (call $cin)
+    (call $log (i32.const 3) (i32.const 8) (i32.const 2))
     (drop (call $sleep (local.get $ms)))
     (call $cout)
     (i32.const 1))
-  (func (export "critical_spin") (call $cin) (loop $l (br $l)))
+  (func (export "critical_spin")
+    (call $cin) (call $log (i32.const 3) (i32.const 8) (i32.const 2)) (loop $l (br $l)))
   (func (export "constrained_sleep_then_spin") (param $ms i64)
     (call $kin)
+    (call $log (i32.const 3) (i32.const 8) (i32.const 2))
     (drop (call $sleep (local.get $ms)))
     (call $kout)
     (loop $l (br $l)))
   (func (export "cooperative") (result i32)
     (call $cin)
+    (call $log (i32.const 3) (i32.const 8) (i32.const 2))
     (loop $l (if (i32.eqz (call $requested)) (then (drop (call $sleep (i64.const 5))) (br $l))))
     (call $cout)
     (i32.const 1))
@@ -110,6 +116,18 @@ async fn setup() -> (warden::Runtime, common::Recorder, warden::Module) {
     (rt, rec, m)
 }
 
+/// Waits until the guest has logged "in" (it entered its region) `n` times in all.
+async fn entered(rec: &common::Recorder, n: usize) {
+    common::wait_until("the guest is inside its region", || {
+        rec.named("guest_log")
+            .iter()
+            .filter(|e| e["message"] == "in")
+            .count()
+            >= n
+    })
+    .await;
+}
+
 async fn domain(rt: &warden::Runtime, m: &warden::Module) -> warden::Domain {
     rt.create_domain(m, DomainConfig::default()).await.unwrap()
 }
@@ -124,7 +142,7 @@ async fn polite_abort_is_deferred_by_a_critical_region_and_lands_in_critical_exi
     let d = domain(&rt, &m).await;
     let t = Instant::now();
     let call = d.call("critical_sleep", &[Val::I64(300)], opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    entered(&rec, 1).await;
     call.abort();
     // The sleep inside the region is not interrupted; the abort lands at critical_exit, so
     // the function's `i32.const 1` is never returned.
@@ -141,10 +159,10 @@ async fn polite_abort_is_deferred_by_a_critical_region_and_lands_in_critical_exi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rude_abort_ignores_critical_regions_but_waits_for_constrained_ones() {
-    let (rt, _, m) = setup().await;
+    let (rt, rec, m) = setup().await;
     let d = domain(&rt, &m).await;
     let call = d.call("critical_spin", &[], opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    entered(&rec, 1).await;
     call.rude_abort();
     let r = tokio::time::timeout(Duration::from_secs(5), call.join())
         .await
@@ -155,7 +173,7 @@ async fn rude_abort_ignores_critical_regions_but_waits_for_constrained_ones() {
     let call = d
         .call("constrained_sleep_then_spin", &[Val::I64(300)], opts())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    entered(&rec, 2).await;
     call.rude_abort();
     let r = tokio::time::timeout(Duration::from_secs(5), call.join())
         .await
@@ -169,10 +187,10 @@ async fn rude_abort_ignores_critical_regions_but_waits_for_constrained_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_requested_lets_a_guest_cut_its_region_short() {
-    let (rt, _, m) = setup().await;
+    let (rt, rec, m) = setup().await;
     let d = domain(&rt, &m).await;
     let call = d.call("cooperative", &[], opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    entered(&rec, 1).await;
     call.abort();
     let r = tokio::time::timeout(Duration::from_secs(5), call.join())
         .await
@@ -185,7 +203,7 @@ async fn a_host_wait_is_woken_by_a_deliverable_abort() {
     let (rt, _, m) = setup().await;
     let d = domain(&rt, &m).await;
     let call = d.call("long_sleep", &[], opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    common::wait_until("the call runs", || d.is_busy()).await;
     let t = Instant::now();
     call.abort();
     let r = tokio::time::timeout(Duration::from_secs(5), call.join())
@@ -241,7 +259,7 @@ async fn lock_timeout_returns_minus_one_and_the_lock_stays_usable() {
     let hold = holder
         .call("hold", &[Val::I32(0), Val::I64(400)], opts())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    common::wait_until("A is held", || rt.locks().is_held("A")).await;
     let r = other
         .invoke("acquire_within", &[Val::I32(0), Val::I64(50)], opts())
         .await;
@@ -296,7 +314,7 @@ async fn a_polite_abort_waits_for_held_locks_and_lands_in_lock_release() {
     let call = d
         .call("hold", &[Val::I32(2), Val::I64(300)], opts())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    common::wait_until("C is held", || rt.locks().is_held("C")).await;
     call.abort();
     assert_eq!(call.join().await.unwrap_err(), CallError::Aborted);
     assert!(t.elapsed() >= Duration::from_millis(300));

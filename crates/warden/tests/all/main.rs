@@ -11,6 +11,8 @@ mod common;
 
 /// Every input bounded, every exit code exact.
 mod bounds;
+/// Capabilities: a domain's grant checked against its imports at load (DESIGN §1, §4).
+mod capabilities;
 /// Embedder host functions for component guests, typed from WIT by `bindgen!`.
 mod component_embedder;
 /// Component guests: typed calls, and the core modules' hostile cases (DESIGN §4).

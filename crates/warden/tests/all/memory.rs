@@ -1,6 +1,6 @@
 //! Issue #6: the process budget, the memory gate, hard OOM and pressure.
 
-use crate::common::{Recorder, runtime_with};
+use crate::common::{Recorder, runtime_with, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -221,8 +221,10 @@ async fn reservations_are_freed_on_every_path() {
     let c = d
         .call("reserve_then", &[Val::I32(2)], Default::default())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(rt.memory().reserved, MIB);
+    wait_until("the call holds its reservation", || {
+        rt.memory().reserved == MIB
+    })
+    .await;
     c.abort();
     assert_eq!(c.join().await.unwrap_err(), CallError::Aborted);
     assert_eq!(rt.memory().reserved, 0);
@@ -230,7 +232,10 @@ async fn reservations_are_freed_on_every_path() {
     let c = d
         .call("reserve_then", &[Val::I32(2)], Default::default())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    wait_until("the call holds its reservation", || {
+        rt.memory().reserved == MIB
+    })
+    .await;
     let report = d.unload().await;
     assert!(c.join().await.is_err());
     assert_eq!(
@@ -282,7 +287,7 @@ async fn pressure_unloads_the_largest_idle_domain_and_never_a_busy_one() {
         ),
         1
     );
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    wait_until("busy runs its sleep", || busy.is_busy()).await;
     // Crossing 90 % of 16 MiB.
     assert_eq!(
         i32_of(

@@ -1,7 +1,7 @@
 //! Orderly shutdown through the runtime: one winner, phases in order, hooks, finalizers of
 //! idle domains, the `process-exit` watchdog, and the policy's exit actions.
 
-use crate::common::{HOSTILE, Recorder, runtime_with};
+use crate::common::{HOSTILE, Recorder, runtime_with, wait_until};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 use warden::shutdown::Phase;
@@ -97,14 +97,6 @@ fn finalizers_of(rec: &Recorder, d: &Domain) -> Vec<String> {
         .filter(|e| e["domain"] == d.id().0)
         .map(|e| e["result"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + ENDS_WITHIN;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[test]
