@@ -233,3 +233,184 @@ fn failpoints_fire_and_are_survived() {
     assert!(hits > 0, "{r:#}");
     assert_eq!(r["invariants"]["ok"], true, "{r:#}");
 }
+
+/// With `--features failpoints`: the failpoints at the entry of the WASI layer (stdio writes
+/// and reads, preview1 and preview2) and of the embedder's host functions fire in the bundled
+/// mix (its `wasi_io`, `stalled_io`, `component_write` and `embedder` guests reach them), and
+/// each is survived.
+#[cfg(feature = "failpoints")]
+#[test]
+fn the_host_call_layer_failpoints_fire_and_are_survived() {
+    let (path, read) = report("layer-failpoints.json");
+    let o = stress(
+        &[
+            "--seed",
+            "9",
+            "--cycles",
+            "192",
+            "--concurrency",
+            "8",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--kind",
+            "wasi_io",
+            "--kind",
+            "stalled_io",
+            "--kind",
+            "embedder",
+            "--kind",
+            "component_write",
+            "--failpoint-rate",
+            "1",
+            "--failpoint",
+            "wasi-write",
+            "--failpoint",
+            "wasi-read",
+            "--failpoint",
+            "embedder-entry",
+            "--report",
+            &path,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    let points = r["failpoints"]["points"].as_object().unwrap();
+    assert_eq!(points.len(), 3, "only the chosen ones are armed: {r:#}");
+    assert_eq!(r["failpoints"]["covered"], 3, "{r:#}");
+    assert_eq!(
+        r["failpoints"]["not_covered"],
+        serde_json::json!([]),
+        "{r:#}"
+    );
+    let names = r["failpoints"]["names"].as_array().unwrap();
+    for name in [
+        "wasi-write",
+        "wasi-read",
+        "embedder-entry",
+        "host-call-entry",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} is listed: {r:#}");
+    }
+    for name in ["wasi-write", "wasi-read", "embedder-entry"] {
+        let p = &points[name];
+        assert!(p["hits"].as_u64().unwrap() > 0, "{name}: {r:#}");
+        assert!(p["survived_rounds"].as_u64().unwrap() > 0, "{name}: {r:#}");
+    }
+    // Preview2's write (a component's `blocking-write-and-flush` to stdout) reaches it too.
+    let (p2, read_p2) = report("layer-failpoints-p2.json");
+    let o = stress(
+        &[
+            "--seed",
+            "4",
+            "--cycles",
+            "64",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--failpoint-rate",
+            "1",
+            "--failpoint",
+            "wasi-write",
+            "--kind",
+            "component_write",
+            "--report",
+            &p2,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r2 = read_p2();
+    assert_eq!(r2["invariants"]["ok"], true, "{r2:#}");
+    assert!(
+        r2["failpoints"]["points"]["wasi-write"]["hits"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{r2:#}"
+    );
+    // An injected embedder failure is a trap of that call, never more.
+    let runs: u64 = ["wasi_io", "stalled_io", "embedder", "component_write"]
+        .iter()
+        .map(|k| r["kinds"][k]["runs"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(runs, 192, "only the chosen kinds run: {r:#}");
+    let embedder = r["kinds"]["embedder"]["outcomes"].as_object().unwrap();
+    assert!(embedder.contains_key("trap"), "{r:#}");
+}
+
+#[test]
+fn an_unknown_kind_or_failpoint_is_refused_naming_the_known_ones() {
+    let o = stress(&["--cycles", "1", "--kind", "nope"], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no kind `nope`"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wasi_io"), "{}", stderr(&o));
+    let o = stress(&["--cycles", "1", "--failpoint", "nope"], false);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    if cfg!(feature = "failpoints") {
+        assert!(e.contains("no failpoint `nope`"), "{e}");
+        assert!(
+            e.contains("wasi-write") && e.contains("embedder-entry"),
+            "{e}"
+        );
+    } else {
+        assert!(e.contains("no failpoints"), "{e}");
+    }
+}
+
+/// Component guests are in the mix (built from WAT with wit-component at run time), each
+/// kind counted and held to its expected outcome: a typed call's value (42) and the
+/// `wasi:http` handler's status (200) are checked too, and the invariants are the same.
+#[test]
+fn component_kinds_are_mixed_in_counted_and_checked() {
+    let (path, read) = report("components.json");
+    let kinds = [
+        "component_answer",
+        "component_write",
+        "component_loop",
+        "component_trap",
+        "component_hog",
+        "http_hello",
+        "http_loop",
+    ];
+    let mut args = vec![
+        "--seed",
+        "4",
+        "--cycles",
+        "96",
+        "--exit-every",
+        "0",
+        "--no-generated",
+        "--failpoint-rate",
+        "0",
+        "--report",
+        &path,
+    ];
+    for k in &kinds {
+        args.extend(["--kind", k]);
+    }
+    let o = stress(&args, false);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    let mut runs = 0;
+    for k in kinds {
+        let n = r["kinds"][k]["runs"].as_u64().unwrap_or(0);
+        assert!(n > 0, "{k} ran: {r:#}");
+        runs += n;
+    }
+    assert_eq!(runs, 96, "{r:#}");
+    let outcomes = |k: &str| r["kinds"][k]["outcomes"].as_object().unwrap().clone();
+    assert!(
+        outcomes("component_hog").contains_key("out_of_memory"),
+        "{r:#}"
+    );
+    assert!(outcomes("component_trap").contains_key("trap"), "{r:#}");
+    assert!(outcomes("component_answer").contains_key("ok"), "{r:#}");
+    assert!(outcomes("component_write").contains_key("ok"), "{r:#}");
+    assert!(outcomes("http_hello").contains_key("ok"), "{r:#}");
+    assert!(!outcomes("http_loop").contains_key("ok"), "{r:#}");
+}

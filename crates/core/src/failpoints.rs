@@ -19,6 +19,9 @@ pub const NAMES: &[&str] = &[
     "store-create",
     "instantiate",
     "host-call-entry",
+    "wasi-write",
+    "wasi-read",
+    "embedder-entry",
 ];
 
 static HITS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());

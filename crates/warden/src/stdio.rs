@@ -363,6 +363,9 @@ impl IsTerminal for GuestInput {
 
 impl StdinStream for GuestInput {
     fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        #[cfg(feature = "failpoints")]
+        return Box::new(failing::Input(self.0.p2_stream()));
+        #[cfg(not(feature = "failpoints"))]
         self.0.p2_stream()
     }
 
@@ -371,11 +374,67 @@ impl StdinStream for GuestInput {
     }
 }
 
+/// The `wasi-read` failpoint at the entry of every guest read of an embedder's stdin
+/// (preview1's `fd_read`, preview2's `input-stream.read` and `blocking-read`): an injected
+/// failure is the guest's I/O error, as a failing reader's would be.
+#[cfg(feature = "failpoints")]
+mod failing {
+    use bytes::Bytes;
+    use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
+
+    pub(super) struct Input(pub(super) Box<dyn InputStream>);
+
+    fn injected() -> StreamError {
+        StreamError::LastOperationFailed(wasmtime::format_err!("failpoint wasi-read"))
+    }
+
+    #[async_trait::async_trait]
+    impl InputStream for Input {
+        fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+            warden_core::failpoint!("wasi-read", Err(injected()));
+            self.0.read(size)
+        }
+
+        async fn blocking_read(&mut self, size: usize) -> StreamResult<Bytes> {
+            warden_core::failpoint!("wasi-read", Err(injected()));
+            self.0.blocking_read(size).await
+        }
+
+        fn skip(&mut self, n: usize) -> StreamResult<usize> {
+            self.0.skip(n)
+        }
+
+        async fn blocking_skip(&mut self, n: usize) -> StreamResult<usize> {
+            self.0.blocking_skip(n).await
+        }
+
+        async fn cancel(&mut self) {
+            self.0.cancel().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Pollable for Input {
+        async fn ready(&mut self) {
+            self.0.ready().await
+        }
+    }
+}
+
 /// One handle on a sink, as WASI's streams want it.
 struct Stream(Arc<Sink>);
 
 impl OutputStream for Stream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        // The entry of every guest write to stdout/stderr, preview1's `fd_write` and
+        // preview2's `output-stream.write` alike: an injected failure is the guest's I/O error.
+        #[cfg(feature = "failpoints")]
+        warden_core::failpoint!(
+            "wasi-write",
+            Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "failpoint wasi-write"
+            )))
+        );
         self.0.write(&bytes)
     }
 

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use warden::{CallOptions, Domain, DomainConfig, Module, Outcome, Runtime, Val, WasiConfig};
+use warden::{
+    CallOptions, CallOutput, Domain, DomainConfig, Module, Outcome, Runtime, Val, WasiConfig,
+};
 
 use super::generated::{self, Differential};
 
@@ -71,6 +73,15 @@ pub enum Hostile {
     HungFinalizer,
     StalledIo,
     Sleep,
+    WasiIo,
+    Embedder,
+    ComponentAnswer,
+    ComponentWrite,
+    ComponentLoop,
+    ComponentTrap,
+    ComponentHog,
+    HttpHello,
+    HttpLoop,
 }
 
 pub const HOSTILE: &[Hostile] = &[
@@ -89,6 +100,15 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile::HungFinalizer,
     Hostile::StalledIo,
     Hostile::Sleep,
+    Hostile::WasiIo,
+    Hostile::Embedder,
+    Hostile::ComponentAnswer,
+    Hostile::ComponentWrite,
+    Hostile::ComponentLoop,
+    Hostile::ComponentTrap,
+    Hostile::ComponentHog,
+    Hostile::HttpHello,
+    Hostile::HttpLoop,
 ];
 
 impl Hostile {
@@ -109,7 +129,30 @@ impl Hostile {
             Hostile::HungFinalizer => "hung_finalizer",
             Hostile::StalledIo => "stalled_io",
             Hostile::Sleep => "sleep",
+            Hostile::WasiIo => "wasi_io",
+            Hostile::Embedder => "embedder",
+            Hostile::ComponentAnswer => "component_answer",
+            Hostile::ComponentWrite => "component_write",
+            Hostile::ComponentLoop => "component_loop",
+            Hostile::ComponentTrap => "component_trap",
+            Hostile::ComponentHog => "component_hog",
+            Hostile::HttpHello => "http_hello",
+            Hostile::HttpLoop => "http_loop",
         }
+    }
+
+    /// A component guest (called with component values, or through `call_http`).
+    fn component(self) -> bool {
+        matches!(
+            self,
+            Hostile::ComponentAnswer
+                | Hostile::ComponentWrite
+                | Hostile::ComponentLoop
+                | Hostile::ComponentTrap
+                | Hostile::ComponentHog
+                | Hostile::HttpHello
+                | Hostile::HttpLoop
+        )
     }
 
     fn export(self) -> &'static str {
@@ -127,6 +170,16 @@ impl Hostile {
             Hostile::Deadlock => "ab",
             Hostile::StalledIo => "read",
             Hostile::Sleep => "sleep_long",
+            Hostile::WasiIo => "write",
+            Hostile::Embedder => "embedder",
+            Hostile::ComponentAnswer => "answer",
+            Hostile::ComponentWrite => "write",
+            Hostile::ComponentLoop => "spin",
+            Hostile::ComponentTrap => "trap",
+            Hostile::ComponentHog => "hog",
+            // Request paths of the bundled wasi:http example.
+            Hostile::HttpHello => "/hello",
+            Hostile::HttpLoop => "/loop",
         }
     }
 
@@ -139,6 +192,8 @@ impl Hostile {
                 | Hostile::ConstrainedForever
                 | Hostile::StalledIo
                 | Hostile::Sleep
+                | Hostile::ComponentLoop
+                | Hostile::HttpLoop
         )
     }
 
@@ -151,18 +206,25 @@ impl Hostile {
             | Hostile::LockLeak
             | Hostile::LockAbuse
             | Hostile::HandleFlood
-            | Hostile::HungFinalizer => &[Ok],
+            | Hostile::HungFinalizer
+            | Hostile::WasiIo
+            | Hostile::Embedder
+            | Hostile::ComponentAnswer
+            | Hostile::ComponentWrite
+            | Hostile::HttpHello => &[Ok],
             Hostile::Deadlock => &[Ok, DeadlockVictim],
             Hostile::Recursion => &[StackOverflow],
-            Hostile::Hog => &[OutOfMemory],
-            Hostile::Trap => &[Trap],
+            Hostile::Hog | Hostile::ComponentHog => &[OutOfMemory],
+            Hostile::Trap | Hostile::ComponentTrap => &[Trap],
             // A deadline that cannot land (a region that never ends) escalates: the abort's
             // timeout makes it rude; the rude abort's makes it an unload.
             Hostile::Loop
             | Hostile::CriticalForever
             | Hostile::ConstrainedForever
             | Hostile::StalledIo
-            | Hostile::Sleep => &[Timeout, RudeAborted, DomainUnloaded],
+            | Hostile::Sleep
+            | Hostile::ComponentLoop
+            | Hostile::HttpLoop => &[Timeout, RudeAborted, DomainUnloaded],
         }
     }
 }
@@ -206,6 +268,13 @@ pub struct Fixtures {
     pub hostile: Module,
     pub finalizer: Module,
     pub stall: Module,
+    pub io: Module,
+    /// The component kinds' guest (`component.wit`, `component.wat`).
+    pub component: Module,
+    /// The bundled `wasi:http/proxy` example, for the `http_*` kinds.
+    pub http: Module,
+    /// Where the guests' stdout goes: one writer thread for the whole run.
+    pub stdout: warden::stdio::GuestOutput,
     pub user: Vec<UserModule>,
 }
 
@@ -233,6 +302,21 @@ impl Fixtures {
                 include_bytes!("../../guests/finalizer.wat"),
             )?,
             stall: load("stall.wat", include_bytes!("../../guests/stall.wat"))?,
+            io: load("io.wat", include_bytes!("../../guests/io.wat"))?,
+            component: load(
+                "component.wat",
+                &warden::http::example::build(
+                    include_str!("../../guests/component.wit"),
+                    "stress",
+                    include_str!("../../guests/component.wat"),
+                )
+                .map_err(|e| format!("component.wat: {e}"))?,
+            )?,
+            http: load(
+                "the wasi:http example",
+                &warden::http::example::component_bytes(),
+            )?,
+            stdout: warden::stdio::GuestOutput::to_writer(std::io::sink()),
             user: users,
         })
     }
@@ -247,6 +331,8 @@ pub struct MixConfig {
     pub generated: bool,
     /// Check outcomes against [`Hostile::expected`] (the built-in policy, no failpoint armed).
     pub check_expected: bool,
+    /// The bundled kinds cycles draw from (default: all of [`HOSTILE`]).
+    pub kinds: Vec<Hostile>,
 }
 
 /// One call's end as the cycle saw it.
@@ -302,7 +388,7 @@ pub fn choose(rng: &mut Rng, fixtures: &Fixtures, config: &MixConfig) -> Work {
     if config.generated && roll >= 85 {
         return Work::Generated(rng.next());
     }
-    Work::Hostile(*rng.pick(HOSTILE))
+    Work::Hostile(*rng.pick(&config.kinds))
 }
 
 impl Cycle {
@@ -330,6 +416,7 @@ impl Cycle {
                 inherit_stdio: false,
                 // A stdin nobody writes to: the stalled-I/O guest waits on it for ever.
                 stdin: Some(warden::stdio::GuestInput::new(Never)),
+                stdout: Some(self.fixtures.stdout.clone()),
                 ..WasiConfig::default()
             },
             ..DomainConfig::default()
@@ -383,19 +470,25 @@ impl Cycle {
         }
     }
 
-    /// Runs `export` on `domain` with `interf`, and records its end.
+    /// Runs `export` on `domain` with `interf`, and records its end; the output when it
+    /// ended `ok` and was joined.
     async fn call(
         &mut self,
         domain: &Domain,
         export: &str,
-        args: &[Val],
+        args: Args<'_>,
         options: CallOptions,
         interf: Interference,
         result: &mut CycleResult,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, Option<CallOutput>)> {
         let started = Instant::now();
         if let Interference::DropFuture(after) = interf {
-            let fut = domain.invoke(export, args, options);
+            let fut = async {
+                match args {
+                    Args::Core(args) => domain.invoke(export, args, options).await,
+                    Args::Component => domain.invoke_component(export, &[], options).await,
+                }
+            };
             let outcome = match tokio::time::timeout(after, fut).await {
                 Ok(Ok(_)) => Some(Outcome::Ok),
                 Ok(Err(warden::Error::Call(e))) => Some(e.outcome()),
@@ -412,9 +505,13 @@ impl Cycle {
                 outcome,
                 latency_ms: started.elapsed().as_secs_f64() * 1e3,
             });
-            return outcome;
+            return outcome.map(|o| (o, None));
         }
-        let handle = match domain.call(export, args, options) {
+        let handle = match args {
+            Args::Core(args) => domain.call(export, args, options),
+            Args::Component => domain.call_component(export, &[], options),
+        };
+        let handle = match handle {
             Ok(h) => h,
             Err(e) => {
                 result
@@ -450,7 +547,85 @@ impl Cycle {
             }
             _ => None,
         };
-        let outcome = match handle.join().await {
+        let (outcome, output) = match handle.join().await {
+            Ok(out) => (Outcome::Ok, Some(out)),
+            Err(e) => (e.outcome(), None),
+        };
+        if let Some(t) = unloader {
+            let _ = t.await;
+        }
+        result.calls.push(CallEnd {
+            call: Some(id),
+            outcome: Some(outcome),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+        Some((outcome, output))
+    }
+
+    /// Sends a GET of `path` to the `wasi:http` domain with `interf` (an abort or an unload;
+    /// the others are not the HTTP path's), reads the response's body, and records the call's
+    /// end; the response's status when there was one.
+    async fn http(
+        &mut self,
+        domain: &Domain,
+        path: &str,
+        options: CallOptions,
+        interf: Interference,
+        result: &mut CycleResult,
+    ) -> Option<(Outcome, Option<u16>)> {
+        use http_body_util::BodyExt;
+        let started = Instant::now();
+        let request = hyper::Request::builder()
+            .uri(format!("http://localhost{path}"))
+            .body(warden::http::body_from_bytes(bytes::Bytes::new()));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                result
+                    .violations
+                    .push(format!("{}: request: {e}", result.kind));
+                return None;
+            }
+        };
+        let mut call = match domain.call_http(request, options) {
+            Ok(c) => c,
+            Err(e) => {
+                result
+                    .violations
+                    .push(format!("{}: call_http({path}) refused: {e}", result.kind));
+                return None;
+            }
+        };
+        let id = call.id();
+        let unloader = match interf {
+            Interference::Unload(after) | Interference::RudeUnload(after) => {
+                let rude = matches!(interf, Interference::RudeUnload(_));
+                let d = domain.clone();
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if rude {
+                        d.rude_unload().await;
+                    } else {
+                        d.unload().await;
+                    }
+                }))
+            }
+            _ => None,
+        };
+        // As for a core call: the abort goes in after its delay, before the answer is read
+        // (an abort of a call that has already ended is a no-op).
+        if let Interference::Abort(after) = interf {
+            tokio::time::sleep(after).await;
+            call.abort();
+        }
+        let status = async {
+            let response = call.response().await.ok()?;
+            let status = response.status().as_u16();
+            response.into_body().collect().await.ok()?;
+            Some(status)
+        }
+        .await;
+        let outcome = match call.into_handle().join().await {
             Ok(_) => Outcome::Ok,
             Err(e) => e.outcome(),
         };
@@ -462,7 +637,7 @@ impl Cycle {
             outcome: Some(outcome),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         });
-        Some(outcome)
+        Some((outcome, status))
     }
 
     fn check(
@@ -507,6 +682,9 @@ impl Cycle {
         let module = match h {
             Hostile::HungFinalizer => self.fixtures.finalizer.clone(),
             Hostile::StalledIo => self.fixtures.stall.clone(),
+            Hostile::WasiIo | Hostile::Embedder => self.fixtures.io.clone(),
+            Hostile::HttpHello | Hostile::HttpLoop => self.fixtures.http.clone(),
+            _ if h.component() => self.fixtures.component.clone(),
             _ => self.fixtures.hostile.clone(),
         };
         let quota = 16 + self.rng.below(48) as usize;
@@ -517,11 +695,59 @@ impl Cycle {
         if h == Hostile::HandleFlood {
             inserted = self.flood(&domain, quota, result);
         }
-        let interf = interference(&mut self.rng);
+        let mut interf = interference(&mut self.rng);
+        let http = matches!(h, Hostile::HttpHello | Hostile::HttpLoop);
+        if http
+            && matches!(
+                interf,
+                Interference::RudeAbort(_) | Interference::DropFuture(_)
+            )
+        {
+            interf = Interference::None;
+        }
         let options = self.options(h.unbounded(), interf);
-        let outcome = self
-            .call(&domain, h.export(), &[], options.clone(), interf, result)
-            .await;
+        let outcome = if http {
+            let ended = self
+                .http(&domain, h.export(), options.clone(), interf, result)
+                .await;
+            if let Some((Outcome::Ok, status)) = ended
+                && status != Some(200)
+                && self.config.check_expected
+            {
+                result.violations.push(format!(
+                    "{}: the call ended ok, yet its response was {status:?}, not 200",
+                    h.name()
+                ));
+            }
+            ended.map(|e| e.0)
+        } else {
+            let args = if h.component() {
+                Args::Component
+            } else {
+                Args::Core(&[])
+            };
+            let ended = self
+                .call(&domain, h.export(), args, options.clone(), interf, result)
+                .await;
+            // The typed answers, when nothing was injected.
+            let want = match h {
+                Hostile::ComponentAnswer => Some(42),
+                Hostile::ComponentWrite => Some(0),
+                _ => None,
+            };
+            if let Some(want) = want
+                && let Some((Outcome::Ok, Some(out))) = &ended
+                && self.config.check_expected
+                && out.component_values != [wasmtime::component::Val::U32(want)]
+            {
+                result.violations.push(format!(
+                    "{}: answered {:?}, not [U32({want})]",
+                    h.name(),
+                    out.component_values
+                ));
+            }
+            ended.map(|e| e.0)
+        };
         self.check(h, interf, &options, outcome, result);
         let report = if self.rng.chance(0.2) {
             domain.rude_unload().await
@@ -665,10 +891,17 @@ impl Cycle {
         };
         let interf = interference(&mut self.rng);
         let options = self.options(true, interf);
-        self.call(&domain, &export, &args, options, interf, result)
+        self.call(&domain, &export, Args::Core(&args), options, interf, result)
             .await;
         domain.unload().await;
     }
+}
+
+/// How a call's arguments are passed: core values, or none to a component's export.
+#[derive(Copy, Clone)]
+enum Args<'a> {
+    Core(&'a [Val]),
+    Component,
 }
 
 /// A reader that never has bytes: the stalled-I/O guest's stdin. Its read is a host wait that
@@ -683,4 +916,18 @@ impl tokio::io::AsyncRead for Never {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Pending
     }
+}
+
+/// The embedder's functions the `embedder` kind calls: one synchronous, one asynchronous (a
+/// parked wait an abort may end).
+pub fn host_functions() -> warden::HostFunctions {
+    let mut f = warden::HostFunctions::new();
+    f.func("stress", "add", |_, (a, b): (i32, i32)| {
+        Ok(a.wrapping_add(b))
+    });
+    f.func_async("stress", "pause", |_, (ms,): (i64,)| async move {
+        tokio::time::sleep(Duration::from_millis(ms.clamp(0, 1000) as u64)).await;
+        Ok(0i32)
+    });
+    f
 }

@@ -37,7 +37,8 @@ pub const VIOLATION: i32 = 1;
 pub const STRESS_HELP: &str = "\
 The mix: the bundled hostile guests (loop, recursion, memory hog, trap, a critical region and a
 constrained region that never end, an orphaned lock, lock misuse, deadlocks, handle floods, a
-finalizer that never returns, stalled I/O, long sleeps), wasm-smith modules, and your MODULEs
+finalizer that never returns, stalled I/O, long sleeps, WASI writes, calls to embedder
+functions), wasm-smith modules, and your MODULEs
 (each export whose parameters are numbers, given zeros), with random aborts, rude aborts,
 unloads mid-call, dropped futures, deadlines and memory-gate reservations, over --concurrency
 domains at once; racing exits in child processes every --exit-every cycles.
@@ -50,7 +51,8 @@ with a racer's code or the watchdog's, within the process-exit bound.
 A violation prints the seed and a one-line command that replays its round.
 
 Failpoints (a build with `--features failpoints`): budget-charge, handle-insert, lock-acquire,
-store-create, instantiate, host-call-entry; armed for a round by the seed (transient: once or
+store-create, instantiate, host-call-entry (Warden's imports), wasi-write and wasi-read (WASI
+stdio, preview1 and preview2), embedder-entry (the embedder's host functions); armed for a round by the seed (transient: once or
 by probability; persistent: every time), then disarmed.
 
 Exit codes:
@@ -129,6 +131,13 @@ pub struct StressArgs {
     /// Probability that a round arms a failpoint (builds with `--features failpoints`).
     #[arg(long = "failpoint-rate", value_name = "P", default_value_t = 0.3)]
     failpoint_rate: f64,
+    /// Draw the bundled guests from this kind only (repeatable; e.g. loop, trap, wasi_io;
+    /// default: every kind).
+    #[arg(long = "kind", value_name = "KIND")]
+    kind: Vec<String>,
+    /// Arm only this failpoint (repeatable; default: any of them).
+    #[arg(long = "failpoint", value_name = "NAME")]
+    failpoint: Vec<String>,
     /// How far RSS may grow past its peak during warm-up.
     #[arg(long = "rss-bound", value_name = "SIZE", default_value = "64MiB")]
     rss_bound: String,
@@ -208,6 +217,8 @@ struct Plan {
     user: Vec<(String, Vec<u8>)>,
     exit_every: u64,
     failpoint_rate: f64,
+    /// The failpoints a round may arm.
+    failpoints: Vec<&'static str>,
     rss_bound_kib: u64,
     warm_up: u64,
     inject_leak_at: Option<u64>,
@@ -245,6 +256,50 @@ fn plan(args: StressArgs) -> Result<Plan, String> {
     }
     if !(0.0..=1.0).contains(&args.failpoint_rate) {
         return Err("--failpoint-rate: must be a probability, 0 to 1".into());
+    }
+    let mut kinds = Vec::new();
+    for name in &args.kind {
+        match mix::HOSTILE.iter().find(|h| h.name() == name.as_str()) {
+            Some(h) if !kinds.contains(h) => kinds.push(*h),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "--kind: no kind `{}` (there are: {})",
+                    escape(name, false),
+                    mix::HOSTILE
+                        .iter()
+                        .map(|h| h.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    if kinds.is_empty() {
+        kinds = mix::HOSTILE.to_vec();
+    }
+    let mut chosen = Vec::new();
+    for name in &args.failpoint {
+        if !failpoints::COMPILED {
+            return Err(
+                "--failpoint: this build has no failpoints (build with --features failpoints)"
+                    .into(),
+            );
+        }
+        match failpoints::NAMES.iter().find(|n| **n == name.as_str()) {
+            Some(n) if !chosen.contains(n) => chosen.push(*n),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "--failpoint: no failpoint `{}` (there are: {})",
+                    escape(name, false),
+                    failpoints::NAMES.join(", ")
+                ));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = failpoints::NAMES.to_vec();
     }
     let (policy, builtin_policy) = load_policy(args.policy.as_deref(), args.allow_non_regular)?;
     let size = |flag: &str, s: &str| parse_size(s).map_err(|e| format!("{flag}: {e}"));
@@ -288,6 +343,12 @@ fn plan(args: StressArgs) -> Result<Plan, String> {
     if args.failpoint_rate != 0.3 {
         replay.push(format!("--failpoint-rate {}", args.failpoint_rate));
     }
+    for name in &args.kind {
+        replay.push(format!("--kind {}", shell(name)));
+    }
+    for name in &args.failpoint {
+        replay.push(format!("--failpoint {}", shell(name)));
+    }
     if let Some(at) = inject_leak_at {
         replay.push(format!("--inject-leak-at {at}"));
     }
@@ -309,10 +370,12 @@ fn plan(args: StressArgs) -> Result<Plan, String> {
             differential: args.differential,
             generated: !args.no_generated,
             check_expected: builtin_policy,
+            kinds,
         },
         user,
         exit_every: args.exit_every,
         failpoint_rate: args.failpoint_rate,
+        failpoints: chosen,
         rss_bound_kib: rss_bound / 1024,
         warm_up: args.warm_up,
         inject_leak_at,
@@ -364,6 +427,7 @@ pub fn run(args: StressArgs) -> i32 {
 /// action ends that runtime (it admits nothing more), and the run goes on with a new one.
 fn runtime(plan: &Plan, ledger: &Ledger) -> Result<Runtime, String> {
     let rt = Runtime::new(RuntimeConfig {
+        host_functions: mix::host_functions(),
         policy: plan.policy.clone(),
         memory_budget: Some(plan.memory_budget),
         exit: Arc::new(|_code| {}),
@@ -395,11 +459,11 @@ struct Armed {
     persistent: bool,
 }
 
-fn arm(rng: &mut Rng, rate: f64) -> Option<Armed> {
-    if !failpoints::COMPILED || !rng.chance(rate) {
+fn arm(rng: &mut Rng, rate: f64, names: &[&'static str]) -> Option<Armed> {
+    if !failpoints::COMPILED || names.is_empty() || !rng.chance(rate) {
         return None;
     }
-    let name = *rng.pick(failpoints::NAMES);
+    let name = *rng.pick(names);
     let persistent = rng.chance(0.3);
     #[cfg(feature = "failpoints")]
     {
@@ -473,7 +537,7 @@ async fn stress(plan: Plan) -> i32 {
     while end.is_none_or(|e| cycle < e) && started.elapsed() < plan.duration {
         let n = end.map_or(plan.concurrency, |e| (e - cycle).min(plan.concurrency));
         let mut round_rng = Rng::for_cycle(seed ^ 0x5157_0000_F417_0000, cycle);
-        let armed = arm(&mut round_rng, plan.failpoint_rate);
+        let armed = arm(&mut round_rng, plan.failpoint_rate, &plan.failpoints);
         let hits_before = failpoints::hits();
         let config = Arc::new(MixConfig {
             check_expected: mix.check_expected && armed.is_none(),
@@ -516,7 +580,7 @@ async fn stress(plan: Plan) -> i32 {
                 *outcomes.entry(name).or_default() += 1;
                 stats.calls += 1;
                 stats.dropped_futures += call.outcome.is_none() as u64;
-                stats.latencies_ms.push(call.latency_ms);
+                stats.latencies.record(call.latency_ms);
             }
             if result.kind == "generated" {
                 stats.generated_modules += 1;
@@ -541,8 +605,10 @@ async fn stress(plan: Plan) -> i32 {
         stats.cycles += n;
         stats.rounds += 1;
         let rss = invariants::rss_kib();
-        stats.rss.push((stats.cycles, rss));
-        stats.outcome_rounds.push((stats.cycles, outcomes));
+        stats.rss.push(stats.cycles, rss);
+        stats.rss_peak_kib = stats.rss_peak_kib.max(rss);
+        stats.rss_final_kib = Some(rss);
+        stats.outcome_rounds.push(stats.cycles, outcomes);
         if stats.cycles <= plan.warm_up {
             rss_warm = rss_warm.max(rss);
         } else {
@@ -655,7 +721,16 @@ async fn stress(plan: Plan) -> i32 {
             plan.from_cycle, stats.cycles, plan.concurrency,
             if plan.replay_args.is_empty() { "" } else { " " }, plan.replay_args),
     });
-    let report = stats.to_json(header, failpoints::COMPILED, plan.rss_bound_kib);
+    let report = stats.to_json(
+        header,
+        failpoints::NAMES,
+        if failpoints::COMPILED {
+            plan.failpoints.as_slice()
+        } else {
+            &[]
+        },
+        plan.rss_bound_kib,
+    );
     let mut code = if stats.violations.is_empty() {
         exit_code::SUCCESS
     } else {
@@ -742,6 +817,6 @@ fn summary(stats: &Stats, seed: u64, elapsed: Duration) -> String {
         stats.generated_modules,
         stats.exit_end_ms.len(),
         fired,
-        stats.rss.iter().map(|r| r.1).max().unwrap_or(0),
+        stats.rss_peak_kib,
     )
 }

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::report::Stats;
+use super::report::{Latencies, Stats};
 
 const SIZE: (u32, u32) = (900, 500);
 const COLOURS: [RGBColor; 10] = [
@@ -100,15 +100,16 @@ macro_rules! mesh {
 }
 
 fn rss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, text: bool) -> Res {
-    let max_x = stats.rss.iter().map(|r| r.0).max().unwrap_or(1).max(1);
-    let max_y = stats.rss.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64 / 1024.0;
+    let rss = stats.rss.points();
+    let max_x = rss.iter().map(|r| r.0).max().unwrap_or(1).max(1);
+    let max_y = rss.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64 / 1024.0;
     let mut chart = builder(area, "RSS over cycles", text)
         .build_cartesian_2d(0..max_x, 0.0..max_y * 1.1)
         .map_err(err)?;
     mesh!(chart, "cycles", "RSS (MiB)", text)?;
     chart
         .draw_series(LineSeries::new(
-            stats.rss.iter().map(|&(c, kib)| (c, kib as f64 / 1024.0)),
+            rss.iter().map(|&(c, kib)| (c, kib as f64 / 1024.0)),
             &COLOURS[0],
         ))
         .map_err(err)?;
@@ -116,11 +117,13 @@ fn rss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, text: b
 }
 
 fn latency<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, text: bool) -> Res {
-    // Buckets on a log scale: 0.1 ms … 10 s, five a decade.
-    let bucket = |ms: f64| ((ms.max(0.1).log10() + 1.0) * 5.0).floor().clamp(0.0, 29.0) as u32;
+    // Buckets on a log scale: 0.1 ms … 10 s, five a decade, from the run's finer ones
+    // (twenty a decade from 0.01 ms).
+    let per = Latencies::PER_DECADE / 5;
+    let below = Latencies::PER_DECADE; // 0.01 ms to 0.1 ms
     let mut counts = [0u64; 30];
-    for &ms in &stats.latencies_ms {
-        counts[bucket(ms) as usize] += 1;
+    for (b, n) in stats.latencies.buckets() {
+        counts[(b.saturating_sub(below) / per).min(29)] += n;
     }
     let max_y = counts.iter().copied().max().unwrap_or(1).max(1);
     let mut chart = builder(area, "Call latency (log buckets, 0.1 ms to 10 s)", text)
@@ -145,7 +148,7 @@ fn latency<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, tex
 
 fn outcomes<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, stats: &Stats, text: bool) -> Res {
     // Rounds grouped into at most 100 windows; one line per outcome.
-    let rounds = &stats.outcome_rounds;
+    let rounds = stats.outcome_rounds.points();
     let windows = rounds.len().clamp(1, 100);
     let per = rounds.len().div_ceil(windows).max(1);
     // Every outcome has a point in every window (0 where it did not occur).

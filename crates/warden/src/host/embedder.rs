@@ -193,6 +193,15 @@ impl HostFunctions {
                     };
                     let made = std::panic::catch_unwind(AssertUnwindSafe(|| f(cx.clone(), p)));
                     Box::new(async move {
+                        // The entry of an embedder's host function, failing as its own error
+                        // would (a trap of the call naming it).
+                        #[cfg(feature = "failpoints")]
+                        warden_core::failpoint!(
+                            "embedder-entry",
+                            Err(wasmtime::format_err!(
+                                "host function {label} failed: failpoint embedder-entry"
+                            ))
+                        );
                         let shield = shield
                             .transpose()
                             .map_err(|e| wasmtime::format_err!("host function {label}: {e}"))?;
@@ -523,6 +532,13 @@ fn run_sync<P, R, F>(
 where
     F: Fn(&mut HostContext<'_>, P) -> Result<R, HostError>,
 {
+    #[cfg(feature = "failpoints")]
+    warden_core::failpoint!(
+        "embedder-entry",
+        Err(wasmtime::format_err!(
+            "host function {label} failed: failpoint embedder-entry"
+        ))
+    );
     let mut cx = HostContext { caller };
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut cx, p)))
         .map_err(|panic| panic_message(&*panic));
