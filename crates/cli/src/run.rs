@@ -218,6 +218,14 @@ pub(crate) fn end_process(code: i32) -> ! {
 /// slow reader.
 const GUEST_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// `NAME: RESULTS` on stdout, after what the guest wrote there before it returned: the
+/// guest's output goes through Warden's buffer and writer thread, this line does not, so the
+/// buffer is drained first (bounded, as before an exit).
+fn result_line(name: &str, out: &CallOutput) {
+    warden::stdio::flush(GUEST_OUTPUT_DRAIN);
+    self::out(&format!("{}: {}", escape(name, false), render(out)));
+}
+
 /// How long a rude end waits for buffered output (warden's last messages) to reach a live
 /// reader.
 const RUDE_OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
@@ -590,7 +598,7 @@ fn start_background(plan: &Arc<Plan>) {
 fn print_background(name: &str, result: Result<CallOutput, warden::Error>) {
     match result {
         Ok(out) if out.exit_code.is_none() => {
-            self::out(&format!("{}: {}", escape(name, false), render(&out)));
+            result_line(name, &out);
         }
         Ok(_) => {}
         Err(warden::Error::Call(CallError::ProcessExiting)) => {}
@@ -713,7 +721,7 @@ fn report(finished: &Finished) -> i32 {
                         code.get_or_insert(1);
                     }
                 } else {
-                    self::out(&format!("{}: {}", escape(name, false), render(out)));
+                    result_line(name, out);
                 }
             }
             Err(e) => {
