@@ -49,10 +49,14 @@ impl store::Host for ComponentHost<'_, Kv> {
     }
 
     async fn slow(&mut self, ms: u64) -> wasmtime::Result<u32> {
-        self.entered.notify_one();
         let cx = self.call();
-        cx.uninterruptible(tokio::time::sleep(Duration::from_millis(ms)))
-            .await?;
+        let entered = self.entered.clone();
+        // Told from inside the uninterruptible part, so an abort sent then is deferred by it.
+        cx.uninterruptible(async move {
+            entered.notify_one();
+            tokio::time::sleep(Duration::from_millis(ms)).await
+        })
+        .await?;
         Ok(7)
     }
 
