@@ -811,6 +811,28 @@ fn a_version_switch_that_cannot_be_made_is_refused_and_the_app_keeps_serving() {
     assert_eq!(post("hello", "").status, 422);
     assert_eq!(post("hello", "2.0").status, 200);
     assert_eq!(s.get("/hello").body, V2);
+    // A version that imports what the app's grant does not allow (the environment) is
+    // refused when switched to, naming the import and its category; 2.0 keeps serving.
+    let wit = warden::http::example::WIT.replace(
+        "export wasi:http/incoming-handler@0.2.12;",
+        "import wasi:cli/environment@0.2.12;\n  export wasi:http/incoming-handler@0.2.12;",
+    );
+    let wat = warden::http::example::WAT.replacen(
+        "(module",
+        "(module\n  (import \"wasi:cli/environment@0.2.12\" \"get-arguments\" (func (param i32)))",
+        1,
+    );
+    let nosy = warden::http::example::build(&wit, "proxy", &wat).unwrap();
+    let store = dir().join("store-refusals");
+    std::fs::write(store.join("hello/4.0.wasm"), nosy).unwrap();
+    let r = post("hello", "4.0");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("wasi:cli/environment") && r.body.contains("environment"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.get("/hello").body, V2, "still 2.0");
 
     // An app served from a component file cannot be switched.
     let f = Serve::start(Some(&config("", "")));
