@@ -288,24 +288,39 @@ fn answer(r: Result<crate::CallOutput, crate::Error>) -> CallResult {
     }
 }
 
+/// A core callee's side of the byte ABI, found once per domain.
+#[derive(Clone)]
+pub(crate) struct BytesAbi {
+    alloc: wasmtime::TypedFunc<i32, i32>,
+    memory: wasmtime::Memory,
+}
+
 /// The callee's side of a byte call, run by its worker as the call's guest code (so under the
 /// call's deadline, abort and limits): allocate, copy in, call, copy out. An ABI violation by
 /// the callee traps its call.
 pub(crate) async fn run_bytes(
     store: &mut wasmtime::Store<crate::domain::DomainState>,
     instance: wasmtime::Instance,
+    abi: &mut Option<BytesAbi>,
     func: wasmtime::Func,
     input: Vec<u8>,
 ) -> wasmtime::Result<Vec<u8>> {
-    let alloc = instance
-        .get_typed_func::<i32, i32>(&mut *store, ALLOC_EXPORT)
-        .map_err(|_| {
-            wasmtime::format_err!("byte call: no export `{ALLOC_EXPORT}: (i32) -> i32`")
-        })?;
+    let BytesAbi { alloc, memory } = match abi {
+        Some(found) => found.clone(),
+        None => {
+            let alloc = instance
+                .get_typed_func::<i32, i32>(&mut *store, ALLOC_EXPORT)
+                .map_err(|_| {
+                    wasmtime::format_err!("byte call: no export `{ALLOC_EXPORT}: (i32) -> i32`")
+                })?;
+            let memory = instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| wasmtime::format_err!("byte call: no exported `memory`"))?;
+            abi.insert(BytesAbi { alloc, memory }).clone()
+        }
+    };
+    // `DomainShared::request` checked the type: `(i32, i32) -> i64`.
     let func = func.typed::<(i32, i32), i64>(&*store)?;
-    let memory = instance
-        .get_memory(&mut *store, "memory")
-        .ok_or_else(|| wasmtime::format_err!("byte call: no exported `memory`"))?;
     let len = i32::try_from(input.len())
         .map_err(|_| wasmtime::format_err!("byte call: argument too long"))?;
     let ptr = alloc.call_async(&mut *store, len).await?;

@@ -84,6 +84,9 @@ struct Parts {
     /// Function handles of the exports called so far, by [`Signature::slot`]: looking a
     /// function up in the instance costs more than the rest of a warm call's bookkeeping.
     funcs: Vec<Option<GuestFunc>>,
+    /// A core callee's byte-call ABI (`warden_alloc`, `memory`), looked up at its first byte
+    /// call.
+    bytes_abi: Option<crate::domain_call::BytesAbi>,
     /// A component whose guest code failed (trapped, was aborted, exited) cannot be entered
     /// again (the component model's rule; see `component.rs`).
     spent: bool,
@@ -142,6 +145,7 @@ impl Worker {
                 store,
                 instance,
                 funcs: Vec::new(),
+                bytes_abi: None,
                 spent: false,
             }),
         }
@@ -215,6 +219,7 @@ impl Worker {
             store,
             spent,
             instance,
+            bytes_abi,
             ..
         } = parts;
         store.data_mut().call = Some(ctl.clone());
@@ -262,8 +267,13 @@ impl Worker {
             (Some(GuestFunc::Core(func)), Args::Bytes(input)) => match &*instance {
                 GuestInstance::Core(instance) => {
                     let ran = {
-                        let fut =
-                            crate::domain_call::run_bytes(&mut *store, *instance, func, input);
+                        let fut = crate::domain_call::run_bytes(
+                            &mut *store,
+                            *instance,
+                            bytes_abi,
+                            func,
+                            input,
+                        );
                         drive(&dom, ctl, fut, deadline).await
                     };
                     let mut bytes = Vec::new();
