@@ -11,7 +11,7 @@ use std::time::Duration;
 use warden_core::locks::{Acquired, LockError};
 use wasmtime::{Caller, Linker};
 
-use super::{deliver_if_due, guest_region_ok, read_guest, wait_abortable, write_guest};
+use super::{deliver_if_due, read_guest, wait_abortable};
 use crate::call::CallCtl;
 use crate::capability::Capability;
 use crate::domain::{DomainShared, DomainState};
@@ -416,24 +416,41 @@ fn domain_call(l: &mut L, name: &'static str) -> wasmtime::Result<()> {
         Box::new(async move {
             let (link_ptr, link_len, export_ptr, export_len, in_ptr, in_len, out_ptr, out_cap, ms) =
                 params;
-            let link = read_name(&mut cx, link_ptr, link_len);
-            let export = read_name(&mut cx, export_ptr, export_len);
-            let (Some(link), Some(export)) = (link, export) else {
+            // The memory is looked up once: this runs on every cross-domain call.
+            let Some(memory) = cx.get_export("memory").and_then(|e| e.into_memory()) else {
                 return Ok(BAD_ARGUMENT);
             };
-            if in_len as i64 > MAX_ARGUMENT as i64 || !guest_region_ok(&mut cx, out_ptr, out_cap) {
-                return Ok(BAD_ARGUMENT);
-            }
-            let Some(input) = read_guest(&mut cx, in_ptr, in_len) else {
-                return Ok(BAD_ARGUMENT);
+            let (link, export, input) = {
+                let data = memory.data(&cx);
+                let region = |ptr: i32, len: i32| {
+                    let start = usize::try_from(ptr).ok()?;
+                    data.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+                };
+                let name = |ptr: i32, len: i32| {
+                    let bytes = region(ptr, len).filter(|b| valid_name_len(b.len()))?;
+                    std::str::from_utf8(bytes).ok().map(str::to_owned)
+                };
+                let out_ok = region(out_ptr, out_cap).is_some();
+                let input = region(in_ptr, in_len).filter(|b| b.len() <= MAX_ARGUMENT);
+                match (
+                    name(link_ptr, link_len),
+                    name(export_ptr, export_len),
+                    input,
+                ) {
+                    (Some(link), Some(export), Some(input)) if out_ok => {
+                        (link, export, input.to_vec())
+                    }
+                    _ => return Ok(BAD_ARGUMENT),
+                }
             };
             let timeout = u64::try_from(ms).ok().map(Duration::from_millis);
             let at = op::At::of(cx.data());
             match op::domain_call(at, &link, &export, input, timeout).await? {
                 Ok(bytes) => {
                     let shown = bytes.len().min(out_cap as usize);
-                    write_guest(&mut cx, out_ptr, &bytes[..shown])
-                        .ok_or_else(|| wasmtime::format_err!("domain_call: result buffer"))?;
+                    memory
+                        .write(&mut cx, out_ptr as usize, &bytes[..shown])
+                        .map_err(|_| wasmtime::format_err!("domain_call: result buffer"))?;
                     Ok(i32::try_from(bytes.len()).unwrap_or(i32::MAX))
                 }
                 Err(code) => Ok(code),
@@ -639,7 +656,11 @@ pub(crate) mod op {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=MAX_LOCK_NAME as usize).contains(&name.len())
+    valid_name_len(name.len())
+}
+
+fn valid_name_len(len: usize) -> bool {
+    (1..=MAX_LOCK_NAME as usize).contains(&len)
 }
 
 /// A lock name: UTF-8, 1 to 256 bytes, inside the guest's memory.

@@ -162,26 +162,6 @@ impl<F> Drop for HostTimed<'_, F> {
 type Cx<'a> = wasmtime::Caller<'a, DomainState>;
 
 /// Copies `len` bytes at `ptr` out of the guest's exported `memory`.
-/// Whether `[ptr, ptr + len)` lies inside the guest's exported `memory`.
-pub(crate) fn guest_region_ok(cx: &mut Cx<'_>, ptr: i32, len: i32) -> bool {
-    if ptr < 0 || len < 0 {
-        return false;
-    }
-    let Some(memory) = cx.get_export("memory").and_then(|e| e.into_memory()) else {
-        return false;
-    };
-    (ptr as usize)
-        .checked_add(len as usize)
-        .is_some_and(|end| end <= memory.data_size(&*cx))
-}
-
-/// Copies `bytes` into the guest's exported `memory` at `ptr`; `None` when it does not fit.
-pub(crate) fn write_guest(cx: &mut Cx<'_>, ptr: i32, bytes: &[u8]) -> Option<()> {
-    let memory = cx.get_export("memory")?.into_memory()?;
-    let at = usize::try_from(ptr).ok()?;
-    memory.write(&mut *cx, at, bytes).ok()
-}
-
 pub(crate) fn read_guest(cx: &mut Cx<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
     if ptr < 0 || len < 0 {
         return None;
