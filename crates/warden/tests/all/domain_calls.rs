@@ -54,6 +54,9 @@ const CALLER: &str = r#"
   (func (export "go_bad_buffer") (result i32)
     (call $call (i32.const 0) (i32.const 4) (i32.const 32) (i32.const 3)
       (i32.const 100) (i32.const 3) (i32.const 65530) (i32.const 64) (i64.const -1)))
+  (func (export "raw") (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)
+    (call $call (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)
+      (local.get 5) (local.get 6) (local.get 7) (local.get 8)))
   (func (export "out") (param $i i32) (result i32)
     (i32.load8_u (i32.add (i32.const 200) (local.get $i)))))
 "#;
@@ -194,6 +197,54 @@ async fn bad_arguments_and_missing_links_cost_the_callee_nothing() {
     assert!(caller.unlink("peer"));
     assert_eq!(go(&caller, "inc", -1).await, warden::host::NOT_PERMITTED);
     assert!(caller.link("", &callee).is_err());
+}
+
+/// Absurd sizes and offsets in every buffer of `domain_call`: each is `-8` at once, the
+/// callee never runs and the caller goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_sizes_in_domain_call_are_bad_arguments() {
+    let (rt, rec) = runtime();
+    let (caller, callee) = pair(&rt).await;
+    let good = [0, 4, 32, 3, 100, 3, 200, 64];
+    let max = i32::MAX;
+    let absurd: &[(usize, i32)] = &[
+        (1, max),     // link length
+        (1, 0),       // empty link name
+        (0, -1),      // link pointer
+        (3, 1 << 20), // export name past the 256-byte bound
+        (5, max),     // argument length
+        (4, -4096),   // argument pointer
+        (5, -1),      // argument length
+        (7, max),     // result capacity
+        (6, 65535),   // result buffer past the end of memory
+        (7, -1),      // result capacity
+    ];
+    for &(i, v) in absurd {
+        let mut p = good;
+        p[i] = v;
+        let mut args: Vec<Val> = p.iter().map(|&x| Val::I32(x)).collect();
+        args.push(Val::I64(-1));
+        let r = caller.invoke("raw", &args, CallOptions::default()).await;
+        assert_eq!(
+            r.unwrap().values[0].unwrap_i32(),
+            BAD_ARGUMENT,
+            "param {i} = {v}"
+        );
+    }
+    assert!(outcomes(&rec, &callee).is_empty(), "the callee ran no call");
+    assert_eq!(go(&caller, "inc", -1).await, 3);
+    let mut args: Vec<Val> = good.iter().map(|&x| Val::I32(x)).collect();
+    args.push(Val::I64(-1));
+    assert_eq!(
+        caller
+            .invoke("raw", &args, CallOptions::default())
+            .await
+            .unwrap()
+            .values[0]
+            .unwrap_i32(),
+        3,
+        "the same call with sane sizes works"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
