@@ -48,6 +48,11 @@ const CALLER: &str = r#"
   (data (i32.const 72) "not_bytes")
   (data (i32.const 88) "outside")
   (data (i32.const 100) "abc")
+  ;; For the component callee: its exports and WAVE arguments.
+  (data (i32.const 120) "add")
+  (data (i32.const 128) "boom")
+  (data (i32.const 136) "(40, 2)")
+  (data (i32.const 152) "(x)")
   (func (export "go") (param $e i32) (param $el i32) (param $ms i64) (result i32)
     (call $call (i32.const 0) (i32.const 4) (local.get $e) (local.get $el)
       (i32.const 100) (i32.const 3) (i32.const 200) (i32.const 64) (local.get $ms)))
@@ -475,24 +480,6 @@ const COMPONENT_CALLEE: &str = r#"
   (func (export "boom") (result s32) (canon lift (core func $i "boom"))))
 "#;
 
-/// A core caller of [`COMPONENT_CALLEE`]: `go(export_ptr, export_len, in_ptr, in_len)`.
-const WAVE_CALLER: &str = r#"
-(module
-  (import "warden" "domain_call" (func $call
-    (param i32 i32 i32 i32 i32 i32 i32 i32 i64) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "peer")
-  (data (i32.const 16) "add")
-  (data (i32.const 24) "boom")
-  (data (i32.const 32) "(40, 2)")
-  (data (i32.const 48) "(x)")
-  (func (export "go") (param $e i32) (param $el i32) (param $i i32) (param $il i32) (result i32)
-    (call $call (i32.const 0) (i32.const 4) (local.get $e) (local.get $el)
-      (local.get $i) (local.get $il) (i32.const 200) (i32.const 64) (i64.const -1)))
-  (func (export "out") (param $i i32) (result i32)
-    (i32.load8_u (i32.add (i32.const 200) (local.get $i)))))
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_callee_takes_and_returns_wit_values_as_wave() {
     let (rt, rec) = runtime();
@@ -501,32 +488,37 @@ async fn a_component_callee_takes_and_returns_wit_values_as_wave() {
         .create_domain(&callee, DomainConfig::default())
         .await
         .unwrap();
-    let caller = rt.load_module(WAVE_CALLER.as_bytes()).unwrap();
+    let caller = rt.load_module(CALLER.as_bytes()).unwrap();
     let caller = rt
         .create_domain(&caller, DomainConfig::default())
         .await
         .unwrap();
     caller.link("peer", &callee).unwrap();
+    // `raw` with export and argument (pointer, length) pairs in CALLER's data.
     let go = |e: (i32, i32), i: (i32, i32)| {
-        let args = [Val::I32(e.0), Val::I32(e.1), Val::I32(i.0), Val::I32(i.1)];
+        let mut args: Vec<Val> = [0, 4, e.0, e.1, i.0, i.1, 200, 64]
+            .into_iter()
+            .map(Val::I32)
+            .collect();
+        args.push(Val::I64(-1));
         let caller = caller.clone();
         async move {
             caller
-                .invoke("go", &args, CallOptions::default())
+                .invoke("raw", &args, CallOptions::default())
                 .await
                 .unwrap()
                 .values[0]
                 .unwrap_i32()
         }
     };
-    assert_eq!(go((16, 3), (32, 7)).await, 2);
+    assert_eq!(go((120, 3), (136, 7)).await, 2);
     assert_eq!(out(&caller, 2).await, b"42");
     // Arguments that are not WAVE of the export's types cost the callee nothing.
-    assert_eq!(go((16, 3), (48, 3)).await, BAD_ARGUMENT);
+    assert_eq!(go((120, 3), (152, 3)).await, BAD_ARGUMENT);
     assert_eq!(outcomes(&rec, &callee), ["ok"]);
     // A trap ends a component's domain (the component model's rule); the caller goes on.
-    assert_eq!(go((24, 4), (32, 0)).await, CALLEE_FAILED);
-    assert_eq!(go((16, 3), (32, 7)).await, DOMAIN_UNLOADED);
+    assert_eq!(go((128, 4), (136, 0)).await, CALLEE_FAILED);
+    assert_eq!(go((120, 3), (136, 7)).await, DOMAIN_UNLOADED);
     assert!(caller.is_loaded());
 }
 
