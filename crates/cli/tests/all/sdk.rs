@@ -6,9 +6,9 @@
 //! libclang-rt-dev-wasm32`, which `.ci/run` installs). Where they are absent the test says so
 //! and passes, except when `CI` is set: there, absence is a failure.
 
-mod common;
+use crate::common;
 
-use common::{run, stderr};
+use crate::common::{run, stderr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

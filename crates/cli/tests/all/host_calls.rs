@@ -2,7 +2,7 @@
 //! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
 //! at a signal, so no import holds `warden run` past the policy's bounds.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};

@@ -2,9 +2,9 @@
 //! them), `--env KEY[=VALUE]`, stdin, and bad `--dir` arguments. Guests are preview1 commands
 //! written as WAT here.
 
-mod common;
+use crate::common;
 
-use common::{finish, run, stderr, warden};
+use crate::common::{finish, run, stderr, warden};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

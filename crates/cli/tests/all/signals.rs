@@ -1,7 +1,7 @@
 //! How `warden run` ends: the orderly exit path when the foreground calls are done,
 //! background calls that do not keep it alive, and SIGTERM/SIGINT (a second one is rude).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;

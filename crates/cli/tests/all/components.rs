@@ -1,10 +1,7 @@
 //! `warden run` with component guests (preview2 commands, typed `--invoke` in WAVE) and WAVE
 //! arguments for core exports, through the binary.
 
-mod common;
-#[path = "../../warden/tests/all/common/components.rs"]
-mod components;
-
+use crate::common::{self, components};
 use common::{run, stderr};
 
 fn stdout(o: &std::process::Output) -> String {

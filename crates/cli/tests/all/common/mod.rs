@@ -4,6 +4,10 @@
 // Each test module uses its own subset of these.
 #![allow(dead_code)]
 
+/// The component guests the library's tests build from WAT and WIT, shared (one copy).
+#[path = "../../../../warden/tests/all/common/components.rs"]
+pub mod components;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,6 @@
 //! `warden run --repeat N --handles H`: the soak aid, through the binary.
 
+use crate::common;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -78,4 +79,20 @@ fn the_soak_guest_takes_locks_and_reservations_and_leaves_nothing() {
     assert!(err.contains("100 cycles"), "{err}");
     assert!(err.contains("domains left 0"), "{err}");
     assert!(err.contains("handles 200 opened, 200 released"), "{err}");
+}
+
+/// `--handles` past what a domain's handle table can hold is refused at entry, not after
+/// opening 8 million handles one by one (12 s and 1.6 GB).
+#[test]
+fn too_many_soak_handles_are_refused_at_entry() {
+    let guest = common::write("answer.wat", r#"(module (func (export "f")))"#);
+    let o = common::run(&["run", &guest, "--invoke", "f", "--handles", "4294967295"]);
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("--handles: at most 8388608"),
+        "{}",
+        common::stderr(&o)
+    );
+    let o = common::run(&["run", &guest, "--invoke", "f", "--handles", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
 }

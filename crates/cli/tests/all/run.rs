@@ -1,6 +1,6 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! `warden policy check|show|explain` and `warden run --policy` through the binary.
 
+use crate::common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -248,4 +249,45 @@ fn run_with_an_unknown_policy_is_bad_input_naming_it() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A passed deadline answered by `disable-runtime` ends the call (the most severe action
+/// does at least what a rude unload does): the run ends with the deadline's 106, as the
+/// README says of a disabled runtime. The call spun for ever and the run never ended.
+#[test]
+fn a_deadline_answered_by_disable_runtime_ends_the_run_with_106() {
+    let guest = common::write(
+        "spin.wat",
+        r#"(module
+             (import "warden" "critical_enter" (func $enter))
+             (func (export "spin") (loop $l (br $l)))
+             (func (export "critical_spin") (call $enter) (loop $l (br $l))))"#,
+    );
+    let policy = common::write(
+        "disable.toml",
+        "[failures]\ndeadline = \"disable-runtime\"\n",
+    );
+    for export in ["spin", "critical_spin"] {
+        let o = common::run(&[
+            "run",
+            &guest,
+            "--invoke",
+            export,
+            "--deadline",
+            "100ms",
+            "--policy",
+            &policy,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(106),
+            "{export}: {}",
+            common::stderr(&o)
+        );
+        assert!(
+            common::stderr(&o).contains("passed its deadline"),
+            "{}",
+            common::stderr(&o)
+        );
+    }
 }

@@ -1,9 +1,9 @@
 //! `warden stress` through the binary: a tiny seeded run holds its invariants, an injected
 //! leak is caught with a replay command that reproduces it, and bad input is refused clearly.
 
-mod common;
+use crate::common;
 
-use common::{dir, stderr, warden, write};
+use crate::common::{dir, stderr, warden, write};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 

@@ -3,9 +3,9 @@
 //! and SIGTERM's drain. Each test starts its own server on port 0 and reads the addresses it
 //! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
 
-mod common;
+use crate::common;
 
-use common::{ENDS_WITHIN, dir, warden, write};
+use crate::common::{ENDS_WITHIN, dir, warden, write};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

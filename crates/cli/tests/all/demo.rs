@@ -2,8 +2,7 @@
 //! friendly and hostile requests at once and reports; the report must show every friendly
 //! request answered, each hostility answered its own status, and the server's drain.
 
-mod common;
-use common::{run, stderr};
+use crate::common::{run, stderr};
 
 #[test]
 fn the_demo_contains_every_hostility_and_every_friendly_request_succeeds() {
