@@ -1,22 +1,12 @@
 //! Issue #16 through the binary: every input bounded, every exit code exact.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use crate::common::{ENDS_WITHIN, dir, finish, run, stderr, warden, write};
-
-fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::common::{
+    ENDS_WITHIN, dir, events, finish, hostile, named, output, repo, run, stderr, stdout, warden,
+    write,
+};
 
 fn code(o: &Output) -> Option<i32> {
     o.status.code()
@@ -62,7 +52,7 @@ fn a_fifo_is_refused_not_waited_on() {
     let fifo = fifo.display().to_string();
     for args in [
         vec!["run", &fifo, "--invoke", "x"],
-        vec!["run", &repo("guests/hostile.wat"), "--policy", &fifo],
+        vec!["run", &hostile(), "--policy", &fifo],
         vec!["policy", "check", &fifo],
     ] {
         let o = run(&args);
@@ -80,19 +70,11 @@ fn a_policy_from_a_pipe_is_read_once_and_applied() {
     let fail_fast = write("ff.toml", "preset = \"fail-fast\"\n");
     let bad = write("bad.toml", "[failures]\nguest-trap = \"none\"\n");
     let bin = env!("CARGO_BIN_EXE_warden");
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let sh = |policy: &str, allow: &str| {
-        finish(
-            Command::new("bash")
-                .arg("-c")
-                .arg(format!(
-                    "exec '{bin}' run '{hostile}' --invoke trap --policy <(cat '{policy}') {allow}"
-                ))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
+        output(Command::new("bash").arg("-c").arg(format!(
+            "exec '{bin}' run '{hostile}' --invoke trap --policy <(cat '{policy}') {allow}"
+        )))
     };
     let o = sh(&fail_fast, "");
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
@@ -108,7 +90,7 @@ fn a_policy_from_a_pipe_is_read_once_and_applied() {
 /// A full disk or a closed pipe loses the text, never the exit code.
 #[test]
 fn failed_writes_to_stdout_or_stderr_never_panic() {
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
         let o = finish(
             warden()
@@ -227,7 +209,7 @@ fn guest_names_in_errors_and_backtraces_cannot_forge_lines() {
 
 #[test]
 fn unrepresentable_durations_saturate_instead_of_panicking() {
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let o = run(&[
         "run",
         &hostile,
@@ -418,14 +400,7 @@ fn a_domain_that_cannot_get_its_initial_memory_exits_111() {
 
 #[test]
 fn the_soak_summary_reports_the_cycles_actually_run() {
-    let o = run(&[
-        "run",
-        &repo("guests/hostile.wat"),
-        "--invoke",
-        "trap",
-        "--repeat",
-        "5",
-    ]);
+    let o = run(&["run", &hostile(), "--invoke", "trap", "--repeat", "5"]);
     assert_eq!(code(&o), Some(103));
     assert!(
         stderr(&o).contains("warden: 1 of 5 cycles"),
@@ -493,7 +468,7 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
         })
         .collect();
     assert!(table.len() > 20, "{table:?}");
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let deadlock = repo("guests/deadlock.wat");
     let policy = |name: &str, toml: &str| write(name, toml);
     let exit42 = write(
@@ -662,11 +637,8 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
         "json",
     ]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    let dropped: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "poison_mark_dropped")
-        .collect();
+    let events = events(&stderr(&o));
+    let dropped = named(&events, "poison_mark_dropped");
     assert!(!dropped.is_empty(), "no poison_mark_dropped event");
     // Event lines are dropped rather than waited for when stderr's buffer is full (a slow
     // reader, a loaded machine), so the events seen may add up to less, never to more.

@@ -1,12 +1,7 @@
 //! `warden run` with component guests (preview2 commands, typed `--invoke` in WAVE) and WAVE
 //! arguments for core exports, through the binary.
 
-use crate::common::{self, components};
-use common::{run, stderr};
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::common::{self, components, events, named, run, stderr, stdout};
 
 fn typed() -> String {
     common::write("typed.wasm", components::typed())
@@ -27,14 +22,12 @@ fn a_preview2_exit_status_is_the_exit_code() {
     // `wasi:cli/exit` with an error status is 1, as `wasmtime run` makes it.
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stdout(&o), "fail\n");
-    let events: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = events(&stderr(&o));
     assert!(
-        events
+        named(&events, "call_finished")
             .iter()
-            .any(|e| e["event"] == "call_finished" && e["outcome"] == "ok")
+            .any(|e| e["outcome"] == "ok"),
+        "{events:?}"
     );
 }
 
@@ -165,13 +158,11 @@ fn hostile_component_calls_have_their_outcomes_codes() {
         let o = run(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(code), "{invoke}: {err}");
-        let finished: Vec<serde_json::Value> = err
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"] == "call_finished")
-            .collect();
+        let events = events(&err);
         assert!(
-            finished.iter().any(|e| e["outcome"] == outcome),
+            named(&events, "call_finished")
+                .iter()
+                .any(|e| e["outcome"] == outcome),
             "{invoke}: {err}"
         );
         // The domain was unloaded, and the run ended in order.

@@ -1,50 +1,11 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
-use crate::common;
-
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn warden() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-}
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-/// A scratch file of this module (`common::write`).
-fn write_guest(name: &str, wat: &str) -> PathBuf {
-    PathBuf::from(common::write(name, wat))
-}
-
-fn run(args: &[&str]) -> Output {
-    warden().args(args).output().expect("run warden")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn hostile() -> String {
-    repo("guests/hostile.wat").display().to_string()
-}
+use crate::common::{events, hostile, output, repo, run, stderr, stdout, write};
+use std::process::Command;
 
 #[test]
 fn bundled_example_runs_as_a_wasi_command_with_args() {
-    let o = run(&[
-        "run",
-        repo("guests/hello.wat").to_str().unwrap(),
-        "--",
-        "a",
-        "b",
-    ]);
+    let o = run(&["run", &repo("guests/hello.wat"), "--", "a", "b"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 2\n");
 }
@@ -105,14 +66,14 @@ fn several_invokes_run_concurrently_and_friendly_ones_still_succeed() {
 
 #[test]
 fn proc_exit_code_passes_through() {
-    let g = write_guest(
+    let g = write(
         "exit7.wat",
         r#"(module
             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
             (memory (export "memory") 1)
             (func (export "_start") (call $exit (i32.const 7))))"#,
     );
-    let o = run(&["run", g.to_str().unwrap()]);
+    let o = run(&["run", &g]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
 }
 
@@ -129,11 +90,7 @@ fn events_json_are_one_object_per_line_with_contract_names() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(106));
-    let events: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let events = events(&stderr(&o));
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -181,21 +138,18 @@ fn repeat_cycles_report_memory_and_leave_no_domain() {
 
 #[test]
 fn bad_input_is_one_clear_line_and_exit_3() {
-    let bad = write_guest("bad.wasm", "\0asm garbage");
-    let unknown = write_guest(
+    let bad = write("bad.wasm", "\0asm garbage");
+    let unknown = write(
         "imp.wat",
         r#"(module (import "env" "f" (func)) (func (export "g")))"#,
     );
-    let params = write_guest("params.wat", r#"(module (func (export "f") (param i32)))"#);
+    let params = write("params.wat", r#"(module (func (export "f") (param i32)))"#);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["run".into(), "/nonexistent/x.wasm".into()],
             "cannot read /nonexistent/x.wasm",
         ),
-        (
-            vec!["run".into(), bad.display().to_string()],
-            "invalid module",
-        ),
+        (vec!["run".into(), bad.clone()], "invalid module"),
         (vec!["run".into(), hostile()], "no `_start` export"),
         (
             vec!["run".into(), hostile(), "--invoke".into(), "nope".into()],
@@ -206,21 +160,11 @@ fn bad_input_is_one_clear_line_and_exit_3() {
             "`memory` is not a function",
         ),
         (
-            vec![
-                "run".into(),
-                params.display().to_string(),
-                "--invoke".into(),
-                "f".into(),
-            ],
+            vec!["run".into(), params.clone(), "--invoke".into(), "f".into()],
             "takes parameters (i32)",
         ),
         (
-            vec![
-                "run".into(),
-                unknown.display().to_string(),
-                "--invoke".into(),
-                "g".into(),
-            ],
+            vec!["run".into(), unknown.clone(), "--invoke".into(), "g".into()],
             "`env`.`f`",
         ),
         (
@@ -258,7 +202,8 @@ fn bad_input_is_one_clear_line_and_exit_3() {
         ),
     ];
     for (args, text) in cases {
-        let o = warden().args(&args).output().unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err}");
@@ -313,7 +258,7 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
         env!("CARGO_BIN_EXE_warden"),
         hostile()
     );
-    let o = Command::new("bash").arg("-c").arg(&cmd).output().unwrap();
+    let o = output(Command::new("bash").arg("-c").arg(&cmd));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "answer: 42\n");
     assert!(
@@ -325,7 +270,7 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
 
 #[test]
 fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
-    let g = repo("guests/deadlock.wat").display().to_string();
+    let g = repo("guests/deadlock.wat");
     let o = run(&[
         "run", &g, "--grant", "unsafe", "--invoke", "ab", "--invoke", "ba", "--events", "json",
     ]);
@@ -345,7 +290,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
         "{err}"
     );
     // Under `deadlock = abort` the victim is ended: 109.
-    let policy = write_guest("deadlock-abort.toml", "[failures]\ndeadlock = \"abort\"\n");
+    let policy = write("deadlock-abort.toml", "[failures]\ndeadlock = \"abort\"\n");
     let o = run(&[
         "run",
         &g,
@@ -356,7 +301,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
         "--invoke",
         "ba",
         "--policy",
-        policy.to_str().unwrap(),
+        &policy,
     ]);
     assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
     assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
@@ -366,7 +311,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
 /// forbidden import named with its category, exit 120.
 #[test]
 fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
-    let g = write_guest(
+    let g = write(
         "grant-refused.wat",
         r#"(module
           (import "wasi_snapshot_preview1" "fd_write"
@@ -382,7 +327,7 @@ fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
           (start $start)
           (func (export "_start")))"#,
     );
-    let g = g.to_str().unwrap();
+    let g = &g;
     let o = run(&["run", g, "--grant", "safe", "--events", "json"]);
     assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
     assert_eq!(stdout(&o), "", "the start function ran");
@@ -416,8 +361,7 @@ fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
 
 #[test]
 fn the_default_grant_runs_a_wasi_hello_and_safe_does_not() {
-    let hello = repo("guests/hello.wat");
-    let hello = hello.to_str().unwrap();
+    let hello = &repo("guests/hello.wat");
     let o = run(&["run", "--grant", "external", hello, "--", "x"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 1\n");

@@ -3,9 +3,7 @@
 //! and SIGTERM's drain. Each test starts its own server on port 0 and reads the addresses it
 //! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
 
-use crate::common;
-
-use crate::common::{ENDS_WITHIN, dir, warden, write};
+use crate::common::{ENDS_WITHIN, dir, run, stderr, stdout, warden, write};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -429,12 +427,8 @@ fn refused(text: &str) -> (i32, String, String) {
         &format!("bad-{n}.toml"),
         text.replace("COMPONENT", &example()),
     );
-    let out = common::run(&["serve", &path]);
-    (
-        out.status.code().unwrap_or(-1),
-        common::stderr(&out),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = run(&["serve", &path]);
+    (out.status.code().unwrap_or(-1), stderr(&out), stdout(&out))
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! How `warden run` ends: the orderly exit path when the foreground calls are done,
 //! background calls that do not keep it alive, and SIGTERM/SIGINT (a second one is rude).
 
-use crate::common;
+use crate::common::{hostile, write};
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
@@ -20,21 +19,6 @@ const ORDERLY: [&str; 5] = [
     "critical_release",
     "exit",
 ];
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn hostile() -> String {
-    repo("guests/hostile.wat").display().to_string()
-}
-
-/// A scratch file of this module (`common::write`).
-fn write_file(name: &str, text: &str) -> String {
-    common::write(name, text)
-}
 
 /// A running `warden run`, its stderr read line by line as it comes.
 struct Run {
@@ -177,14 +161,14 @@ fn a_first_signal_exits_in_order_with_117() {
 fn a_second_signal_exits_at_once_with_118() {
     // The background domain is idle at exit, so its finalizer runs in the finalizer phase,
     // and never returns; only a 10-minute watchdog would bound it.
-    let guest = write_file(
+    let guest = write(
         "finalizer-spins.wat",
         r#"(module
              (func (export "answer") (result i32) (i32.const 42))
              (func (export "spin") (loop $l (br $l)))
              (func (export "warden_on_unload") (loop $l (br $l))))"#,
     );
-    let policy = write_file(
+    let policy = write(
         "patient.toml",
         r#"[timeouts]
 finalizer-run = { after = "infinite", action = "none" }

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use crate::common::{finish, run, stderr, warden};
+use crate::common::{finish, run, stderr, stdout, warden};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -18,10 +18,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A WAT string literal of `s`, every byte escaped.

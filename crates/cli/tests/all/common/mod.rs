@@ -9,7 +9,7 @@
 pub mod components;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,20 @@ pub const ENDS_WITHIN: Duration = Duration::from_secs(60);
 
 pub fn warden() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// A path in the repository, as an argument.
+pub fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// `guests/hostile.wat`: `answer`, and the runaways `spin`, `recurse`, `hog`, `trap`.
+pub fn hostile() -> String {
+    repo("guests/hostile.wat")
 }
 
 /// The calling test module's own scratch directory.
@@ -99,19 +113,40 @@ pub fn finish(mut child: Child) -> Output {
     }
 }
 
-/// `warden ARGS` with no stdin, to the end.
-pub fn run(args: &[&str]) -> Output {
+/// `cmd` with no stdin, to the end within the bound: `Command::output` that cannot hang.
+pub fn output(cmd: &mut Command) -> Output {
     finish(
-        warden()
-            .args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
     )
+}
+
+/// `warden ARGS` with no stdin, to the end.
+pub fn run(args: &[&str]) -> Output {
+    output(warden().args(args))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The `--events json` lines of `text`. Every line that opens with `{` must be one event
+/// object (the contract); the others are warden's or the guest's own words.
+pub fn events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect()
+}
+
+/// The events of `events` called `name`.
+pub fn named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
 }
