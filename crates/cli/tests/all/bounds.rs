@@ -4,8 +4,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use crate::common::{
-    ENDS_WITHIN, dir, events, finish, hostile, named, output, repo, run, stderr, stdout, warden,
-    write,
+    ENDS_WITHIN, dir, events, finish, hostile, named, output, repo, run, signal, stderr, stdout,
+    warden, write,
 };
 
 fn code(o: &Output) -> Option<i32> {
@@ -441,11 +441,7 @@ fn a_signal_during_compilation_exits_117() {
         }
         std::thread::yield_now();
     }
-    let sent = Command::new("kill")
-        .args(["-s", "TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(pid, "TERM");
     let o = finish(child);
     assert_eq!(code(&o), Some(117), "{}", stderr(&o));
 }

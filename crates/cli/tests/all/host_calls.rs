@@ -2,16 +2,8 @@
 //! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
 //! at a signal, so no import holds `warden run` past the policy's bounds.
 
-use crate::common;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
-
-/// "It ends": far below the 30 s (or forever) the guests would otherwise wait; a bound, not a
-/// speed claim.
-const ENDS_WITHIN: Duration = Duration::from_secs(20);
+use crate::common::{self, Running, try_signal, wait_exit, warden};
+use std::process::{ExitStatus, Stdio};
 
 /// A WASI command that sleeps 30 s in `poll_oneoff`.
 const SLEEPER: &str = r#"(module
@@ -48,106 +40,16 @@ fn guest(name: &str, text: &str) -> String {
     common::write(name, text)
 }
 
-/// A `warden run` whose stdin and stdout are pipes the test holds and never touches; its
-/// stderr (events) is read as it comes.
-struct Stalled {
-    child: Child,
-    _stdin: ChildStdin,
-    _stdout: ChildStdout,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Stalled {
-    fn start(args: &[&str]) -> Stalled {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("run")
-            .args(args)
-            .args(["--events", "json"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start warden");
-        let (tx, lines) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Stalled {
-            _stdin: child.stdin.take().unwrap(),
-            _stdout: child.stdout.take().unwrap(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn events(&self, name: &str) -> usize {
-        self.seen
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"] == name)
-            .count()
-    }
-
-    fn wait_for_event(&mut self, name: &str) {
-        let until = Instant::now() + ENDS_WITHIN;
-        while self.events(name) == 0 {
-            match self
-                .lines
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.seen.push(line),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no {name} event; stderr:\n{}", self.seen.join("\n"));
-                }
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -s {sig}");
-    }
-
-    /// The exit status, which must come within the bound (else the process is killed and
-    /// the test fails).
-    fn ends(&mut self) -> ExitStatus {
-        let until = Instant::now() + ENDS_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(ENDS_WITHIN) {
-                    self.seen.push(line);
-                }
-                return status;
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                while let Ok(line) = self.lines.try_recv() {
-                    self.seen.push(line);
-                }
-                panic!("warden did not end; stderr:\n{}", self.seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+/// `warden run ARGS --events json` whose stdin and stdout are pipes the test holds and never
+/// touches; its stderr (events) is read as it comes.
+fn stalled(args: &[&str]) -> Running {
+    Running::stalled(&[args, &["--events", "json"]].concat())
 }
 
 #[test]
 fn a_poll_oneoff_sleep_ends_at_the_deadline() {
     for policy in ["server", "clr"] {
-        let mut run = Stalled::start(&[
+        let mut run = stalled(&[
             &guest("sleeper.wat", SLEEPER),
             // poll_oneoff is a host wait: `blocking`, beyond the default `external`.
             "--grant",
@@ -158,41 +60,41 @@ fn a_poll_oneoff_sleep_ends_at_the_deadline() {
             policy,
         ]);
         assert_eq!(
-            run.ends().code(),
+            run.finish().0.code(),
             Some(106),
             "{policy}: {}",
-            run.seen.join("\n")
+            run.stderr()
         );
-        assert_eq!(run.events("abort_delivered"), 1, "{policy}");
+        assert_eq!(run.named("abort_delivered").len(), 1, "{policy}");
     }
 }
 
 #[test]
 fn a_read_of_a_silent_stdin_ends_at_the_deadline() {
-    let mut run = Stalled::start(&[&guest("reader.wat", READER), "--deadline", "1s"]);
-    assert_eq!(run.ends().code(), Some(106), "{}", run.seen.join("\n"));
+    let mut run = stalled(&[&guest("reader.wat", READER), "--deadline", "1s"]);
+    assert_eq!(run.finish().0.code(), Some(106), "{}", run.stderr());
 }
 
 #[test]
 fn writes_to_a_stalled_stdout_end_at_the_deadline() {
-    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER), "--deadline", "1s"]);
-    assert_eq!(run.ends().code(), Some(106), "{}", run.seen.join("\n"));
+    let mut run = stalled(&[&guest("flooder.wat", FLOODER), "--deadline", "1s"]);
+    assert_eq!(run.finish().0.code(), Some(106), "{}", run.stderr());
 }
 
 #[test]
 fn writes_to_a_stalled_stdout_do_not_hold_an_exit_at_sigterm() {
-    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER)]);
+    let mut run = stalled(&[&guest("flooder.wat", FLOODER)]);
     run.wait_for_event("call_started");
     run.signal("TERM");
-    assert_eq!(run.ends().code(), Some(117), "{}", run.seen.join("\n"));
+    assert_eq!(run.finish().0.code(), Some(117), "{}", run.stderr());
 }
 
 #[test]
 fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
-    let mut run = Stalled::start(&[&guest("reader.wat", READER)]);
+    let mut run = stalled(&[&guest("reader.wat", READER)]);
     run.wait_for_event("call_started");
     run.signal("TERM");
-    assert_eq!(run.ends().code(), Some(117), "{}", run.seen.join("\n"));
+    assert_eq!(run.finish().0.code(), Some(117), "{}", run.stderr());
 }
 
 /// `flood` writes to stdout forever; `answer` is idle work; the finalizer never returns.
@@ -210,13 +112,13 @@ const FLOOD_AND_HANG: &str = r#"(module
 
 #[test]
 fn a_second_signal_ends_the_process_while_stdout_is_stalled() {
-    let mut run = Stalled::start(&[&guest("flooder.wat", FLOODER)]);
+    let mut run = stalled(&[&guest("flooder.wat", FLOODER)]);
     run.wait_for_event("call_started");
     run.signal("TERM");
     // The orderly exit waits (boundedly) for the stalled reader; the second signal cuts it.
     run.wait_for_event("shutdown_phase");
     run.signal("TERM");
-    assert_eq!(run.ends().code(), Some(118), "{}", run.seen.join("\n"));
+    assert_eq!(run.finish().0.code(), Some(118), "{}", run.stderr());
 }
 
 #[test]
@@ -230,7 +132,7 @@ finalizer-run = { after = "infinite", action = "none" }
 process-exit = { after = "1s", action = "rude-exit-process" }
 "#,
     );
-    let mut run = Stalled::start(&[
+    let mut run = stalled(&[
         &guest("flood-and-hang.wat", FLOOD_AND_HANG),
         "--invoke",
         "flood",
@@ -241,8 +143,8 @@ process-exit = { after = "1s", action = "rude-exit-process" }
     ]);
     run.wait_for_event("call_started");
     run.signal("TERM");
-    let code = run.ends().code();
-    let stderr = run.seen.join("\n");
+    let code = run.finish().0.code();
+    let stderr = run.stderr();
     assert!(
         stderr.contains("the watchdog ends the shutdown"),
         "the watchdog fired: {stderr}"
@@ -265,7 +167,7 @@ const STDERR_FLOODER: &str = r#"(module
 /// reads: the guest fills stderr, which is also where warden's own messages and events go.
 /// Returns the exit status, or None if it did not end within the bound (then it is killed).
 fn run_with_stalled_stderr(args: &[&str], signals: &[&str]) -> Option<ExitStatus> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+    let mut child = warden()
         .arg("run")
         .args(args)
         .stdin(Stdio::piped())
@@ -282,22 +184,10 @@ fn run_with_stalled_stderr(args: &[&str], signals: &[&str]) -> Option<ExitStatus
         std::io::Read::read_exact(&mut stderr, &mut first).expect("guest output");
     }
     for sig in signals {
-        let _ = Command::new("kill")
-            .args(["-s", sig, &child.id().to_string()])
-            .status();
+        // The first may already have ended it.
+        try_signal(child.id(), sig);
     }
-    let until = Instant::now() + ENDS_WITHIN;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_exit(&mut child)
 }
 
 #[test]

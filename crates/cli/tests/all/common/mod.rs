@@ -8,9 +8,11 @@
 #[path = "../../../../warden/tests/all/common/components.rs"]
 pub mod components;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A bound on "it ends", never a speed claim (CI is a loaded 2-core box).
@@ -95,16 +97,8 @@ pub fn finish(mut child: Child) -> Output {
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let until = Instant::now() + ENDS_WITHIN;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("warden did not end");
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let Some(status) = wait_exit(&mut child) else {
+        panic!("warden did not end within {ENDS_WITHIN:?}");
     };
     Output {
         status,
@@ -149,4 +143,202 @@ pub fn events(text: &str) -> Vec<serde_json::Value> {
 /// The events of `events` called `name`.
 pub fn named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// Polls `done` until it holds, failing (naming `what`) if it does not within the bound.
+#[track_caller]
+pub fn until(what: &str, mut done: impl FnMut() -> bool) {
+    until_ok(what, || if done() { Ok(()) } else { Err(String::new()) })
+}
+
+/// Polls `check` until it gives `Ok`, failing with `what` and the last `Err` (what it saw
+/// instead) if that does not come within the bound.
+#[track_caller]
+pub fn until_ok<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + ENDS_WITHIN;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(saw) if Instant::now() > deadline => {
+                panic!("waited {ENDS_WITHIN:?} for {what}; saw:\n{saw}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// How often a wait on a state looks again.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The child's exit status, or None if it has not ended within the bound (then it is killed
+/// and reaped, so nothing outlives the test).
+pub fn wait_exit(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + ENDS_WITHIN;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Sends `sig` (`TERM`, `INT`, ...) to the process `pid`, which must still be there.
+pub fn signal(pid: u32, sig: &str) {
+    assert!(try_signal(pid, sig), "kill -s {sig} {pid}");
+}
+
+/// Sends `sig` to `pid` if it is still there: whether it was.
+pub fn try_signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run kill")
+        .success()
+}
+
+/// A running `warden run`, its stderr (where the events go) read line by line as it comes,
+/// so a test can wait for an event and then act (signal it) while it runs.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    /// The stderr lines read so far.
+    pub seen: Vec<String>,
+    /// Stdout read to its end, when it is not held.
+    stdout: Option<JoinHandle<String>>,
+    /// Stdin and stdout held open and never touched (`stalled`): a reader or writer that
+    /// never comes.
+    _held: Option<(ChildStdin, ChildStdout)>,
+}
+
+impl Running {
+    /// `warden run ARGS` with no stdin; its stdout is collected.
+    pub fn start(args: &[&str]) -> Running {
+        Running::spawn(args, false)
+    }
+
+    /// `warden run ARGS` whose stdin and stdout are pipes the test holds and never touches.
+    pub fn stalled(args: &[&str]) -> Running {
+        Running::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], stalled: bool) -> Running {
+        let mut child = warden()
+            .arg("run")
+            .args(args)
+            .stdin(if stalled {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warden");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (stdout, held) = if stalled {
+            (None, Some((child.stdin.take().unwrap(), out)))
+        } else {
+            let mut out = out;
+            let reader = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = out.read_to_string(&mut s);
+                s
+            });
+            (Some(reader), None)
+        };
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            stdout,
+            _held: held,
+        }
+    }
+
+    /// Reads stderr until the events so far satisfy `done`, failing (and killing the
+    /// process) if they do not within the bound.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+        let deadline = Instant::now() + ENDS_WITHIN;
+        while !done(&self.events()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("waited for {what}; stderr so far:\n{}", self.stderr());
+                }
+            }
+        }
+    }
+
+    /// Reads stderr until an event called `name` has come.
+    pub fn wait_for_event(&mut self, name: &str) {
+        self.wait_for(name, |ev| ev.iter().any(|e| e["event"] == name));
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// Waits for the exit (killing the process and failing if it does not come within the
+    /// bound), then reads the rest of stderr: the status and stdout (empty when stalled).
+    pub fn finish(&mut self) -> (ExitStatus, String) {
+        let Some(status) = wait_exit(&mut self.child) else {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            panic!("warden did not end; stderr:\n{}", self.stderr());
+        };
+        // The reader ends at EOF.
+        while let Ok(line) = self.lines.recv_timeout(ENDS_WITHIN) {
+            self.seen.push(line);
+        }
+        let out = self
+            .stdout
+            .take()
+            .map(|r| r.join().unwrap())
+            .unwrap_or_default();
+        (status, out)
+    }
+
+    /// The events among the stderr lines read so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        events(&self.stderr())
+    }
+
+    /// The events so far called `name`.
+    pub fn named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// The stderr lines read so far.
+    pub fn stderr(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Running {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
