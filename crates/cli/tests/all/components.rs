@@ -1,7 +1,9 @@
 //! `warden run` with component guests (preview2 commands, typed `--invoke` in WAVE) and WAVE
 //! arguments for core exports, through the binary.
 
-use crate::common::{self, components, events, named, run, stderr, stdout};
+use crate::common::{
+    self, Preopen, components, events, named, preopen, run, run_with_stdin, stderr, stdout,
+};
 
 fn typed() -> String {
     common::write("typed.wasm", components::typed())
@@ -173,21 +175,16 @@ fn hostile_component_calls_have_their_outcomes_codes() {
 
 // ---- a preview2 command under --dir, and stdin for --invoke ----
 
-/// A preopen `granted` inside a scratch root, with `in.txt` inside and `secret.txt` beside it.
-fn layout(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let root = common::dir().join(name);
-    let _ = std::fs::remove_dir_all(&root);
-    let granted = root.join("granted");
-    std::fs::create_dir_all(&granted).unwrap();
-    std::fs::write(granted.join("in.txt"), "inside").unwrap();
-    std::fs::write(root.join("secret.txt"), "SECRET").unwrap();
+/// A [`Preopen`] and the preview2 command that reads and writes files in it.
+#[track_caller]
+fn layout(name: &str) -> (Preopen, String) {
     let files = common::write(&format!("{name}-files.wasm"), components::files_command());
-    (root, granted, files)
+    (preopen(name), files)
 }
 
 #[test]
 fn a_preview2_command_reads_and_writes_under_dir() {
-    let (_root, granted, files) = layout("p2-dir");
+    let (Preopen { granted, .. }, files) = layout("p2-dir");
     let g = granted.display().to_string();
     let o = run(&["run", "--dir", &g, &files, "--", "read", "in.txt"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -213,9 +210,16 @@ fn a_preview2_command_reads_and_writes_under_dir() {
 
 #[test]
 fn a_preview2_command_is_refused_outside_its_preopen() {
-    let (root, granted, files) = layout("p2-escape");
+    let (
+        Preopen {
+            root,
+            granted,
+            secret,
+        },
+        files,
+    ) = layout("p2-escape");
     let g = granted.display().to_string();
-    let secret = root.join("secret.txt").display().to_string();
+    let secret = secret.display().to_string();
     for path in [
         "../secret.txt",
         "./../granted/../secret.txt",
@@ -237,7 +241,7 @@ fn a_preview2_command_is_refused_outside_its_preopen() {
 
 #[test]
 fn a_preview2_command_under_dir_ro_reads_but_cannot_write() {
-    let (_root, granted, files) = layout("p2-ro");
+    let (Preopen { granted, .. }, files) = layout("p2-ro");
     let g = granted.display().to_string();
     let o = run(&["run", "--dir-ro", &g, &files, "--", "read", "in.txt"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -260,19 +264,11 @@ fn a_preview2_command_under_dir_ro_reads_but_cannot_write() {
 
 #[test]
 fn an_invoked_component_export_reads_the_process_stdin() {
-    use std::io::Write;
-    let (_root, _granted, files) = layout("p2-stdin");
-    let mut child = common::warden()
-        .args(["run", &files, "--invoke", "read-stdin()"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(b"from the pipe").unwrap();
-    drop(input);
-    let o = common::finish(child);
+    let (_, files) = layout("p2-stdin");
+    let o = run_with_stdin(
+        &["run", &files, "--invoke", "read-stdin()"],
+        b"from the pipe",
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "read-stdin: \"from the pipe\"\n");
 }

@@ -4,8 +4,8 @@
 //! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
 
 use crate::common::{
-    ENDS_WITHIN, dir, output, run, signal, stderr, stdout, until, until_ok, wait_exit, warden,
-    write,
+    ENDS_WITHIN, dir, output, run, scratch, signal, stderr, stdout, until, until_ok, wait_exit,
+    warden, write,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -665,9 +665,8 @@ const V2: &str = "hello from v2.0!!\n";
 /// A module store holding `hello` 1.0 (the example) and 2.0 (answering [`V2`]), both with a
 /// 1 s `/sleep`, and a broken 3.0; the config serving `hello@1.0` from it.
 fn store_config(test: &str, extra_app: &str) -> String {
-    let store = dir().join(format!("store-{test}"));
-    let _ = std::fs::remove_dir_all(&store);
-    std::fs::create_dir_all(store.join("hello")).unwrap();
+    let store = scratch(&format!("store-{test}"));
+    std::fs::create_dir(store.join("hello")).unwrap();
     std::fs::write(store.join("hello/1.0.wasm"), example_saying(HELLO, 1000)).unwrap();
     std::fs::write(store.join("hello/2.0.wasm"), example_saying(V2, 1000)).unwrap();
     std::fs::write(store.join("hello/3.0.wasm"), "not a component").unwrap();

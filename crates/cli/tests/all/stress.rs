@@ -1,11 +1,9 @@
 //! `warden stress` through the binary: a tiny seeded run holds its invariants, an injected
 //! leak is caught with a replay command that reproduces it, and bad input is refused clearly.
 
-use crate::common;
-
-use crate::common::{dir, stderr, warden, write};
+use crate::common::{dir, output, stderr, warden, write};
 use serde_json::Value;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 fn stress(args: &[&str], self_test: bool) -> Output {
     let mut cmd = warden();
@@ -15,13 +13,7 @@ fn stress(args: &[&str], self_test: bool) -> Output {
     } else {
         cmd.env_remove("WARDEN_STRESS_SELF_TEST");
     }
-    common::finish(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    output(&mut cmd)
 }
 
 fn report(name: &str) -> (String, impl Fn() -> Value) {

@@ -58,19 +58,60 @@ fn dir_for(caller: &std::panic::Location<'_>) -> PathBuf {
     d
 }
 
+/// `bytes` as the file `name` in the calling module's scratch directory: its path.
 #[track_caller]
 pub fn write(name: &str, bytes: impl AsRef<[u8]>) -> String {
+    write_in(&dir_for(std::panic::Location::caller()), name, bytes)
+}
+
+/// `bytes` as the file `name` in `dir`: its path.
+pub fn write_in(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> String {
     // Tests of one binary run in parallel and may write the same fixture while another test's
     // warden reads it: write a file of its own, then rename it into place (atomic), so a
     // reader never sees a truncated or half-written file.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = dir_for(std::panic::Location::caller());
     let p = dir.join(name);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{n}.tmp"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, &p).unwrap();
     p.display().to_string()
+}
+
+/// A fresh, empty directory `name` in the calling module's scratch directory (one test's
+/// own: what an earlier run left there is gone).
+#[track_caller]
+pub fn scratch(name: &str) -> PathBuf {
+    let d = dir_for(std::panic::Location::caller()).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A directory to grant a guest (`--dir`), with a file inside and a secret beside it.
+pub struct Preopen {
+    /// The scratch directory that holds the other two.
+    pub root: PathBuf,
+    /// `root/granted`, holding `in.txt` ("inside").
+    pub granted: PathBuf,
+    /// `root/secret.txt` ("SECRET"): outside the grant.
+    pub secret: PathBuf,
+}
+
+/// A [`Preopen`] in a fresh scratch directory `name`.
+#[track_caller]
+pub fn preopen(name: &str) -> Preopen {
+    let root = scratch(name);
+    let granted = root.join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("in.txt"), "inside").unwrap();
+    let secret = root.join("secret.txt");
+    std::fs::write(&secret, "SECRET").unwrap();
+    Preopen {
+        root,
+        granted,
+        secret,
+    }
 }
 
 /// Runs to the end, failing (and killing it) if it does not end in time. Its output is
@@ -121,6 +162,24 @@ pub fn output(cmd: &mut Command) -> Output {
 /// `warden ARGS` with no stdin, to the end.
 pub fn run(args: &[&str]) -> Output {
     output(warden().args(args))
+}
+
+/// `warden ARGS` with `input` on its stdin, then end of file, to the end. The input is fed
+/// from a thread of its own, so a guest that writes before it reads cannot deadlock it.
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = warden()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start warden");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feed = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
+    let o = finish(child);
+    feed.join().unwrap().expect("warden read its stdin");
+    o
 }
 
 pub fn stdout(o: &Output) -> String {
