@@ -1,8 +1,12 @@
-//! Helpers shared by the binary's test modules: spawn `warden`, write guests to a temporary
-//! directory of the calling module, and run to the end within a bound, draining output as it
-//! comes.
-// Each test module uses its own subset of these.
-#![allow(dead_code)]
+//! Helpers shared by the binary's test modules, one copy each:
+//! - paths and scratch files: [`repo`], [`hostile`], [`dir`], [`write`], [`scratch`],
+//!   [`preopen`] (each module writes in a directory of its own);
+//! - running `warden` to the end within [`ENDS_WITHIN`]: [`run`], [`run_with_stdin`],
+//!   [`output`], [`finish`], and reading what it said: [`stdout`], [`stderr`], [`events`];
+//! - acting while it runs: [`Running`] (wait for an event, [`signal`] it, finish);
+//! - waiting on a state, never for a fixed time: [`until`], [`until_ok`], [`wait_exit`].
+//!
+//! There is no module-wide `allow(dead_code)`: a helper no test uses any more is a warning.
 
 /// The component guests the library's tests build from WAT and WIT, shared (one copy).
 #[path = "../../../../warden/tests/all/common/components.rs"]
