@@ -142,29 +142,38 @@ fn names_from_guests_are_escaped_when_printed() {
     assert!(!out.contains('\u{1b}'));
 }
 
+// Wasm binaries written byte by byte, where WAT cannot say it (a newline in a function's
+// name) or would cost too much to parse (a million functions).
+
+/// `v` as unsigned LEB128.
+fn leb(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A wasm name: its length, then its bytes.
+fn string(s: &str, out: &mut Vec<u8>) {
+    leb(s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A section: its id, its length, then `body`.
+fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
+    out.push(id);
+    leb(body.len(), out);
+    out.extend(body);
+}
+
 /// A wasm binary with one function, exported as `f`, that traps, whose name section names
 /// it `name`.
 fn trapping_module_named(name: &str) -> Vec<u8> {
-    fn leb(mut v: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn string(s: &str, out: &mut Vec<u8>) {
-        leb(s.len(), out);
-        out.extend_from_slice(s.as_bytes());
-    }
-    fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len(), out);
-        out.extend(body);
-    }
     let mut m = b"\0asm\x01\0\0\0".to_vec();
     section(1, vec![1, 0x60, 0, 0], &mut m);
     section(3, vec![1, 0], &mut m);
@@ -192,9 +201,10 @@ fn guest_names_in_errors_and_backtraces_cannot_forge_lines() {
         "forge-import.wat",
         "(module (import \"env\" \"x\\0awarden: g: FORGED\\0a\" (func)) (func (export \"f\")))",
     );
-    let named = dir().join("forge-name.wasm");
-    std::fs::write(&named, trapping_module_named("evil\nwarden: g: FORGED")).unwrap();
-    let named = named.display().to_string();
+    let named = write(
+        "forge-name.wasm",
+        trapping_module_named("evil\nwarden: g: FORGED"),
+    );
     for (guest, code) in [(import, 3), (named, 103)] {
         let o = run(&["run", &guest, "--invoke", "f"]);
         assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
@@ -252,32 +262,16 @@ fn unrepresentable_durations_saturate_instead_of_panicking() {
 
 /// A module of `n` empty functions, as a wasm binary (one type, `n` bodies).
 fn many_functions(n: u32) -> Vec<u8> {
-    fn leb(mut v: u32, out: &mut Vec<u8>) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len() as u32, out);
-        out.extend(body);
-    }
     let mut m = b"\0asm\x01\0\0\0".to_vec();
     section(1, vec![1, 0x60, 0, 0], &mut m);
     let mut funcs = Vec::new();
-    leb(n, &mut funcs);
+    leb(n as usize, &mut funcs);
     funcs.extend(std::iter::repeat_n(0u8, n as usize));
     section(3, funcs, &mut m);
     // Export function 0 as "f".
     section(7, vec![1, 1, b'f', 0, 0], &mut m);
     let mut code = Vec::new();
-    leb(n, &mut code);
+    leb(n as usize, &mut code);
     for _ in 0..n {
         code.extend([2, 0, 0x0b]);
     }
@@ -448,8 +442,8 @@ fn a_signal_during_compilation_exits_117() {
 
 /// Every code in the README's exit-code table is reachable and means what it says: each row
 /// not marked † (an API-only outcome) has a run here that ends with it. 117 and 118 are
-/// `signals.rs`'s (`a_first_signal_exits_in_order_with_117`, `..._118`), 119 is
-/// `warden/tests/bounds.rs`'s (`fail_fast_writes_a_report_and_exits_119`), N is 42 here.
+/// `signals::a_first_signal_exits_in_order_with_117` and `..._118`'s, 119 is the library's
+/// `bounds::fail_fast_writes_a_report_and_exits_119`'s, N is 42 here.
 #[test]
 fn every_exit_code_in_the_readme_is_reachable_and_exact() {
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();

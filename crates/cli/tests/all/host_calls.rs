@@ -24,16 +24,30 @@ const READER: &str = r#"(module
     (i32.store (i32.const 4) (i32.const 100))
     (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))))"#;
 
-/// A WASI command that writes 64 KiB blocks to stdout forever.
-const FLOODER: &str = r#"(module
+const STDOUT: u32 = 1;
+const STDERR: u32 = 2;
+
+/// A WASI module whose export `export` writes 64 KiB blocks to `fd` forever, with the
+/// functions of `more` beside it.
+fn flooder(export: &str, fd: u32, more: &str) -> String {
+    format!(
+        r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
-  (func (export "_start")
+  (func (export "{export}")
     (i32.store (i32.const 0) (i32.const 1024))
     (i32.store (i32.const 4) (i32.const 65536))
     (loop $l
-      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-      (br $l))))"#;
+      (drop (call $write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (br $l)))
+  {more})"#
+    )
+}
+
+/// A WASI command that writes to stdout forever.
+fn stdout_flooder() -> String {
+    guest("flooder.wat", &flooder("_start", STDOUT, ""))
+}
 
 /// A scratch file of this module (`common::write`).
 fn guest(name: &str, text: &str) -> String {
@@ -77,13 +91,13 @@ fn a_read_of_a_silent_stdin_ends_at_the_deadline() {
 
 #[test]
 fn writes_to_a_stalled_stdout_end_at_the_deadline() {
-    let mut run = stalled(&[&guest("flooder.wat", FLOODER), "--deadline", "1s"]);
+    let mut run = stalled(&[&stdout_flooder(), "--deadline", "1s"]);
     assert_eq!(run.finish().0.code(), Some(106), "{}", run.stderr());
 }
 
 #[test]
 fn writes_to_a_stalled_stdout_do_not_hold_an_exit_at_sigterm() {
-    let mut run = stalled(&[&guest("flooder.wat", FLOODER)]);
+    let mut run = stalled(&[&stdout_flooder()]);
     run.wait_for_event("call_started");
     run.signal("TERM");
     assert_eq!(run.finish().0.code(), Some(117), "{}", run.stderr());
@@ -97,22 +111,9 @@ fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
     assert_eq!(run.finish().0.code(), Some(117), "{}", run.stderr());
 }
 
-/// `flood` writes to stdout forever; `answer` is idle work; the finalizer never returns.
-const FLOOD_AND_HANG: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (func (export "flood")
-    (i32.store (i32.const 0) (i32.const 1024))
-    (i32.store (i32.const 4) (i32.const 65536))
-    (loop $l
-      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-      (br $l)))
-  (func (export "answer") (result i32) (i32.const 42))
-  (func (export "warden_on_unload") (loop $l (br $l))))"#;
-
 #[test]
 fn a_second_signal_ends_the_process_while_stdout_is_stalled() {
-    let mut run = stalled(&[&guest("flooder.wat", FLOODER)]);
+    let mut run = stalled(&[&stdout_flooder()]);
     run.wait_for_event("call_started");
     run.signal("TERM");
     // The orderly exit waits (boundedly) for the stalled reader; the second signal cuts it.
@@ -133,7 +134,16 @@ process-exit = { after = "1s", action = "rude-exit-process" }
 "#,
     );
     let mut run = stalled(&[
-        &guest("flood-and-hang.wat", FLOOD_AND_HANG),
+        // `flood` writes to stdout forever; `answer` is idle work; the finalizer never returns.
+        &guest(
+            "flood-and-hang.wat",
+            &flooder(
+                "flood",
+                STDOUT,
+                r#"(func (export "answer") (result i32) (i32.const 42))
+                   (func (export "warden_on_unload") (loop $l (br $l)))"#,
+            ),
+        ),
         "--invoke",
         "flood",
         "--background-invoke",
@@ -151,17 +161,6 @@ process-exit = { after = "1s", action = "rude-exit-process" }
     );
     assert_eq!(code, Some(116), "{stderr}");
 }
-
-/// A WASI command that writes 64 KiB blocks to stderr forever.
-const STDERR_FLOODER: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 1024))
-    (i32.store (i32.const 4) (i32.const 65536))
-    (loop $l
-      (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 16)))
-      (br $l))))"#;
 
 /// A `warden run` whose stdin, stdout and stderr are all pipes the test holds and never
 /// reads: the guest fills stderr, which is also where warden's own messages and events go.
@@ -192,7 +191,7 @@ fn run_with_stalled_stderr(args: &[&str], signals: &[&str]) -> Option<ExitStatus
 
 #[test]
 fn writes_to_a_stalled_stderr_end_at_the_deadline_even_with_events_on() {
-    let flooder = guest("stderr-flooder.wat", STDERR_FLOODER);
+    let flooder = guest("stderr-flooder.wat", &flooder("_start", STDERR, ""));
     for extra in [&[][..], &["--events", "json"][..]] {
         let mut args = vec![flooder.as_str(), "--deadline", "1s"];
         args.extend_from_slice(extra);
@@ -203,7 +202,7 @@ fn writes_to_a_stalled_stderr_end_at_the_deadline_even_with_events_on() {
 
 #[test]
 fn a_stalled_stderr_holds_neither_a_signalled_exit_nor_a_second_signal() {
-    let flooder = guest("stderr-flooder.wat", STDERR_FLOODER);
+    let flooder = guest("stderr-flooder.wat", &flooder("_start", STDERR, ""));
     let status = run_with_stalled_stderr(&[&flooder], &["TERM"]);
     assert_eq!(status.and_then(|s| s.code()), Some(117));
     let status = run_with_stalled_stderr(&[&flooder, "--events", "json"], &["TERM", "TERM"]);

@@ -186,11 +186,17 @@ struct Response {
 
 /// One request on a connection of its own (`connection: close`).
 fn request(addr: &str, method: &str, path: &str) -> Response {
+    request_with(addr, method, path, "")
+}
+
+/// One request with a body, on a connection of its own (`connection: close`).
+fn request_with(addr: &str, method: &str, path: &str, body: &str) -> Response {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -632,32 +638,6 @@ fn example_saying(hello_line: &str, sleep_ms: u64) -> Vec<u8> {
             &format!("(i64.const {})", sleep_ms * 1_000_000),
         );
     warden::http::example::build(warden::http::example::WIT, "proxy", &wat).unwrap()
-}
-
-/// A request with a body, on a connection of its own.
-fn request_with(addr: &str, method: &str, path: &str, body: &str) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Response {
-        status,
-        head: head.to_lowercase(),
-        body: body.to_string(),
-    }
 }
 
 const V2: &str = "hello from v2.0!!\n";
