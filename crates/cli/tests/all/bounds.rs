@@ -4,8 +4,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use crate::common::{
-    ENDS_WITHIN, dir, events, finish, hostile, named, output, repo, run, signal, stderr, stdout,
-    warden, write,
+    ENDS_WITHIN, assert_said, dir, events, finish, hostile, named, output, repo, run, signal,
+    stderr, stdout, warden, write,
 };
 
 fn code(o: &Output) -> Option<i32> {
@@ -38,7 +38,7 @@ fn endless_and_huge_files_are_refused_without_reading_them() {
     // Allowed, /dev/zero is still read no further than the bound.
     let o = run(&["policy", "check", "/dev/zero", "--allow-non-regular"]);
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+    assert_said(&o, "limit");
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn a_fifo_is_refused_not_waited_on() {
     ] {
         let o = run(&args);
         assert_eq!(code(&o), Some(3), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+        assert_said(&o, "not a regular file");
     }
 }
 
@@ -78,13 +78,13 @@ fn a_policy_from_a_pipe_is_read_once_and_applied() {
     };
     let o = sh(&fail_fast, "");
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--allow-non-regular"), "{}", stderr(&o));
+    assert_said(&o, "--allow-non-regular");
     // fail-fast: a trap exits rudely (116), not `server`'s 103.
     let o = sh(&fail_fast, "--allow-non-regular");
     assert_eq!(code(&o), Some(116), "{}", stderr(&o));
     let o = sh(&bad, "--allow-non-regular");
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("guest-trap"), "{}", stderr(&o));
+    assert_said(&o, "guest-trap");
 }
 
 /// A full disk or a closed pipe loses the text, never the exit code.
@@ -284,11 +284,7 @@ fn a_module_of_a_million_functions_is_refused_before_compiling() {
     let big = write("million.wasm", many_functions(1_000_000));
     let o = run(&["run", &big, "--invoke", "f", "--memory-budget", "64MiB"]);
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("1000000 functions, more than the 100000-function limit"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "1000000 functions, more than the 100000-function limit");
 }
 
 /// WAT text with more functions than the limit is refused on its tokens, before it is
@@ -300,11 +296,7 @@ fn wat_text_with_too_many_functions_is_refused_before_parsing() {
     let path = write("many.wat", wat);
     let o = run(&["run", &path, "--invoke", "f"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("100001 functions, more than the 100000-function limit"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "100001 functions, more than the 100000-function limit");
 }
 
 #[test]
@@ -396,11 +388,7 @@ fn a_domain_that_cannot_get_its_initial_memory_exits_111() {
 fn the_soak_summary_reports_the_cycles_actually_run() {
     let o = run(&["run", &hostile(), "--invoke", "trap", "--repeat", "5"]);
     assert_eq!(code(&o), Some(103));
-    assert!(
-        stderr(&o).contains("warden: 1 of 5 cycles"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "warden: 1 of 5 cycles");
 }
 
 /// SIGTERM while a large module still compiles: the signal is handled (117), not fatal.

@@ -2,7 +2,8 @@
 //! arguments for core exports, through the binary.
 
 use crate::common::{
-    self, Preopen, components, events, named, preopen, run, run_with_stdin, stderr, stdout,
+    self, Preopen, assert_said, components, events, named, preopen, run, run_with_stdin, stderr,
+    stdout,
 };
 
 fn typed() -> String {
@@ -139,11 +140,7 @@ fn bad_invocations_are_one_line_and_exit_3() {
 fn a_component_that_is_no_command_needs_invoke() {
     let o = run(&["run", &typed()]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("does not export `wasi:cli/run`"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "does not export `wasi:cli/run`");
 }
 
 #[test]
@@ -311,5 +308,5 @@ fn typed_invoke_of_lists_of_strings_options_and_results_as_arguments() {
     // A value of the wrong type is refused before any guest code, naming the parameter.
     let o = run(&["run", &guest, "--invoke", "check(some(1))"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("check"), "{}", stderr(&o));
+    assert_said(&o, "check");
 }

@@ -2,7 +2,7 @@
 //! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
 //! at a signal, so no import holds `warden run` past the policy's bounds.
 
-use crate::common::{self, Running, try_signal, wait_exit, warden};
+use crate::common::{self, Running, spawn, try_signal, wait_exit, warden};
 use std::process::{ExitStatus, Stdio};
 
 /// A WASI command that sleeps 30 s in `poll_oneoff`.
@@ -166,14 +166,7 @@ process-exit = { after = "1s", action = "rude-exit-process" }
 /// reads: the guest fills stderr, which is also where warden's own messages and events go.
 /// Returns the exit status, or None if it did not end within the bound (then it is killed).
 fn run_with_stalled_stderr(args: &[&str], signals: &[&str]) -> Option<ExitStatus> {
-    let mut child = warden()
-        .arg("run")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start warden");
+    let mut child = spawn(warden().arg("run").args(args), Stdio::piped());
     let (_stdin, _stdout) = (child.stdin.take(), child.stdout.take());
     let mut stderr = child.stderr.take().unwrap();
     if !signals.is_empty() {

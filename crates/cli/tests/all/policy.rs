@@ -1,6 +1,6 @@
 //! `warden policy check|show|explain` and `warden run --policy` through the binary.
 
-use crate::common::{events, hostile, run, stderr, stdout, write};
+use crate::common::{assert_said, events, hostile, run, stderr, stdout, write};
 
 const PRESETS: [&str; 4] = ["server", "clr", "sqlserver", "fail-fast"];
 
@@ -86,14 +86,10 @@ fn check_refuses_unknown_keys_and_missing_files() {
     let file = write("unknown-top.toml", "escalate = \"throw\"\n");
     let o = run(&["policy", "check", &file]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("escalate"), "{}", stderr(&o));
+    assert_said(&o, "escalate");
     let o = run(&["policy", "check", "/nonexistent/policy.toml"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("/nonexistent/policy.toml"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "/nonexistent/policy.toml");
 }
 
 #[test]
@@ -196,11 +192,7 @@ fn run_with_an_unknown_policy_is_bad_input_naming_it() {
     let file = write("bad-run.toml", "[failures]\nguest-trap = \"none\"\n");
     let o = run(&["run", &hostile(), "--invoke", "answer", "--policy", &file]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("[failures] guest-trap"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "[failures] guest-trap");
 }
 
 /// A passed deadline answered by `disable-runtime` ends the call (the most severe action
@@ -231,6 +223,6 @@ fn a_deadline_answered_by_disable_runtime_ends_the_run_with_106() {
             &policy,
         ]);
         assert_eq!(o.status.code(), Some(106), "{export}: {}", stderr(&o));
-        assert!(stderr(&o).contains("passed its deadline"), "{}", stderr(&o));
+        assert_said(&o, "passed its deadline");
     }
 }

@@ -1,6 +1,6 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
-use crate::common::{events, hostile, output, repo, run, stderr, stdout, write};
+use crate::common::{assert_said, events, hostile, output, repo, run, stderr, stdout, write};
 use std::process::Command;
 
 #[test]
@@ -237,7 +237,7 @@ fn memory_budget_caps_guest_memory_across_the_process() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(105), "{}", stderr(&o));
-    assert!(stderr(&o).contains(r#""limit":"budget""#), "{}", stderr(&o));
+    assert_said(&o, r#""limit":"budget""#);
     let o = run(&[
         "run",
         &hostile(),
@@ -247,7 +247,7 @@ fn memory_budget_caps_guest_memory_across_the_process() {
         "tons",
     ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
+    assert_said(&o, "--memory-budget");
 }
 
 #[test]
@@ -261,11 +261,7 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
     let o = output(Command::new("bash").arg("-c").arg(&cmd));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "answer: 42\n");
-    assert!(
-        stderr(&o).contains("falling back to on-demand"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "falling back to on-demand");
 }
 
 #[test]
@@ -304,7 +300,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
         &policy,
     ]);
     assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
-    assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
+    assert_said(&o, "deadlock victim");
 }
 
 /// A guest whose start function would print: refused under `safe` before it runs, each
@@ -388,18 +384,10 @@ fn a_bad_grant_is_bad_input_naming_it() {
         "safe,sockets",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--grant: unknown capability `sockets`"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "--grant: unknown capability `sockets`");
     let o = run(&["run", &hostile(), "--invoke", "answer", "--grant", ""]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--grant: empty grant"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "--grant: empty grant");
     // A preopen under a grant without `filesystem` is refused before anything runs.
     let dir = std::env::temp_dir();
     let o = run(&[

@@ -4,8 +4,8 @@
 //! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
 
 use crate::common::{
-    ENDS_WITHIN, dir, output, run, scratch, signal, stderr, stdout, until, until_ok, wait_exit,
-    warden, write,
+    ENDS_WITHIN, dir, output, run, scratch, signal, spawn, stderr, stdout, until, until_ok,
+    wait_exit, warden, write,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -47,12 +47,7 @@ impl Serve {
             cmd.arg(write(&format!("serve-{n}.toml"), text));
         }
         cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&mut cmd, Stdio::null());
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();

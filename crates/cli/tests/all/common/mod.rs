@@ -2,7 +2,8 @@
 //! - paths and scratch files: [`repo`], [`hostile`], [`dir`], [`write`], [`scratch`],
 //!   [`preopen`] (each module writes in a directory of its own);
 //! - running `warden` to the end within [`ENDS_WITHIN`]: [`run`], [`run_with_stdin`],
-//!   [`output`], [`finish`], and reading what it said: [`stdout`], [`stderr`], [`events`];
+//!   [`output`], [`finish`], and reading what it said: [`stdout`], [`stderr`], [`events`],
+//!   [`assert_said`];
 //! - acting while it runs: [`Running`] (wait for an event, [`signal`] it, finish);
 //! - waiting on a state, never for a fixed time: [`until`], [`until_ok`], [`wait_exit`].
 //!
@@ -152,15 +153,18 @@ pub fn finish(mut child: Child) -> Output {
     }
 }
 
+/// Starts `cmd` with `stdin`, its stdout and stderr piped to the test.
+pub fn spawn(cmd: &mut Command, stdin: Stdio) -> Child {
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
 /// `cmd` with no stdin, to the end within the bound: `Command::output` that cannot hang.
 pub fn output(cmd: &mut Command) -> Output {
-    finish(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
-    )
+    finish(spawn(cmd, Stdio::null()))
 }
 
 /// `warden ARGS` with no stdin, to the end.
@@ -171,13 +175,7 @@ pub fn run(args: &[&str]) -> Output {
 /// `warden ARGS` with `input` on its stdin, then end of file, to the end. The input is fed
 /// from a thread of its own, so a guest that writes before it reads cannot deadlock it.
 pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = warden()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start warden");
+    let mut child = spawn(warden().args(args), Stdio::piped());
     let mut pipe = child.stdin.take().unwrap();
     let input = input.to_vec();
     let feed = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
@@ -192,6 +190,13 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that `o`'s stderr says `text`, showing all it said if not.
+#[track_caller]
+pub fn assert_said(o: &Output, text: &str) {
+    let err = stderr(o);
+    assert!(err.contains(text), "`{text}` not in stderr:\n{err}");
 }
 
 /// The `--events json` lines of `text`. Every line that opens with `{` must be one event
@@ -291,18 +296,12 @@ impl Running {
     }
 
     fn spawn(args: &[&str], stalled: bool) -> Running {
-        let mut child = warden()
-            .arg("run")
-            .args(args)
-            .stdin(if stalled {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start warden");
+        let stdin = if stalled {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = spawn(warden().arg("run").args(args), stdin);
         let (tx, lines) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
