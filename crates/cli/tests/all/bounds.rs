@@ -4,8 +4,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use crate::common::{
-    ENDS_WITHIN, assert_said, dir, events, finish, hostile, named, output, repo, run, signal,
-    stderr, stdout, warden, write,
+    ENDS_WITHIN, assert_said, dir, events, finish, fixture, hostile, named, output, repo, run,
+    signal, stderr, stdout, warden, write,
 };
 
 fn code(o: &Output) -> Option<i32> {
@@ -549,38 +549,8 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
 /// and so do the warnings about them.
 #[test]
 fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
-    // Each call names its locks after the clock (16 hex digits) plus a counter, takes 256 of
-    // them and returns holding them all.
-    let g = write(
-        "storm.wat",
-        r#"(module
-          (import "wasi_snapshot_preview1" "clock_time_get"
-            (func $now (param i32 i64 i32) (result i32)))
-          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
-          (memory (export "memory") 1)
-          (func (export "storm") (result i32)
-            (local $t i64) (local $i i32) (local $n i32) (local $got i32)
-            (drop (call $now (i32.const 1) (i64.const 1) (i32.const 64)))
-            (local.set $t (i64.load (i32.const 64)))
-            ;; 16 hex digits of the time at 0..16.
-            (loop $hex
-              (local.set $n (i32.wrap_i64 (i64.and
-                (i64.shr_u (local.get $t) (i64.extend_i32_u (i32.mul (i32.sub (i32.const 15) (local.get $i)) (i32.const 4))))
-                (i64.const 15))))
-              (i32.store8 (local.get $i)
-                (i32.add (local.get $n) (select (i32.const 48) (i32.const 87) (i32.lt_u (local.get $n) (i32.const 10)))))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $hex (i32.lt_u (local.get $i) (i32.const 16))))
-            (local.set $i (i32.const 0))
-            (loop $take
-              (i32.store8 (i32.const 16) (i32.add (i32.const 65) (i32.rem_u (local.get $i) (i32.const 16))))
-              (i32.store8 (i32.const 17) (i32.add (i32.const 65) (i32.div_u (local.get $i) (i32.const 16))))
-              (if (i32.eqz (call $acq (i32.const 0) (i32.const 18) (i64.const 0)))
-                (then (local.set $got (i32.add (local.get $got) (i32.const 1)))))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $take (i32.lt_u (local.get $i) (i32.const 256))))
-            (local.get $got)))"#,
-    );
+    // Each call takes 256 locks named after the clock and returns holding them all.
+    let g = fixture("lock_storm.wat");
     let o = run(&[
         "run",
         &g,

@@ -2,27 +2,8 @@
 //! read of a stdin nobody writes, writes to a stdout nobody reads — end at the deadline and
 //! at a signal, so no import holds `warden run` past the policy's bounds.
 
-use crate::common::{self, Running, spawn, try_signal, wait_exit, warden};
+use crate::common::{self, Running, fixture, spawn, try_signal, wait_exit, warden};
 use std::process::{ExitStatus, Stdio};
-
-/// A WASI command that sleeps 30 s in `poll_oneoff`.
-const SLEEPER: &str = r#"(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store8 (i32.const 8) (i32.const 0))
-    (i32.store (i32.const 16) (i32.const 1))
-    (i64.store (i32.const 24) (i64.const 30000000000))
-    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
-
-/// A WASI command that reads stdin once.
-const READER: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 64))
-    (i32.store (i32.const 4) (i32.const 100))
-    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))))"#;
 
 const STDOUT: u32 = 1;
 const STDERR: u32 = 2;
@@ -64,7 +45,7 @@ fn stalled(args: &[&str]) -> Running {
 fn a_poll_oneoff_sleep_ends_at_the_deadline() {
     for policy in ["server", "clr"] {
         let mut run = stalled(&[
-            &guest("sleeper.wat", SLEEPER),
+            &fixture("sleeper.wat"),
             // poll_oneoff is a host wait: `blocking`, beyond the default `external`.
             "--grant",
             "external,blocking",
@@ -85,7 +66,7 @@ fn a_poll_oneoff_sleep_ends_at_the_deadline() {
 
 #[test]
 fn a_read_of_a_silent_stdin_ends_at_the_deadline() {
-    let mut run = stalled(&[&guest("reader.wat", READER), "--deadline", "1s"]);
+    let mut run = stalled(&[&fixture("stdin_reader.wat"), "--deadline", "1s"]);
     assert_eq!(run.finish().0.code(), Some(106), "{}", run.stderr());
 }
 
@@ -105,7 +86,7 @@ fn writes_to_a_stalled_stdout_do_not_hold_an_exit_at_sigterm() {
 
 #[test]
 fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
-    let mut run = stalled(&[&guest("reader.wat", READER)]);
+    let mut run = stalled(&[&fixture("stdin_reader.wat")]);
     run.wait_for_event("call_started");
     run.signal("TERM");
     assert_eq!(run.finish().0.code(), Some(117), "{}", run.stderr());

@@ -4,7 +4,8 @@
 //! `cargo test -p warden-cli --test all -- serve::`.
 //!
 //! Shared helpers (spawning `warden`, scratch files, waits on output, a port or a state, each
-//! with a deadline) are in `common`.
+//! with a deadline) are in `common`; guests too long to read inline are `.wat` files in
+//! `fixtures/`, which `warden` reads as they are (`common::fixture`).
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
-use crate::common::{assert_said, events, hostile, output, repo, run, stderr, stdout, write};
+use crate::common::{
+    assert_said, events, fixture, hostile, output, repo, run, stderr, stdout, write,
+};
 use std::process::Command;
 
 #[test]
@@ -307,23 +309,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
 /// forbidden import named with its category, exit 120.
 #[test]
 fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
-    let g = write(
-        "grant-refused.wat",
-        r#"(module
-          (import "wasi_snapshot_preview1" "fd_write"
-            (func $write (param i32 i32 i32 i32) (result i32)))
-          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
-          (import "warden" "log" (func $log (param i32 i32 i32)))
-          (memory (export "memory") 1)
-          (data (i32.const 16) "started\n")
-          (func $start
-            (i32.store (i32.const 0) (i32.const 16))
-            (i32.store (i32.const 4) (i32.const 8))
-            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-          (start $start)
-          (func (export "_start")))"#,
-    );
-    let g = &g;
+    let g = &fixture("grant_refused.wat");
     let o = run(&["run", g, "--grant", "safe", "--events", "json"]);
     assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
     assert_eq!(stdout(&o), "", "the start function ran");

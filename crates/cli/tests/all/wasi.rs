@@ -3,7 +3,8 @@
 //! written as WAT here.
 
 use crate::common::{
-    Preopen, output, preopen, run, run_with_stdin, scratch, stderr, stdout, warden, write_in,
+    Preopen, fixture, output, preopen, read_fixture, run, run_with_stdin, scratch, stderr, stdout,
+    warden, write_in,
 };
 use std::process::Output;
 
@@ -158,31 +159,9 @@ fn dir_ro_reads_but_refuses_every_write() {
     );
 }
 
-/// A command that prints its environment, one `KEY=VALUE` per line.
-const PRINT_ENV: &str = r#"(module
-  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $i i32) (local $end i32)
-    (drop (call $sizes (i32.const 0) (i32.const 4)))
-    ;; pointers @1024, strings @8192 (NUL-terminated, back to back)
-    (drop (call $get (i32.const 1024) (i32.const 8192)))
-    (local.set $end (i32.add (i32.const 8192) (i32.load (i32.const 4))))
-    (local.set $i (i32.const 8192))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (if (i32.eqz (i32.load8_u (local.get $i))) (then (i32.store8 (local.get $i) (i32.const 10))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (i32.store (i32.const 16) (i32.const 8192))
-    (i32.store (i32.const 20) (i32.load (i32.const 4)))
-    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
-
 #[test]
 fn env_sets_inherits_a_bare_key_and_passes_nothing_else() {
-    let root = scratch("env");
-    let g = write_in(&root, "env.wat", PRINT_ENV);
+    let g = fixture("print_env.wat");
     let o = output(
         warden()
             .args(["run", "--env", "GIVEN=a=b", "--env", "WARDEN_T_INHERITED"])
@@ -196,27 +175,9 @@ fn env_sets_inherits_a_bare_key_and_passes_nothing_else() {
     assert_eq!(lines, ["GIVEN=a=b", "WARDEN_T_INHERITED=from the host"]);
 }
 
-/// A command that copies stdin to stdout until end of file.
-const CAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $e i32)
-    (i32.store (i32.const 16) (i32.const 4096))
-    (loop $more
-      (i32.store (i32.const 20) (i32.const 4096))
-      (local.set $e (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 24)))
-      (if (local.get $e) (then (call $proc_exit (local.get $e))))
-      (if (i32.load (i32.const 24)) (then
-        (i32.store (i32.const 20) (i32.load (i32.const 24)))
-        (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 28)))
-        (br $more))))))"#;
-
 #[test]
 fn stdin_reaches_a_command() {
-    let root = scratch("stdin");
-    let g = write_in(&root, "cat.wat", CAT);
+    let g = fixture("cat.wat");
     let text = "line one\nline two, longer than the first\n".repeat(500);
     let o = run_with_stdin(&["run", &g], text.as_bytes());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -237,7 +198,7 @@ fn assert_refused(o: &Output, names: &[&str]) {
 #[test]
 fn bad_dir_arguments_are_refused_naming_flag_and_path() {
     let root = scratch("bad");
-    let hello = write_in(&root, "env.wat", PRINT_ENV);
+    let hello = fixture("print_env.wat");
     let missing = root.join("missing").display().to_string();
     let file = root.join("a-file");
     std::fs::write(&file, "x").unwrap();
@@ -261,7 +222,7 @@ fn bad_dir_arguments_are_refused_naming_flag_and_path() {
 fn an_unreadable_dir_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let root = scratch("unreadable");
-    let hello = write_in(&root, "env.wat", PRINT_ENV);
+    let hello = fixture("print_env.wat");
     let locked = root.join("locked");
     std::fs::create_dir(&locked).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -282,7 +243,7 @@ fn stdin_reaches_an_invoked_core_export() {
     let g = write_in(
         &root,
         "cat-export.wat",
-        CAT.replace(r#"(export "_start")"#, r#"(export "cat")"#),
+        read_fixture("cat.wat").replace(r#"(export "_start")"#, r#"(export "cat")"#),
     );
     let o = run_with_stdin(&["run", &g, "--invoke", "cat"], b"piped to an export\n");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

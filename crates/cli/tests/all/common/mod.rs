@@ -1,6 +1,7 @@
 //! Helpers shared by the binary's test modules, one copy each:
-//! - paths and scratch files: [`repo`], [`hostile`], [`dir`], [`write`], [`scratch`],
-//!   [`preopen`] (each module writes in a directory of its own);
+//! - paths and scratch files: [`repo`], [`hostile`], [`fixture`] (guests too long to read
+//!   inline, as `.wat` files in `fixtures/`), [`dir`], [`write`], [`scratch`], [`preopen`]
+//!   (each module writes in a directory of its own);
 //! - running `warden` to the end within [`ENDS_WITHIN`]: [`run`], [`run_with_stdin`],
 //!   [`output`], [`finish`], and reading what it said: [`stdout`], [`stderr`], [`events`],
 //!   [`assert_said`];
@@ -34,6 +35,16 @@ pub fn repo(path: &str) -> String {
         .join(path)
         .display()
         .to_string()
+}
+
+/// `crates/cli/tests/all/fixtures/NAME`, a guest warden reads as it is.
+pub fn fixture(name: &str) -> String {
+    repo(&format!("crates/cli/tests/all/fixtures/{name}"))
+}
+
+/// The text of the fixture `name`, to vary it.
+pub fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// `guests/hostile.wat`: `answer`, and the runaways `spin`, `recurse`, `hog`, `trap`.
