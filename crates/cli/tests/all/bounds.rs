@@ -1,11 +1,12 @@
 //! Issue #16 through the binary: every input bounded, every exit code exact.
 
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::common::{
     ENDS_WITHIN, assert_said, dir, events, finish, fixture, hostile, named, output, repo, run,
-    signal, stderr, stdout, warden, write,
+    signal, spawn, stderr, stdout, warden, write,
 };
 
 fn code(o: &Output) -> Option<i32> {
@@ -543,6 +544,50 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
             }
         );
     }
+}
+
+/// The orphaned-lock warnings and the events share stderr. A slow reader keeps the pipe full,
+/// so every write to it is partial: each event line must still arrive whole, never with a
+/// warning inside it.
+#[test]
+fn warnings_never_split_an_event_line_for_a_slow_reader() {
+    let mut child = spawn(
+        warden().args([
+            "run",
+            &fixture("lock_storm.wat"),
+            "--grant",
+            "safe,synchronization",
+            "--invoke",
+            "storm",
+            "--repeat",
+            "100",
+            "--events",
+            "json",
+        ]),
+        Stdio::null(),
+    );
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+            // The slowness is the thing under test, not a wait for anything.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        all
+    });
+    let o = finish(child);
+    let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert_eq!(code(&o), Some(0), "{text}");
+    // `events` fails on a line that opens as an event and is not one.
+    let events = events(&text);
+    assert!(!named(&events, "locks_orphaned").is_empty(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN orphaned_locks") && !l.starts_with('{')),
+        "the warnings are there, on lines of their own:\n{text}"
+    );
 }
 
 /// Cycles that each leave 256 uniquely named locks orphaned: the poison marks stay bounded
