@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 })
             }),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::TracingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()

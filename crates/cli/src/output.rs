@@ -20,6 +20,26 @@ pub fn err(text: &str) {
     let _ = warden::stdio::host_stderr(line.as_bytes());
 }
 
+/// The writer of `tracing`'s messages (warnings such as `orphaned_locks`): each formatted
+/// message goes through warden's stderr buffer whole, as [`err`] does, so it never lands in
+/// the middle of an `--events json` line (std's stderr is a second writer on the same pipe,
+/// whose partial writes interleave) and a stalled reader never blocks the thread that logs.
+/// A message is dropped rather than wait, as [`err`]'s are.
+pub struct TracingStderr;
+
+impl Write for TracingStderr {
+    /// `tracing_subscriber::fmt` writes a message with one `write_all`: taking it all here
+    /// keeps the message one piece.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let _ = warden::stdio::host_stderr(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Flushes stdout, ignoring failure.
 pub fn flush() {
     let _ = std::io::stdout().flush();

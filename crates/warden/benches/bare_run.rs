@@ -3,7 +3,7 @@
 //! blocked on from the main thread, N cycles of new store + instantiate + one call + drop (or N
 //! calls on one instance). Prints the loop's time as `warden run` does, for `.ci/bench-binary`:
 //!
-//! `cargo bench -p warden --bench bare_run -- MODULE --invoke NAME --repeat N [--reuse-domain]`
+//! `cargo bench --workspace --bench bare_run -- MODULE --invoke NAME --repeat N [--reuse-domain]`
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The ratio table: Warden against bare wasmtime, configured the same way and measured in the
-//! same run, with fixed iteration counts. `cargo bench -p warden --bench ratios`.
+//! same run, with fixed iteration counts. `cargo bench --workspace --bench ratios`.
 //!
 //! Each throughput scenario runs in rounds that alternate Warden and bare batches, so both
 //! sides see the same machine load; the figure reported per side is the median round's time

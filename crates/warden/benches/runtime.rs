@@ -1,5 +1,5 @@
 //! Criterion benchmarks of Warden against bare wasmtime configured the same way, measured in
-//! the same run. `cargo bench -p warden --bench runtime [FILTER]`.
+//! the same run. `cargo bench --workspace --bench runtime [FILTER]`.
 //!
 //! Groups (each has a `warden` and a `bare` member; compare them within the run):
 //! - `a_create_call_unload`: create a domain, one call, unload (goal ≤ 2× bare).
@@ -10,7 +10,7 @@
 //! Abort latency (`c`) is not a throughput figure: it is printed after the groups as p50/p99
 //! over 200 aborts of a spinning call, for Warden and for bare wasmtime.
 //!
-//! For the ratios as one table, run `cargo bench -p warden --bench ratios`.
+//! For the ratios as one table, run `cargo bench --workspace --bench ratios`.
 
 mod common;
 

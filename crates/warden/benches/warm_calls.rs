@@ -4,7 +4,7 @@
 //! instruction counts are not.
 //!
 //! ```text
-//! cargo bench -p warden --bench warm_calls --no-run
+//! cargo bench --workspace --bench warm_calls --no-run
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/w.%p target/release/deps/warm_calls-* warden 1000
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/w.%p target/release/deps/warm_calls-* warden 11000
 //! ```

@@ -844,11 +844,15 @@ impl DomainShared {
     ) -> Detach<Option<CallResult>> {
         let dom = self.clone();
         let ctl = req.ctl.clone();
-        Detach::call(self.clone(), ctl, async move {
-            let result = worker.serve(req).await;
-            dom.hand_back(worker);
-            result
-        })
+        Detach::call(
+            self.clone(),
+            ctl,
+            Box::pin(async move {
+                let result = worker.serve(req).await;
+                dom.hand_back(worker);
+                result
+            }),
+        )
     }
 
     /// The end of a call, however it ended (ran, refused, drained, dropped): released, then

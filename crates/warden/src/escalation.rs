@@ -238,15 +238,22 @@ pub(crate) async fn drive<T>(
     fut: impl std::future::Future<Output = wasmtime::Result<T>>,
     deadline: Option<Instant>,
 ) -> Driven<T> {
-    let fut = std::pin::pin!(fut);
+    drive_pinned(dom, ctl, std::pin::pin!(fut), deadline).await
+}
+
+/// [`drive`] of a future the caller pinned: its state is then held once, by the caller, not
+/// also as this function's argument (a warm call's future stays smaller).
+pub(crate) async fn drive_pinned<T, F>(
+    dom: &Arc<DomainShared>,
+    ctl: &Arc<CallCtl>,
+    fut: std::pin::Pin<&mut F>,
+    deadline: Option<Instant>,
+) -> Driven<T>
+where
+    F: std::future::Future<Output = wasmtime::Result<T>>,
+{
     // Counts the time the guest spends parked in host waits (`host::HostTimed`).
     let mut fut = crate::host::HostTimed::new(fut, ctl);
-    let mut deadline = deadline.map(tokio::time::Instant::from_std);
-    // The escalation timer: which operation is being bounded, and until when.
-    let mut armed: Option<(Operation, tokio::time::Instant)> = None;
-    // Operations whose timeout already fired: each escalates once per call.
-    let mut timed_out: Vec<Operation> = Vec::new();
-    let policy = &dom.rt.policy;
     // Most calls end within their first poll: try one before setting up the wake-ups the
     // wait needs. Nothing is missed by it: a kick meanwhile is kept as a permit, and the loop
     // checks for a deliverable abort after creating its futures, before it waits.
@@ -263,6 +270,28 @@ pub(crate) async fn drive<T>(
     if let std::task::Poll::Ready(r) = first.await {
         return Driven::Finished(r);
     }
+    // The wait, with its timers and wake-ups, is boxed: a call that ends at its first poll
+    // (and the future of every call, which holds this one) does not carry its state.
+    Box::pin(wait(dom, ctl, &mut fut, deadline)).await
+}
+
+/// The rest of [`drive`], after a first poll that did not finish.
+async fn wait<T, F>(
+    dom: &Arc<DomainShared>,
+    ctl: &Arc<CallCtl>,
+    fut: &mut crate::host::HostTimed<'_, F>,
+    deadline: Option<Instant>,
+) -> Driven<T>
+where
+    F: std::future::Future<Output = wasmtime::Result<T>>,
+{
+    let mut fut = std::pin::Pin::new(fut);
+    let mut deadline = deadline.map(tokio::time::Instant::from_std);
+    // The escalation timer: which operation is being bounded, and until when.
+    let mut armed: Option<(Operation, tokio::time::Instant)> = None;
+    // Operations whose timeout already fired: each escalates once per call.
+    let mut timed_out: Vec<Operation> = Vec::new();
+    let policy = &dom.rt.policy;
     loop {
         // A kill is seen here: `DomainShared::kill` marks the lifecycle, then kicks the call
         // running now (a kick before this iteration's wait is kept as a permit).

@@ -30,7 +30,7 @@ use warden_policy::Operation;
 
 use crate::call::{AbortReason, CallCtl, CallError, CallOutput, CallResult};
 use crate::domain::{DomainShared, DomainState, SigKind, Signature, classify};
-use crate::escalation::{Driven, Effect, drive};
+use crate::escalation::{Driven, Effect, drive, drive_pinned};
 use crate::events::EventKind;
 use crate::release::CriticalRelease;
 
@@ -163,13 +163,8 @@ impl Worker {
     /// result when the request has no reply channel (the fast path).
     pub(crate) async fn serve(&mut self, req: CallRequest) -> Option<CallResult> {
         let dom = self.dom.clone();
-        let CallRequest {
-            ctl,
-            sig,
-            args,
-            deadline,
-            reply,
-        } = req;
+        // Fields used in place, not moved to locals: the call's future holds `req` once.
+        let ctl = &req.ctl;
         let started = Instant::now();
         let (result, ran) = if let Some(kind) = ctl.abort.take_delivery() {
             // Aborted while still queued: it never runs.
@@ -180,7 +175,7 @@ impl Worker {
             // Queued before the exit began, not started: a new call-in all the same.
             (Err(CallError::ProcessExiting), false)
         } else {
-            let result = self.run(&ctl, &sig, args, deadline, started);
+            let result = self.run(ctl, &req.sig, req.args, req.deadline, started);
             (result.await, true)
         };
         if ran && self.parts().spent {
@@ -188,8 +183,8 @@ impl Worker {
             // is reported, so no later call is admitted to it.
             dom.unload_in_background(false);
         }
-        dom.finish_call(&ctl, &result, started, ran);
-        match reply {
+        dom.finish_call(ctl, &result, started, ran);
+        match req.reply {
             Some(reply) => {
                 let _ = reply.send(result);
                 None
@@ -241,41 +236,47 @@ impl Worker {
             Driven::Finished(Err(e)) => classify(ctl, e),
             Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
         };
+        // A call's future is as large as its largest arm, and the fast path boxes it once per
+        // call: the other kinds' futures are boxed where they are made (written inline, not
+        // bound to a local that would stay in this state), so a core call's box stays within
+        // the allocator's small, cached sizes (1 KiB today, checked with `size_of_val`).
         let result = match (func, args) {
             (Some(GuestFunc::Core(func)), Args::Core(args)) => {
                 let mut results = vec![wasmtime::Val::I32(0); sig.results];
                 let ran = {
-                    let fut = func.call_async(&mut *store, &args, &mut results);
-                    drive(&dom, ctl, fut, deadline).await
+                    let fut = std::pin::pin!(func.call_async(&mut *store, &args, &mut results));
+                    drive_pinned(&dom, ctl, fut, deadline).await
                 };
                 ended(ran, CallOutput::core(results))
             }
             (Some(GuestFunc::Component(func)), Args::Component(args)) => {
                 let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
-                let ran = {
-                    // An embedder's component host function that panics traps this call.
-                    let fut = crate::host::contain_panics(func.call_async(
-                        &mut *store,
-                        &args,
-                        &mut results,
-                    ));
-                    drive(&dom, ctl, fut, deadline).await
-                };
+                // An embedder's component host function that panics traps this call.
+                let ran = Box::pin(drive(
+                    &dom,
+                    ctl,
+                    crate::host::contain_panics(func.call_async(&mut *store, &args, &mut results)),
+                    deadline,
+                ))
+                .await;
                 *spent = !matches!(ran, Driven::Finished(Ok(())));
                 ended(ran, CallOutput::component(results))
             }
             (Some(GuestFunc::Core(func)), Args::Bytes(input)) => match &*instance {
                 GuestInstance::Core(instance) => {
-                    let ran = {
-                        let fut = crate::domain_call::run_bytes(
+                    let ran = Box::pin(drive(
+                        &dom,
+                        ctl,
+                        crate::domain_call::run_bytes(
                             &mut *store,
                             *instance,
                             bytes_abi,
                             func,
                             input,
-                        );
-                        drive(&dom, ctl, fut, deadline).await
-                    };
+                        ),
+                        deadline,
+                    ))
+                    .await;
                     let mut bytes = Vec::new();
                     let ran = ran.map_ok(|b| bytes = b);
                     ended(
@@ -299,11 +300,19 @@ impl Worker {
                 // `DomainShared::request` refused an HTTP call to a core module.
                 GuestInstance::Core(_) => no_func(),
                 GuestInstance::Component(instance) => {
-                    let ran = {
-                        let fut =
-                            crate::http::handle(store, &dom.module, instance, *request, sender);
-                        drive(&dom, ctl, crate::host::contain_panics(fut), deadline).await
-                    };
+                    let ran = Box::pin(drive(
+                        &dom,
+                        ctl,
+                        crate::host::contain_panics(crate::http::handle(
+                            store,
+                            &dom.module,
+                            instance,
+                            *request,
+                            sender,
+                        )),
+                        deadline,
+                    ))
+                    .await;
                     *spent = !matches!(ran, Driven::Finished(Ok(())));
                     // Before the store (and the body's sender with it) can be dropped.
                     ending.set(!*spent);
@@ -493,10 +502,10 @@ impl<T: Send + 'static> Detach<T> {
     pub(crate) fn call(
         dom: Arc<DomainShared>,
         ctl: Arc<CallCtl>,
-        work: impl Future<Output = T> + Send + 'static,
+        work: Pin<Box<dyn Future<Output = T> + Send>>,
     ) -> Self {
         Detach {
-            work: Some(Box::pin(work)),
+            work: Some(work),
             call: Some((dom, ctl)),
         }
     }

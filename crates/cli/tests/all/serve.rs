@@ -3,14 +3,16 @@
 //! and SIGTERM's drain. Each test starts its own server on port 0 and reads the addresses it
 //! prints; a tiny HTTP/1.1 client over std's TcpStream talks to it.
 
-mod common;
-
-use common::{ENDS_WITHIN, dir, warden, write};
+use crate::common::{
+    ENDS_WITHIN, dir, output, run, scratch, signal, spawn, stderr, stdout, until, until_ok,
+    wait_exit, warden, write,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The bundled example component, written once per test process.
@@ -18,13 +20,8 @@ fn example() -> String {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = dir().join("example.wasm");
-        let ok = warden()
-            .args(["serve", "--write-example"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "--write-example");
+        let o = output(warden().args(["serve", "--write-example"]).arg(&path));
+        assert!(o.status.success(), "--write-example: {}", stderr(&o));
         path.display().to_string()
     })
     .clone()
@@ -35,6 +32,8 @@ struct Serve {
     addr: String,
     admin: String,
     stderr: Arc<Mutex<String>>,
+    /// Reads stderr into `stderr`; ends at EOF.
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Serve {
@@ -48,16 +47,11 @@ impl Serve {
             cmd.arg(write(&format!("serve-{n}.toml"), text));
         }
         cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&mut cmd, Stdio::null());
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -97,6 +91,7 @@ impl Serve {
             addr: addr.unwrap(),
             admin: admin.unwrap(),
             stderr,
+            reader: Some(reader),
         }
     }
 
@@ -118,56 +113,52 @@ impl Serve {
         what: &str,
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        let until = Instant::now() + ENDS_WITHIN;
-        loop {
+        until_ok(what, || {
             let v: serde_json::Value =
                 serde_json::from_str(&self.admin("GET", "/admin/domains").body).unwrap();
             let list = v.as_array().unwrap().clone();
             if done(&list) {
-                return list;
+                Ok(list)
+            } else {
+                Err(format!("{list:?}"))
             }
-            assert!(Instant::now() < until, "waited for {what}: {list:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     /// Polls `/metrics` until it contains `line`.
     fn metrics_until(&self, line: &str) {
-        let until = Instant::now() + ENDS_WITHIN;
-        while !self.metrics().contains(line) {
-            assert!(
-                Instant::now() < until,
-                "waited for {line} in:\n{}",
-                self.metrics()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until_ok(line, || {
+            let m = self.metrics();
+            if m.contains(line) { Ok(()) } else { Err(m) }
+        })
+    }
+
+    /// Polls `/readyz` until it answers `status`.
+    fn readiness_until(&self, status: u16) -> Response {
+        until_ok(&format!("/readyz {status}"), || {
+            let r = self.admin("GET", "/readyz");
+            if r.status == status {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        })
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -s {sig}");
+        signal(self.child.id(), sig);
     }
 
-    /// Waits for the exit (killing it and failing if it does not come): its code.
+    /// Waits for the exit (killing it and failing if it does not come): its code and all
+    /// it wrote to stderr.
     fn wait(mut self) -> (i32, String) {
-        let until = Instant::now() + ENDS_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                let stderr = self.stderr.lock().unwrap().clone();
-                return (status.code().unwrap_or(-1), stderr);
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                panic!("warden serve did not exit");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let Some(status) = wait_exit(&mut self.child) else {
+            panic!("warden serve did not exit");
+        };
+        // The process is gone, so its stderr is at EOF: the reader has all there was.
+        self.reader.take().unwrap().join().unwrap();
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), stderr)
     }
 }
 
@@ -190,11 +181,17 @@ struct Response {
 
 /// One request on a connection of its own (`connection: close`).
 fn request(addr: &str, method: &str, path: &str) -> Response {
+    request_with(addr, method, path, "")
+}
+
+/// One request with a body, on a connection of its own (`connection: close`).
+fn request_with(addr: &str, method: &str, path: &str, body: &str) -> Response {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -418,6 +415,7 @@ fn an_app_that_keeps_failing_is_quarantined_until_cool_down_or_restore() {
     assert_eq!(s.get("/trap").status, 500);
     assert_eq!(s.get("/trap").status, 500);
     assert_eq!(s.get("/hello").status, 503);
+    // The cool-down passing is the thing under test: wait it out.
     std::thread::sleep(Duration::from_millis(1600));
     assert_eq!(s.get("/hello").status, 200, "cooled down");
 }
@@ -429,12 +427,8 @@ fn refused(text: &str) -> (i32, String, String) {
         &format!("bad-{n}.toml"),
         text.replace("COMPONENT", &example()),
     );
-    let out = common::run(&["serve", &path]);
-    (
-        out.status.code().unwrap_or(-1),
-        common::stderr(&out),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = run(&["serve", &path]);
+    (out.status.code().unwrap_or(-1), stderr(&out), stdout(&out))
 }
 
 #[test]
@@ -514,15 +508,7 @@ fn sigterm_drains_the_request_in_flight_refuses_new_connections_then_exits_0() {
     });
     s.signal("TERM");
     // Readiness turns off at once; the admin port answers through the drain.
-    let until = Instant::now() + ENDS_WITHIN;
-    loop {
-        let r = s.admin("GET", "/readyz");
-        if r.status == 503 {
-            assert_eq!(r.body, "draining\n");
-            break;
-        }
-        assert!(Instant::now() < until, "readiness never turned off");
-    }
+    assert_eq!(s.readiness_until(503).body, "draining\n");
     assert!(
         TcpStream::connect(&s.addr).is_err(),
         "new connections are refused"
@@ -555,7 +541,7 @@ fn a_second_signal_during_the_drain_exits_at_once_with_118() {
     };
     s.metrics_until("warden_in_flight 1");
     s.signal("TERM");
-    while s.admin("GET", "/readyz").status != 503 {}
+    s.readiness_until(503);
     let t = Instant::now();
     s.signal("INT");
     let s = Arc::into_inner(s).expect("one owner");
@@ -630,15 +616,7 @@ fn a_disable_runtime_action_turns_readiness_off() {
     let s = Serve::start(Some(&config("", &format!("policy = {policy:?}"))));
     assert_eq!(s.admin("GET", "/readyz").status, 200);
     assert_eq!(s.get("/trap").status, 500);
-    let until = Instant::now() + ENDS_WITHIN;
-    let ready = loop {
-        let r = s.admin("GET", "/readyz");
-        if r.status != 200 || Instant::now() > until {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(ready.status, 503, "{ready:?}");
+    let ready = s.readiness_until(503);
     assert!(ready.body.contains("disabled"), "{ready:?}");
     // Alive all the same (a load balancer stops sending; the orchestrator does not kill it).
     assert_eq!(s.admin("GET", "/healthz").status, 200);
@@ -657,40 +635,13 @@ fn example_saying(hello_line: &str, sleep_ms: u64) -> Vec<u8> {
     warden::http::example::build(warden::http::example::WIT, "proxy", &wat).unwrap()
 }
 
-/// A request with a body, on a connection of its own.
-fn request_with(addr: &str, method: &str, path: &str, body: &str) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(ENDS_WITHIN)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Response {
-        status,
-        head: head.to_lowercase(),
-        body: body.to_string(),
-    }
-}
-
 const V2: &str = "hello from v2.0!!\n";
 
 /// A module store holding `hello` 1.0 (the example) and 2.0 (answering [`V2`]), both with a
 /// 1 s `/sleep`, and a broken 3.0; the config serving `hello@1.0` from it.
 fn store_config(test: &str, extra_app: &str) -> String {
-    let store = dir().join(format!("store-{test}"));
-    let _ = std::fs::remove_dir_all(&store);
-    std::fs::create_dir_all(store.join("hello")).unwrap();
+    let store = scratch(&format!("store-{test}"));
+    std::fs::create_dir(store.join("hello")).unwrap();
     std::fs::write(store.join("hello/1.0.wasm"), example_saying(HELLO, 1000)).unwrap();
     std::fs::write(store.join("hello/2.0.wasm"), example_saying(V2, 1000)).unwrap();
     std::fs::write(store.join("hello/3.0.wasm"), "not a component").unwrap();
@@ -733,11 +684,9 @@ fn an_app_replaced_under_load_drops_no_request_and_the_old_version_drains() {
         })
         .collect();
     let answers_reach = |n: usize| {
-        let until = Instant::now() + ENDS_WITHIN;
-        while answered.load(std::sync::atomic::Ordering::Relaxed) < n {
-            assert!(Instant::now() < until, "the loop stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until(&format!("{n} answers"), || {
+            answered.load(std::sync::atomic::Ordering::Relaxed) >= n
+        })
     };
     answers_reach(6);
     let asked = Instant::now();

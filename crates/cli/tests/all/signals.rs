@@ -1,17 +1,7 @@
 //! How `warden run` ends: the orderly exit path when the foreground calls are done,
 //! background calls that do not keep it alive, and SIGTERM/SIGINT (a second one is rude).
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// Generous: CI is a loaded 2-core box. A bound on "it ends", never a speed claim.
-const ENDS_WITHIN: Duration = Duration::from_secs(60);
+use crate::common::{Running, hostile, run, stderr, stdout, write};
 
 const ORDERLY: [&str; 5] = [
     "stop_admitting",
@@ -21,132 +11,12 @@ const ORDERLY: [&str; 5] = [
     "exit",
 ];
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn hostile() -> String {
-    repo("guests/hostile.wat").display().to_string()
-}
-
-/// A scratch file of this module (`common::write`).
-fn write_file(name: &str, text: &str) -> String {
-    common::write(name, text)
-}
-
-/// A running `warden run`, its stderr read line by line as it comes.
-struct Run {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    stdout: Option<JoinHandle<String>>,
-}
-
-impl Run {
-    fn start(args: &[&str]) -> Run {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start warden");
-        let (tx, lines) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        Run {
-            child,
-            lines,
-            seen: Vec::new(),
-            stdout: Some(stdout),
-        }
-    }
-
-    /// Reads stderr until the events so far satisfy `done`.
-    fn wait_for(&mut self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
-        let until = Instant::now() + ENDS_WITHIN;
-        while !done(&self.events()) {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("waited for {what}; stderr so far:\n{}", self.stderr());
-                }
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -s {sig}");
-    }
-
-    /// Waits for the exit (killing the process and failing if it does not come), then
-    /// collects the rest of its output.
-    fn finish(&mut self) -> (ExitStatus, String) {
-        let until = Instant::now() + ENDS_WITHIN;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                panic!("warden did not exit; stderr:\n{}", self.seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // The reader ends at EOF.
-        while let Ok(line) = self.lines.recv_timeout(ENDS_WITHIN) {
-            self.seen.push(line);
-        }
-        let out = self.stdout.take().unwrap().join().unwrap();
-        (status, out)
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        self.seen
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn named(&self, name: &str) -> Vec<serde_json::Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["event"] == name)
-            .collect()
-    }
-
-    fn phases(&self) -> Vec<String> {
-        self.named("shutdown_phase")
-            .iter()
-            .map(|e| e["phase"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    fn stderr(&self) -> String {
-        self.seen.join("\n")
-    }
+/// The shutdown phases reported so far, in order.
+fn phases(run: &Running) -> Vec<String> {
+    run.named("shutdown_phase")
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn count(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> bool) -> usize {
@@ -156,14 +26,14 @@ fn count(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> bool
 #[test]
 fn a_first_signal_exits_in_order_with_117() {
     for sig in ["TERM", "INT"] {
-        let mut run = Run::start(&[&hostile(), "--invoke", "spin", "--events", "json"]);
+        let mut run = Running::start(&[&hostile(), "--invoke", "spin", "--events", "json"]);
         run.wait_for("the call's start", |ev| {
             count(ev, |e| e["event"] == "call_started") == 1
         });
         run.signal(sig);
         let (status, _) = run.finish();
         assert_eq!(status.code(), Some(117), "SIG{sig}: {}", run.stderr());
-        assert_eq!(run.phases(), ORDERLY, "SIG{sig}");
+        assert_eq!(phases(&run), ORDERLY, "SIG{sig}");
         let phases = run.named("shutdown_phase");
         assert!(phases.iter().all(|e| e["mode"] == "orderly"), "SIG{sig}");
         // The running call was neither unwound nor waited for, nor its domain unloaded.
@@ -177,21 +47,21 @@ fn a_first_signal_exits_in_order_with_117() {
 fn a_second_signal_exits_at_once_with_118() {
     // The background domain is idle at exit, so its finalizer runs in the finalizer phase,
     // and never returns; only a 10-minute watchdog would bound it.
-    let guest = write_file(
+    let guest = write(
         "finalizer-spins.wat",
         r#"(module
              (func (export "answer") (result i32) (i32.const 42))
              (func (export "spin") (loop $l (br $l)))
              (func (export "warden_on_unload") (loop $l (br $l))))"#,
     );
-    let policy = write_file(
+    let policy = write(
         "patient.toml",
         r#"[timeouts]
 finalizer-run = { after = "infinite", action = "none" }
 process-exit = { after = "10m", action = "rude-exit-process" }
 "#,
     );
-    let mut run = Run::start(&[
+    let mut run = Running::start(&[
         &guest,
         "--invoke",
         "spin",
@@ -226,7 +96,7 @@ process-exit = { after = "10m", action = "rude-exit-process" }
     // The background call's result was printed when it finished.
     assert_eq!(stdout, "answer: 42\n");
     // Cut short in the finalizer phase: the finalizer never ended, nothing came after it.
-    assert_eq!(run.phases(), ["stop_admitting", "exit_hooks", "finalizers"]);
+    assert_eq!(phases(&run), ["stop_admitting", "exit_hooks", "finalizers"]);
     // The busy foreground domain skipped its finalizer; the idle one's never ended.
     let finalizers: Vec<_> = run
         .named("finalizer_ran")
@@ -238,7 +108,7 @@ process-exit = { after = "10m", action = "rude-exit-process" }
 
 #[test]
 fn background_calls_do_not_keep_the_run_alive() {
-    let mut run = Run::start(&[
+    let mut run = Running::start(&[
         &hostile(),
         "--invoke",
         "answer",
@@ -251,7 +121,7 @@ fn background_calls_do_not_keep_the_run_alive() {
     assert_eq!(status.code(), Some(0), "{}", run.stderr());
     assert_eq!(stdout, "answer: 42\n");
     // The normal end is the orderly exit path, after the foreground domain's polite unload.
-    assert_eq!(run.phases(), ORDERLY);
+    assert_eq!(phases(&run), ORDERLY);
     let names: Vec<String> = run
         .events()
         .iter()
@@ -280,7 +150,7 @@ fn background_calls_do_not_keep_the_run_alive() {
 
 #[test]
 fn background_results_print_but_never_decide_the_exit_code() {
-    let mut run = Run::start(&[
+    let mut run = Running::start(&[
         &hostile(),
         "--invoke",
         "spin",
@@ -308,27 +178,20 @@ fn background_results_print_but_never_decide_the_exit_code() {
 
 #[test]
 fn background_invoke_is_checked_and_documented() {
-    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
-            "run",
-            &hostile(),
-            "--invoke",
-            "answer",
-            "--background-invoke",
-            "nope",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = run(&[
+        "run",
+        &hostile(),
+        "--invoke",
+        "answer",
+        "--background-invoke",
+        "nope",
+    ]);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("no export `nope`"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
-    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&o.stdout);
+    let help = stdout(&run(&["run", "--help"]));
     assert!(help.contains("--background-invoke"), "{help}");
     assert!(help.contains("118"), "{help}");
 }

@@ -1,7 +1,6 @@
 //! `warden policy check|show|explain` and `warden run --policy` through the binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use crate::common::{assert_said, events, hostile, run, stderr, stdout, write};
 
 const PRESETS: [&str; 4] = ["server", "clr", "sqlserver", "fail-fast"];
 
@@ -26,54 +25,15 @@ const OPERATIONS: [&str; 7] = [
     "finalizer-run",
 ];
 
-fn warden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .output()
-        .expect("run warden")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warden-cli-policy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn hostile() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../guests/hostile.wat")
-        .display()
-        .to_string()
-}
-
-/// The JSON event lines of a run's stderr.
-fn events(o: &Output) -> Vec<serde_json::Value> {
-    stderr(o)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
 #[test]
 fn every_preset_round_trips_through_show_and_check() {
     for preset in PRESETS {
-        let shown = warden(&["policy", "show", preset]);
+        let shown = run(&["policy", "show", preset]);
         assert_eq!(shown.status.code(), Some(0), "{preset}: {}", stderr(&shown));
         let text = stdout(&shown);
         assert!(text.contains(&format!("preset = \"{preset}\"")), "{text}");
-        let file = temp_file(&format!("{preset}.toml"), &text);
-        let checked = warden(&["policy", "check", file.to_str().unwrap()]);
+        let file = write(&format!("{preset}.toml"), &text);
+        let checked = run(&["policy", "check", &file]);
         assert_eq!(
             checked.status.code(),
             Some(0),
@@ -82,8 +42,8 @@ fn every_preset_round_trips_through_show_and_check() {
         );
         assert!(stdout(&checked).contains("ok"), "{}", stdout(&checked));
         // The file means what the preset means: explaining either prints the same table.
-        let of_preset = warden(&["policy", "explain", preset]);
-        let of_file = warden(&["policy", "explain", file.to_str().unwrap()]);
+        let of_preset = run(&["policy", "explain", preset]);
+        let of_file = run(&["policy", "explain", &file]);
         assert_eq!(of_preset.status.code(), Some(0));
         assert_eq!(stdout(&of_preset), stdout(&of_file), "{preset}");
     }
@@ -91,20 +51,20 @@ fn every_preset_round_trips_through_show_and_check() {
 
 #[test]
 fn check_of_an_illegal_file_names_the_key_the_value_and_what_is_allowed() {
-    let file = temp_file("illegal.toml", "[failures]\nfatal-runtime = \"throw\"\n");
-    let o = warden(&["policy", "check", file.to_str().unwrap()]);
+    let file = write("illegal.toml", "[failures]\nfatal-runtime = \"throw\"\n");
+    let o = run(&["policy", "check", &file]);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     for part in [
         "[failures] fatal-runtime",
         "\"throw\"",
         "rude-exit-process, disable-runtime",
-        file.to_str().unwrap(),
+        &file,
     ] {
         assert!(err.contains(part), "{err} lacks {part}");
     }
-    let file = temp_file("illegal-op.toml", "[defaults]\nunload-domain = \"abort\"\n");
-    let o = warden(&["policy", "check", file.to_str().unwrap()]);
+    let file = write("illegal-op.toml", "[defaults]\nunload-domain = \"abort\"\n");
+    let o = run(&["policy", "check", &file]);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert!(err.contains("[defaults] unload-domain"), "{err}");
@@ -114,8 +74,8 @@ fn check_of_an_illegal_file_names_the_key_the_value_and_what_is_allowed() {
 
 #[test]
 fn check_refuses_unknown_keys_and_missing_files() {
-    let file = temp_file("unknown.toml", "[failures]\nguest-crash = \"throw\"\n");
-    let o = warden(&["policy", "check", file.to_str().unwrap()]);
+    let file = write("unknown.toml", "[failures]\nguest-crash = \"throw\"\n");
+    let o = run(&["policy", "check", &file]);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert!(err.contains("guest-crash"), "{err}");
@@ -123,22 +83,18 @@ fn check_refuses_unknown_keys_and_missing_files() {
         err.contains("guest-trap"),
         "the accepted names are listed: {err}"
     );
-    let file = temp_file("unknown-top.toml", "escalate = \"throw\"\n");
-    let o = warden(&["policy", "check", file.to_str().unwrap()]);
+    let file = write("unknown-top.toml", "escalate = \"throw\"\n");
+    let o = run(&["policy", "check", &file]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("escalate"), "{}", stderr(&o));
-    let o = warden(&["policy", "check", "/nonexistent/policy.toml"]);
+    assert_said(&o, "escalate");
+    let o = run(&["policy", "check", "/nonexistent/policy.toml"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("/nonexistent/policy.toml"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "/nonexistent/policy.toml");
 }
 
 #[test]
 fn show_of_an_unknown_preset_fails_naming_it() {
-    let o = warden(&["policy", "show", "lenient"]);
+    let o = run(&["policy", "show", "lenient"]);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert!(err.contains("lenient"), "{err}");
@@ -147,12 +103,12 @@ fn show_of_an_unknown_preset_fails_naming_it() {
 
 #[test]
 fn explain_prints_every_failure_and_operation() {
-    let file = temp_file(
+    let file = write(
         "explain.toml",
         "preset = \"clr\"\n[failures]\nguest-trap = \"rude-unload-domain\"\n",
     );
-    for spec in ["server", file.to_str().unwrap()] {
-        let o = warden(&["policy", "explain", spec]);
+    for spec in ["server", &file] {
+        let o = run(&["policy", "explain", spec]);
         assert_eq!(o.status.code(), Some(0), "{spec}: {}", stderr(&o));
         let text = stdout(&o);
         for name in FAILURES.iter().chain(OPERATIONS.iter()) {
@@ -163,7 +119,7 @@ fn explain_prints_every_failure_and_operation() {
             );
         }
     }
-    let o = warden(&["policy", "explain", file.to_str().unwrap()]);
+    let o = run(&["policy", "explain", &file]);
     let text = stdout(&o);
     assert!(text.contains("preset `clr`"), "{text}");
     let row = text.lines().find(|l| l.starts_with("guest-trap")).unwrap();
@@ -172,19 +128,19 @@ fn explain_prints_every_failure_and_operation() {
 
 #[test]
 fn run_with_a_policy_file_exits_as_the_policy_says() {
-    let file = temp_file("exit.toml", "[failures]\nguest-trap = \"exit-process\"\n");
-    let o = warden(&[
+    let file = write("exit.toml", "[failures]\nguest-trap = \"exit-process\"\n");
+    let o = run(&[
         "run",
         &hostile(),
         "--invoke",
         "trap",
         "--policy",
-        file.to_str().unwrap(),
+        &file,
         "--events",
         "json",
     ]);
     assert_eq!(o.status.code(), Some(114), "{}", stderr(&o));
-    let events = events(&o);
+    let events = events(&stderr(&o));
     let e = events
         .iter()
         .find(|e| e["event"] == "escalation")
@@ -196,7 +152,7 @@ fn run_with_a_policy_file_exits_as_the_policy_says() {
 
 #[test]
 fn run_with_fail_fast_ends_rudely_on_a_trap() {
-    let o = warden(&[
+    let o = run(&[
         "run",
         &hostile(),
         "--invoke",
@@ -208,20 +164,20 @@ fn run_with_fail_fast_ends_rudely_on_a_trap() {
     ]);
     assert_eq!(o.status.code(), Some(116), "{}", stderr(&o));
     assert!(
-        events(&o)
+        events(&stderr(&o))
             .iter()
             .any(|e| e["event"] == "escalation" && e["action"] == "rude-exit-process"),
         "{}",
         stderr(&o)
     );
     // The same guest under the default policy fails only its call.
-    let o = warden(&["run", &hostile(), "--invoke", "trap"]);
+    let o = run(&["run", &hostile(), "--invoke", "trap"]);
     assert_eq!(o.status.code(), Some(103), "{}", stderr(&o));
 }
 
 #[test]
 fn run_with_an_unknown_policy_is_bad_input_naming_it() {
-    let o = warden(&[
+    let o = run(&[
         "run",
         &hostile(),
         "--invoke",
@@ -233,19 +189,40 @@ fn run_with_an_unknown_policy_is_bad_input_naming_it() {
     let err = stderr(&o);
     assert!(err.contains("nonsense"), "{err}");
     assert!(stdout(&o).is_empty(), "nothing ran: {}", stdout(&o));
-    let file = temp_file("bad-run.toml", "[failures]\nguest-trap = \"none\"\n");
-    let o = warden(&[
-        "run",
-        &hostile(),
-        "--invoke",
-        "answer",
-        "--policy",
-        file.to_str().unwrap(),
-    ]);
+    let file = write("bad-run.toml", "[failures]\nguest-trap = \"none\"\n");
+    let o = run(&["run", &hostile(), "--invoke", "answer", "--policy", &file]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("[failures] guest-trap"),
-        "{}",
-        stderr(&o)
+    assert_said(&o, "[failures] guest-trap");
+}
+
+/// A passed deadline answered by `disable-runtime` ends the call (the most severe action
+/// does at least what a rude unload does): the run ends with the deadline's 106, as the
+/// README says of a disabled runtime. The call spun for ever and the run never ended.
+#[test]
+fn a_deadline_answered_by_disable_runtime_ends_the_run_with_106() {
+    let guest = write(
+        "spin.wat",
+        r#"(module
+             (import "warden" "critical_enter" (func $enter))
+             (func (export "spin") (loop $l (br $l)))
+             (func (export "critical_spin") (call $enter) (loop $l (br $l))))"#,
     );
+    let policy = write(
+        "disable.toml",
+        "[failures]\ndeadline = \"disable-runtime\"\n",
+    );
+    for export in ["spin", "critical_spin"] {
+        let o = run(&[
+            "run",
+            &guest,
+            "--invoke",
+            export,
+            "--deadline",
+            "100ms",
+            "--policy",
+            &policy,
+        ]);
+        assert_eq!(o.status.code(), Some(106), "{export}: {}", stderr(&o));
+        assert_said(&o, "passed its deadline");
+    }
 }

@@ -6,17 +6,9 @@
 //! libclang-rt-dev-wasm32`, which `.ci/run` installs). Where they are absent the test says so
 //! and passes, except when `CI` is set: there, absence is a failure.
 
-mod common;
-
-use common::{run, stderr};
-use std::path::{Path, PathBuf};
+use crate::common::{self, events, named, repo, run, stderr};
+use std::path::Path;
 use std::process::Command;
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 /// How to compile for wasm32-wasi here: clang's arguments, or why it cannot be done.
 fn toolchain() -> Result<Vec<String>, String> {
@@ -94,16 +86,8 @@ fn the_c_example_backs_out_of_a_deadlock_and_runs_its_finalizers() {
         out == "ab: -2\nba: 0\n" || out == "ab: 0\nba: -2\n",
         "one call backs out (-2), the other completes: {out}"
     );
-    let events: Vec<serde_json::Value> = err
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let named = |name: &str| {
-        events
-            .iter()
-            .filter(|e| e["event"] == name)
-            .collect::<Vec<_>>()
-    };
+    let events = events(&err);
+    let named = |name: &str| named(&events, name);
     assert_eq!(named("deadlock_detected").len(), 1, "{err}");
     let logs: Vec<&str> = named("guest_log")
         .iter()

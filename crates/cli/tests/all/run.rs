@@ -1,50 +1,13 @@
 //! `warden run` through the binary: outcomes, exit codes, events, bad input.
 
-mod common;
-
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn warden() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-}
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-/// A scratch file of this module (`common::write`).
-fn write_guest(name: &str, wat: &str) -> PathBuf {
-    PathBuf::from(common::write(name, wat))
-}
-
-fn run(args: &[&str]) -> Output {
-    warden().args(args).output().expect("run warden")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn hostile() -> String {
-    repo("guests/hostile.wat").display().to_string()
-}
+use crate::common::{
+    assert_said, events, fixture, hostile, output, repo, run, stderr, stdout, write,
+};
+use std::process::Command;
 
 #[test]
 fn bundled_example_runs_as_a_wasi_command_with_args() {
-    let o = run(&[
-        "run",
-        repo("guests/hello.wat").to_str().unwrap(),
-        "--",
-        "a",
-        "b",
-    ]);
+    let o = run(&["run", &repo("guests/hello.wat"), "--", "a", "b"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 2\n");
 }
@@ -105,14 +68,14 @@ fn several_invokes_run_concurrently_and_friendly_ones_still_succeed() {
 
 #[test]
 fn proc_exit_code_passes_through() {
-    let g = write_guest(
+    let g = write(
         "exit7.wat",
         r#"(module
             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
             (memory (export "memory") 1)
             (func (export "_start") (call $exit (i32.const 7))))"#,
     );
-    let o = run(&["run", g.to_str().unwrap()]);
+    let o = run(&["run", &g]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
 }
 
@@ -129,11 +92,7 @@ fn events_json_are_one_object_per_line_with_contract_names() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(106));
-    let events: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let events = events(&stderr(&o));
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -181,21 +140,18 @@ fn repeat_cycles_report_memory_and_leave_no_domain() {
 
 #[test]
 fn bad_input_is_one_clear_line_and_exit_3() {
-    let bad = write_guest("bad.wasm", "\0asm garbage");
-    let unknown = write_guest(
+    let bad = write("bad.wasm", "\0asm garbage");
+    let unknown = write(
         "imp.wat",
         r#"(module (import "env" "f" (func)) (func (export "g")))"#,
     );
-    let params = write_guest("params.wat", r#"(module (func (export "f") (param i32)))"#);
+    let params = write("params.wat", r#"(module (func (export "f") (param i32)))"#);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["run".into(), "/nonexistent/x.wasm".into()],
             "cannot read /nonexistent/x.wasm",
         ),
-        (
-            vec!["run".into(), bad.display().to_string()],
-            "invalid module",
-        ),
+        (vec!["run".into(), bad.clone()], "invalid module"),
         (vec!["run".into(), hostile()], "no `_start` export"),
         (
             vec!["run".into(), hostile(), "--invoke".into(), "nope".into()],
@@ -206,21 +162,11 @@ fn bad_input_is_one_clear_line_and_exit_3() {
             "`memory` is not a function",
         ),
         (
-            vec![
-                "run".into(),
-                params.display().to_string(),
-                "--invoke".into(),
-                "f".into(),
-            ],
+            vec!["run".into(), params.clone(), "--invoke".into(), "f".into()],
             "takes parameters (i32)",
         ),
         (
-            vec![
-                "run".into(),
-                unknown.display().to_string(),
-                "--invoke".into(),
-                "g".into(),
-            ],
+            vec!["run".into(), unknown.clone(), "--invoke".into(), "g".into()],
             "`env`.`f`",
         ),
         (
@@ -258,7 +204,8 @@ fn bad_input_is_one_clear_line_and_exit_3() {
         ),
     ];
     for (args, text) in cases {
-        let o = warden().args(&args).output().unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err}");
@@ -292,7 +239,7 @@ fn memory_budget_caps_guest_memory_across_the_process() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(105), "{}", stderr(&o));
-    assert!(stderr(&o).contains(r#""limit":"budget""#), "{}", stderr(&o));
+    assert_said(&o, r#""limit":"budget""#);
     let o = run(&[
         "run",
         &hostile(),
@@ -302,7 +249,7 @@ fn memory_budget_caps_guest_memory_across_the_process() {
         "tons",
     ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("--memory-budget"), "{}", stderr(&o));
+    assert_said(&o, "--memory-budget");
 }
 
 #[test]
@@ -313,19 +260,15 @@ fn pooling_falls_back_to_on_demand_when_address_space_is_short_and_says_so() {
         env!("CARGO_BIN_EXE_warden"),
         hostile()
     );
-    let o = Command::new("bash").arg("-c").arg(&cmd).output().unwrap();
+    let o = output(Command::new("bash").arg("-c").arg(&cmd));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "answer: 42\n");
-    assert!(
-        stderr(&o).contains("falling back to on-demand"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "falling back to on-demand");
 }
 
 #[test]
 fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
-    let g = repo("guests/deadlock.wat").display().to_string();
+    let g = repo("guests/deadlock.wat");
     let o = run(&[
         "run", &g, "--grant", "unsafe", "--invoke", "ab", "--invoke", "ba", "--events", "json",
     ]);
@@ -345,7 +288,7 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
         "{err}"
     );
     // Under `deadlock = abort` the victim is ended: 109.
-    let policy = write_guest("deadlock-abort.toml", "[failures]\ndeadlock = \"abort\"\n");
+    let policy = write("deadlock-abort.toml", "[failures]\ndeadlock = \"abort\"\n");
     let o = run(&[
         "run",
         &g,
@@ -356,33 +299,17 @@ fn a_deadlock_between_two_invokes_has_one_victim_and_one_survivor() {
         "--invoke",
         "ba",
         "--policy",
-        policy.to_str().unwrap(),
+        &policy,
     ]);
     assert_eq!(o.status.code(), Some(109), "{}", stderr(&o));
-    assert!(stderr(&o).contains("deadlock victim"), "{}", stderr(&o));
+    assert_said(&o, "deadlock victim");
 }
 
 /// A guest whose start function would print: refused under `safe` before it runs, each
 /// forbidden import named with its category, exit 120.
 #[test]
 fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
-    let g = write_guest(
-        "grant-refused.wat",
-        r#"(module
-          (import "wasi_snapshot_preview1" "fd_write"
-            (func $write (param i32 i32 i32 i32) (result i32)))
-          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
-          (import "warden" "log" (func $log (param i32 i32 i32)))
-          (memory (export "memory") 1)
-          (data (i32.const 16) "started\n")
-          (func $start
-            (i32.store (i32.const 0) (i32.const 16))
-            (i32.store (i32.const 4) (i32.const 8))
-            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-          (start $start)
-          (func (export "_start")))"#,
-    );
-    let g = g.to_str().unwrap();
+    let g = &fixture("grant_refused.wat");
     let o = run(&["run", g, "--grant", "safe", "--events", "json"]);
     assert_eq!(o.status.code(), Some(120), "{}", stderr(&o));
     assert_eq!(stdout(&o), "", "the start function ran");
@@ -416,8 +343,7 @@ fn a_grant_refuses_forbidden_imports_before_the_guest_runs() {
 
 #[test]
 fn the_default_grant_runs_a_wasi_hello_and_safe_does_not() {
-    let hello = repo("guests/hello.wat");
-    let hello = hello.to_str().unwrap();
+    let hello = &repo("guests/hello.wat");
     let o = run(&["run", "--grant", "external", hello, "--", "x"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from a Warden domain\narguments: 1\n");
@@ -444,18 +370,10 @@ fn a_bad_grant_is_bad_input_naming_it() {
         "safe,sockets",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--grant: unknown capability `sockets`"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "--grant: unknown capability `sockets`");
     let o = run(&["run", &hostile(), "--invoke", "answer", "--grant", ""]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--grant: empty grant"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "--grant: empty grant");
     // A preopen under a grant without `filesystem` is refused before anything runs.
     let dir = std::env::temp_dir();
     let o = run(&[

@@ -1,15 +1,10 @@
 //! `warden run` with component guests (preview2 commands, typed `--invoke` in WAVE) and WAVE
 //! arguments for core exports, through the binary.
 
-mod common;
-#[path = "../../warden/tests/all/common/components.rs"]
-mod components;
-
-use common::{run, stderr};
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::common::{
+    self, Preopen, assert_said, components, events, named, preopen, run, run_with_stdin, stderr,
+    stdout,
+};
 
 fn typed() -> String {
     common::write("typed.wasm", components::typed())
@@ -30,14 +25,12 @@ fn a_preview2_exit_status_is_the_exit_code() {
     // `wasi:cli/exit` with an error status is 1, as `wasmtime run` makes it.
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stdout(&o), "fail\n");
-    let events: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = events(&stderr(&o));
     assert!(
-        events
+        named(&events, "call_finished")
             .iter()
-            .any(|e| e["event"] == "call_finished" && e["outcome"] == "ok")
+            .any(|e| e["outcome"] == "ok"),
+        "{events:?}"
     );
 }
 
@@ -147,11 +140,7 @@ fn bad_invocations_are_one_line_and_exit_3() {
 fn a_component_that_is_no_command_needs_invoke() {
     let o = run(&["run", &typed()]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("does not export `wasi:cli/run`"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "does not export `wasi:cli/run`");
 }
 
 #[test]
@@ -168,13 +157,11 @@ fn hostile_component_calls_have_their_outcomes_codes() {
         let o = run(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(code), "{invoke}: {err}");
-        let finished: Vec<serde_json::Value> = err
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"] == "call_finished")
-            .collect();
+        let events = events(&err);
         assert!(
-            finished.iter().any(|e| e["outcome"] == outcome),
+            named(&events, "call_finished")
+                .iter()
+                .any(|e| e["outcome"] == outcome),
             "{invoke}: {err}"
         );
         // The domain was unloaded, and the run ended in order.
@@ -185,21 +172,16 @@ fn hostile_component_calls_have_their_outcomes_codes() {
 
 // ---- a preview2 command under --dir, and stdin for --invoke ----
 
-/// A preopen `granted` inside a scratch root, with `in.txt` inside and `secret.txt` beside it.
-fn layout(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let root = common::dir().join(name);
-    let _ = std::fs::remove_dir_all(&root);
-    let granted = root.join("granted");
-    std::fs::create_dir_all(&granted).unwrap();
-    std::fs::write(granted.join("in.txt"), "inside").unwrap();
-    std::fs::write(root.join("secret.txt"), "SECRET").unwrap();
+/// A [`Preopen`] and the preview2 command that reads and writes files in it.
+#[track_caller]
+fn layout(name: &str) -> (Preopen, String) {
     let files = common::write(&format!("{name}-files.wasm"), components::files_command());
-    (root, granted, files)
+    (preopen(name), files)
 }
 
 #[test]
 fn a_preview2_command_reads_and_writes_under_dir() {
-    let (_root, granted, files) = layout("p2-dir");
+    let (Preopen { granted, .. }, files) = layout("p2-dir");
     let g = granted.display().to_string();
     let o = run(&["run", "--dir", &g, &files, "--", "read", "in.txt"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -225,9 +207,16 @@ fn a_preview2_command_reads_and_writes_under_dir() {
 
 #[test]
 fn a_preview2_command_is_refused_outside_its_preopen() {
-    let (root, granted, files) = layout("p2-escape");
+    let (
+        Preopen {
+            root,
+            granted,
+            secret,
+        },
+        files,
+    ) = layout("p2-escape");
     let g = granted.display().to_string();
-    let secret = root.join("secret.txt").display().to_string();
+    let secret = secret.display().to_string();
     for path in [
         "../secret.txt",
         "./../granted/../secret.txt",
@@ -249,7 +238,7 @@ fn a_preview2_command_is_refused_outside_its_preopen() {
 
 #[test]
 fn a_preview2_command_under_dir_ro_reads_but_cannot_write() {
-    let (_root, granted, files) = layout("p2-ro");
+    let (Preopen { granted, .. }, files) = layout("p2-ro");
     let g = granted.display().to_string();
     let o = run(&["run", "--dir-ro", &g, &files, "--", "read", "in.txt"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -272,19 +261,11 @@ fn a_preview2_command_under_dir_ro_reads_but_cannot_write() {
 
 #[test]
 fn an_invoked_component_export_reads_the_process_stdin() {
-    use std::io::Write;
-    let (_root, _granted, files) = layout("p2-stdin");
-    let mut child = common::warden()
-        .args(["run", &files, "--invoke", "read-stdin()"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(b"from the pipe").unwrap();
-    drop(input);
-    let o = common::finish(child);
+    let (_, files) = layout("p2-stdin");
+    let o = run_with_stdin(
+        &["run", &files, "--invoke", "read-stdin()"],
+        b"from the pipe",
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "read-stdin: \"from the pipe\"\n");
 }
@@ -327,5 +308,5 @@ fn typed_invoke_of_lists_of_strings_options_and_results_as_arguments() {
     // A value of the wrong type is refused before any guest code, naming the parameter.
     let o = run(&["run", &guest, "--invoke", "check(some(1))"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("check"), "{}", stderr(&o));
+    assert_said(&o, "check");
 }

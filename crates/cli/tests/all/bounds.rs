@@ -1,23 +1,13 @@
 //! Issue #16 through the binary: every input bounded, every exit code exact.
 
-use std::path::PathBuf;
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-mod common;
-use common::{ENDS_WITHIN, dir, finish, run, stderr, warden, write};
-
-fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::common::{
+    ENDS_WITHIN, assert_said, dir, events, finish, fixture, hostile, named, output, repo, run,
+    signal, spawn, stderr, stdout, warden, write,
+};
 
 fn code(o: &Output) -> Option<i32> {
     o.status.code()
@@ -49,7 +39,7 @@ fn endless_and_huge_files_are_refused_without_reading_them() {
     // Allowed, /dev/zero is still read no further than the bound.
     let o = run(&["policy", "check", "/dev/zero", "--allow-non-regular"]);
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+    assert_said(&o, "limit");
 }
 
 #[test]
@@ -63,12 +53,12 @@ fn a_fifo_is_refused_not_waited_on() {
     let fifo = fifo.display().to_string();
     for args in [
         vec!["run", &fifo, "--invoke", "x"],
-        vec!["run", &repo("guests/hostile.wat"), "--policy", &fifo],
+        vec!["run", &hostile(), "--policy", &fifo],
         vec!["policy", "check", &fifo],
     ] {
         let o = run(&args);
         assert_eq!(code(&o), Some(3), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+        assert_said(&o, "not a regular file");
     }
 }
 
@@ -81,35 +71,27 @@ fn a_policy_from_a_pipe_is_read_once_and_applied() {
     let fail_fast = write("ff.toml", "preset = \"fail-fast\"\n");
     let bad = write("bad.toml", "[failures]\nguest-trap = \"none\"\n");
     let bin = env!("CARGO_BIN_EXE_warden");
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let sh = |policy: &str, allow: &str| {
-        finish(
-            Command::new("bash")
-                .arg("-c")
-                .arg(format!(
-                    "exec '{bin}' run '{hostile}' --invoke trap --policy <(cat '{policy}') {allow}"
-                ))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
+        output(Command::new("bash").arg("-c").arg(format!(
+            "exec '{bin}' run '{hostile}' --invoke trap --policy <(cat '{policy}') {allow}"
+        )))
     };
     let o = sh(&fail_fast, "");
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--allow-non-regular"), "{}", stderr(&o));
+    assert_said(&o, "--allow-non-regular");
     // fail-fast: a trap exits rudely (116), not `server`'s 103.
     let o = sh(&fail_fast, "--allow-non-regular");
     assert_eq!(code(&o), Some(116), "{}", stderr(&o));
     let o = sh(&bad, "--allow-non-regular");
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("guest-trap"), "{}", stderr(&o));
+    assert_said(&o, "guest-trap");
 }
 
 /// A full disk or a closed pipe loses the text, never the exit code.
 #[test]
 fn failed_writes_to_stdout_or_stderr_never_panic() {
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
         let o = finish(
             warden()
@@ -161,9 +143,84 @@ fn names_from_guests_are_escaped_when_printed() {
     assert!(!out.contains('\u{1b}'));
 }
 
+// Wasm binaries written byte by byte, where WAT cannot say it (a newline in a function's
+// name) or would cost too much to parse (a million functions).
+
+/// `v` as unsigned LEB128.
+fn leb(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A wasm name: its length, then its bytes.
+fn string(s: &str, out: &mut Vec<u8>) {
+    leb(s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A section: its id, its length, then `body`.
+fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
+    out.push(id);
+    leb(body.len(), out);
+    out.extend(body);
+}
+
+/// A wasm binary with one function, exported as `f`, that traps, whose name section names
+/// it `name`.
+fn trapping_module_named(name: &str) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    section(1, vec![1, 0x60, 0, 0], &mut m);
+    section(3, vec![1, 0], &mut m);
+    let mut export = vec![1];
+    string("f", &mut export);
+    export.extend([0, 0]);
+    section(7, export, &mut m);
+    section(10, vec![1, 3, 0, 0x00, 0x0b], &mut m);
+    let mut names = vec![1, 0];
+    string(name, &mut names);
+    let mut custom = Vec::new();
+    string("name", &mut custom);
+    custom.push(1);
+    leb(names.len(), &mut custom);
+    custom.extend(names);
+    section(0, custom, &mut m);
+    m
+}
+
+/// Names from a guest (an import's name in a link error, a function's name in a trap's
+/// backtrace) cannot forge an output line: a newline in them is printed escaped.
+#[test]
+fn guest_names_in_errors_and_backtraces_cannot_forge_lines() {
+    let import = write(
+        "forge-import.wat",
+        "(module (import \"env\" \"x\\0awarden: g: FORGED\\0a\" (func)) (func (export \"f\")))",
+    );
+    let named = write(
+        "forge-name.wasm",
+        trapping_module_named("evil\nwarden: g: FORGED"),
+    );
+    for (guest, code) in [(import, 3), (named, 103)] {
+        let o = run(&["run", &guest, "--invoke", "f"]);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("FORGED"), "{err}");
+        assert!(
+            err.lines().all(|l| !l.starts_with("warden: g:")),
+            "a forged line:\n{err}"
+        );
+    }
+}
+
 #[test]
 fn unrepresentable_durations_saturate_instead_of_panicking() {
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let o = run(&[
         "run",
         &hostile,
@@ -206,32 +263,16 @@ fn unrepresentable_durations_saturate_instead_of_panicking() {
 
 /// A module of `n` empty functions, as a wasm binary (one type, `n` bodies).
 fn many_functions(n: u32) -> Vec<u8> {
-    fn leb(mut v: u32, out: &mut Vec<u8>) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len() as u32, out);
-        out.extend(body);
-    }
     let mut m = b"\0asm\x01\0\0\0".to_vec();
     section(1, vec![1, 0x60, 0, 0], &mut m);
     let mut funcs = Vec::new();
-    leb(n, &mut funcs);
+    leb(n as usize, &mut funcs);
     funcs.extend(std::iter::repeat_n(0u8, n as usize));
     section(3, funcs, &mut m);
     // Export function 0 as "f".
     section(7, vec![1, 1, b'f', 0, 0], &mut m);
     let mut code = Vec::new();
-    leb(n, &mut code);
+    leb(n as usize, &mut code);
     for _ in 0..n {
         code.extend([2, 0, 0x0b]);
     }
@@ -244,11 +285,19 @@ fn a_module_of_a_million_functions_is_refused_before_compiling() {
     let big = write("million.wasm", many_functions(1_000_000));
     let o = run(&["run", &big, "--invoke", "f", "--memory-budget", "64MiB"]);
     assert_eq!(code(&o), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("1000000 functions, more than the 100000-function limit"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "1000000 functions, more than the 100000-function limit");
+}
+
+/// WAT text with more functions than the limit is refused on its tokens, before it is
+/// parsed (parsing text costs tens of bytes per byte: 21 MB of `(func)` took 1.3 GB): the
+/// parse error after the functions is never reached.
+#[test]
+fn wat_text_with_too_many_functions_is_refused_before_parsing() {
+    let wat = format!("(module\n{} this is not wat", "(func)\n".repeat(100_001));
+    let path = write("many.wat", wat);
+    let o = run(&["run", &path, "--invoke", "f"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_said(&o, "100001 functions, more than the 100000-function limit");
 }
 
 #[test]
@@ -338,20 +387,9 @@ fn a_domain_that_cannot_get_its_initial_memory_exits_111() {
 
 #[test]
 fn the_soak_summary_reports_the_cycles_actually_run() {
-    let o = run(&[
-        "run",
-        &repo("guests/hostile.wat"),
-        "--invoke",
-        "trap",
-        "--repeat",
-        "5",
-    ]);
+    let o = run(&["run", &hostile(), "--invoke", "trap", "--repeat", "5"]);
     assert_eq!(code(&o), Some(103));
-    assert!(
-        stderr(&o).contains("warden: 1 of 5 cycles"),
-        "{}",
-        stderr(&o)
-    );
+    assert_said(&o, "warden: 1 of 5 cycles");
 }
 
 /// SIGTERM while a large module still compiles: the signal is handled (117), not fatal.
@@ -386,19 +424,15 @@ fn a_signal_during_compilation_exits_117() {
         }
         std::thread::yield_now();
     }
-    let sent = Command::new("kill")
-        .args(["-s", "TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(pid, "TERM");
     let o = finish(child);
     assert_eq!(code(&o), Some(117), "{}", stderr(&o));
 }
 
 /// Every code in the README's exit-code table is reachable and means what it says: each row
 /// not marked † (an API-only outcome) has a run here that ends with it. 117 and 118 are
-/// `signals.rs`'s (`a_first_signal_exits_in_order_with_117`, `..._118`), 119 is
-/// `warden/tests/bounds.rs`'s (`fail_fast_writes_a_report_and_exits_119`), N is 42 here.
+/// `signals::a_first_signal_exits_in_order_with_117` and `..._118`'s, 119 is the library's
+/// `bounds::fail_fast_writes_a_report_and_exits_119`'s, N is 42 here.
 #[test]
 fn every_exit_code_in_the_readme_is_reachable_and_exact() {
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();
@@ -413,7 +447,7 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
         })
         .collect();
     assert!(table.len() > 20, "{table:?}");
-    let hostile = repo("guests/hostile.wat");
+    let hostile = hostile();
     let deadlock = repo("guests/deadlock.wat");
     let policy = |name: &str, toml: &str| write(name, toml);
     let exit42 = write(
@@ -512,42 +546,56 @@ fn every_exit_code_in_the_readme_is_reachable_and_exact() {
     }
 }
 
+/// The orphaned-lock warnings and the events share stderr. A slow reader keeps the pipe full,
+/// so every write to it is partial: each event line must still arrive whole, never with a
+/// warning inside it.
+#[test]
+fn warnings_never_split_an_event_line_for_a_slow_reader() {
+    let mut child = spawn(
+        warden().args([
+            "run",
+            &fixture("lock_storm.wat"),
+            "--grant",
+            "safe,synchronization",
+            "--invoke",
+            "storm",
+            "--repeat",
+            "100",
+            "--events",
+            "json",
+        ]),
+        Stdio::null(),
+    );
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+            // The slowness is the thing under test, not a wait for anything.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        all
+    });
+    let o = finish(child);
+    let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert_eq!(code(&o), Some(0), "{text}");
+    // `events` fails on a line that opens as an event and is not one.
+    let events = events(&text);
+    assert!(!named(&events, "locks_orphaned").is_empty(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN orphaned_locks") && !l.starts_with('{')),
+        "the warnings are there, on lines of their own:\n{text}"
+    );
+}
+
 /// Cycles that each leave 256 uniquely named locks orphaned: the poison marks stay bounded
 /// and so do the warnings about them.
 #[test]
 fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
-    // Each call names its locks after the clock (16 hex digits) plus a counter, takes 256 of
-    // them and returns holding them all.
-    let g = write(
-        "storm.wat",
-        r#"(module
-          (import "wasi_snapshot_preview1" "clock_time_get"
-            (func $now (param i32 i64 i32) (result i32)))
-          (import "warden" "lock_acquire" (func $acq (param i32 i32 i64) (result i32)))
-          (memory (export "memory") 1)
-          (func (export "storm") (result i32)
-            (local $t i64) (local $i i32) (local $n i32) (local $got i32)
-            (drop (call $now (i32.const 1) (i64.const 1) (i32.const 64)))
-            (local.set $t (i64.load (i32.const 64)))
-            ;; 16 hex digits of the time at 0..16.
-            (loop $hex
-              (local.set $n (i32.wrap_i64 (i64.and
-                (i64.shr_u (local.get $t) (i64.extend_i32_u (i32.mul (i32.sub (i32.const 15) (local.get $i)) (i32.const 4))))
-                (i64.const 15))))
-              (i32.store8 (local.get $i)
-                (i32.add (local.get $n) (select (i32.const 48) (i32.const 87) (i32.lt_u (local.get $n) (i32.const 10)))))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $hex (i32.lt_u (local.get $i) (i32.const 16))))
-            (local.set $i (i32.const 0))
-            (loop $take
-              (i32.store8 (i32.const 16) (i32.add (i32.const 65) (i32.rem_u (local.get $i) (i32.const 16))))
-              (i32.store8 (i32.const 17) (i32.add (i32.const 65) (i32.div_u (local.get $i) (i32.const 16))))
-              (if (i32.eqz (call $acq (i32.const 0) (i32.const 18) (i64.const 0)))
-                (then (local.set $got (i32.add (local.get $got) (i32.const 1)))))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $take (i32.lt_u (local.get $i) (i32.const 256))))
-            (local.get $got)))"#,
-    );
+    // Each call takes 256 locks named after the clock and returns holding them all.
+    let g = fixture("lock_storm.wat");
     let o = run(&[
         "run",
         &g,
@@ -582,11 +630,8 @@ fn orphaned_lock_storms_leave_bounded_state_and_bounded_warnings() {
         "json",
     ]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
-    let dropped: Vec<serde_json::Value> = stderr(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "poison_mark_dropped")
-        .collect();
+    let events = events(&stderr(&o));
+    let dropped = named(&events, "poison_mark_dropped");
     assert!(!dropped.is_empty(), "no poison_mark_dropped event");
     // Event lines are dropped rather than waited for when stderr's buffer is full (a slow
     // reader, a loaded machine), so the events seen may add up to less, never to more.

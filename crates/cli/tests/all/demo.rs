@@ -2,8 +2,7 @@
 //! friendly and hostile requests at once and reports; the report must show every friendly
 //! request answered, each hostility answered its own status, and the server's drain.
 
-mod common;
-use common::{run, stderr};
+use crate::common::{assert_said, run, stderr};
 
 #[test]
 fn the_demo_contains_every_hostility_and_every_friendly_request_succeeds() {
@@ -48,5 +47,5 @@ fn the_demo_contains_every_hostility_and_every_friendly_request_succeeds() {
 fn a_bad_duration_is_refused_naming_the_option() {
     let o = run(&["demo", "--duration", "soon"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("--duration"), "{}", stderr(&o));
+    assert_said(&o, "--duration");
 }

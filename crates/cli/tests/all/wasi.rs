@@ -2,27 +2,14 @@
 //! them), `--env KEY[=VALUE]`, stdin, and bad `--dir` arguments. Guests are preview1 commands
 //! written as WAT here.
 
-mod common;
-
-use common::{finish, run, stderr, warden};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use crate::common::{
+    Preopen, fixture, output, preopen, read_fixture, run, run_with_stdin, scratch, stderr, stdout,
+    warden, write_in,
+};
+use std::process::Output;
 
 /// preview1 errno values the guests exit with.
 const EBADF: i32 = 8;
-
-/// A scratch directory of the test's own.
-fn scratch(name: &str) -> PathBuf {
-    let d = common::dir().join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A WAT string literal of `s`, every byte escaped.
 fn wat_bytes(s: &str) -> String {
@@ -79,34 +66,16 @@ fn writer(path: &str) -> String {
     )
 }
 
-fn guest(dir: &Path, name: &str, wat: String) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, wat).unwrap();
-    p.display().to_string()
-}
-
-/// A preopen `granted` inside `root`, a secret file beside it (outside the grant), and a
-/// file inside it.
-fn layout(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let root = scratch(name);
-    let granted = root.join("granted");
-    std::fs::create_dir(&granted).unwrap();
-    std::fs::write(granted.join("in.txt"), "inside").unwrap();
-    let secret = root.join("secret.txt");
-    std::fs::write(&secret, "SECRET").unwrap();
-    (root, granted, secret)
-}
-
 #[test]
 fn a_command_reads_and_writes_files_under_dir() {
-    let (root, granted, _) = layout("rw");
+    let Preopen { root, granted, .. } = preopen("rw");
     let g = granted.display().to_string();
-    let read = guest(&root, "read.wat", reader("in.txt"));
+    let read = write_in(&root, "read.wat", reader("in.txt"));
     let o = run(&["run", "--dir", &g, &read]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "inside");
 
-    let write = guest(&root, "write.wat", writer("sub-out.txt"));
+    let write = write_in(&root, "write.wat", writer("sub-out.txt"));
     let o = run(&["run", "--dir", &format!("{g}::/data"), &write]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
@@ -117,8 +86,8 @@ fn a_command_reads_and_writes_files_under_dir() {
 
 #[test]
 fn without_dir_the_guest_has_no_file_system() {
-    let (root, _, _) = layout("none");
-    let read = guest(&root, "read.wat", reader("in.txt"));
+    let Preopen { root, .. } = preopen("none");
+    let read = write_in(&root, "read.wat", reader("in.txt"));
     let o = run(&["run", &read]);
     assert_eq!(o.status.code(), Some(EBADF), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
@@ -128,7 +97,11 @@ fn without_dir_the_guest_has_no_file_system() {
 /// creates nothing, changes nothing outside.
 #[test]
 fn nothing_outside_the_preopen_is_reachable() {
-    let (root, granted, secret) = layout("escape");
+    let Preopen {
+        root,
+        granted,
+        secret,
+    } = preopen("escape");
     std::os::unix::fs::symlink("../secret.txt", granted.join("up-link")).unwrap();
     std::os::unix::fs::symlink(&secret, granted.join("abs-link")).unwrap();
     std::os::unix::fs::symlink(&root, granted.join("root-link")).unwrap();
@@ -142,7 +115,7 @@ fn nothing_outside_the_preopen_is_reachable() {
         "abs-link",
         "root-link/secret.txt",
     ] {
-        let read = guest(&root, "read.wat", reader(path));
+        let read = write_in(&root, "read.wat", reader(path));
         let o = run(&["run", "--dir", &g, &read]);
         let code = o.status.code().unwrap();
         assert!(
@@ -152,13 +125,13 @@ fn nothing_outside_the_preopen_is_reachable() {
         );
         assert!(!stdout(&o).contains("SECRET"), "read {path}");
 
-        let write = guest(&root, "write.wat", writer(path));
+        let write = write_in(&root, "write.wat", writer(path));
         let o = run(&["run", "--dir", &g, &write]);
         let code = o.status.code().unwrap();
         assert!(code != 0 && code < 100, "writing {path}: code {code}");
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "SECRET");
     }
-    let write = guest(&root, "write.wat", writer("../created.txt"));
+    let write = write_in(&root, "write.wat", writer("../created.txt"));
     let o = run(&["run", "--dir", &g, &write]);
     assert_ne!(o.status.code(), Some(0));
     assert!(!root.join("created.txt").exists());
@@ -166,15 +139,15 @@ fn nothing_outside_the_preopen_is_reachable() {
 
 #[test]
 fn dir_ro_reads_but_refuses_every_write() {
-    let (root, granted, _) = layout("ro");
+    let Preopen { root, granted, .. } = preopen("ro");
     let g = granted.display().to_string();
-    let read = guest(&root, "read.wat", reader("in.txt"));
+    let read = write_in(&root, "read.wat", reader("in.txt"));
     let o = run(&["run", "--dir-ro", &g, &read]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "inside");
 
     for path in ["new.txt", "in.txt"] {
-        let write = guest(&root, "write.wat", writer(path));
+        let write = write_in(&root, "write.wat", writer(path));
         let o = run(&["run", "--dir-ro", &format!("{g}::ro"), &write]);
         let code = o.status.code().unwrap();
         assert!(code != 0 && code < 100, "writing {path}: code {code}");
@@ -186,85 +159,27 @@ fn dir_ro_reads_but_refuses_every_write() {
     );
 }
 
-/// A command that prints its environment, one `KEY=VALUE` per line.
-const PRINT_ENV: &str = r#"(module
-  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $i i32) (local $end i32)
-    (drop (call $sizes (i32.const 0) (i32.const 4)))
-    ;; pointers @1024, strings @8192 (NUL-terminated, back to back)
-    (drop (call $get (i32.const 1024) (i32.const 8192)))
-    (local.set $end (i32.add (i32.const 8192) (i32.load (i32.const 4))))
-    (local.set $i (i32.const 8192))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (if (i32.eqz (i32.load8_u (local.get $i))) (then (i32.store8 (local.get $i) (i32.const 10))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (i32.store (i32.const 16) (i32.const 8192))
-    (i32.store (i32.const 20) (i32.load (i32.const 4)))
-    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
-
 #[test]
 fn env_sets_inherits_a_bare_key_and_passes_nothing_else() {
-    let root = scratch("env");
-    let g = guest(&root, "env.wat", PRINT_ENV.into());
-    let o = finish(
+    let g = fixture("print_env.wat");
+    let o = output(
         warden()
             .args(["run", "--env", "GIVEN=a=b", "--env", "WARDEN_T_INHERITED"])
             .args(["--env", "WARDEN_T_ABSENT", &g])
             .env("WARDEN_T_INHERITED", "from the host")
             .env("WARDEN_T_NOT_GRANTED", "x")
-            .env_remove("WARDEN_T_ABSENT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env_remove("WARDEN_T_ABSENT"),
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
     assert_eq!(lines, ["GIVEN=a=b", "WARDEN_T_INHERITED=from the host"]);
 }
 
-/// A command that copies stdin to stdout until end of file.
-const CAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $e i32)
-    (i32.store (i32.const 16) (i32.const 4096))
-    (loop $more
-      (i32.store (i32.const 20) (i32.const 4096))
-      (local.set $e (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 24)))
-      (if (local.get $e) (then (call $proc_exit (local.get $e))))
-      (if (i32.load (i32.const 24)) (then
-        (i32.store (i32.const 20) (i32.load (i32.const 24)))
-        (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 28)))
-        (br $more))))))"#;
-
 #[test]
 fn stdin_reaches_a_command() {
-    let root = scratch("stdin");
-    let g = guest(&root, "cat.wat", CAT.into());
-    let mut child = warden()
-        .args(["run", &g])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let g = fixture("cat.wat");
     let text = "line one\nline two, longer than the first\n".repeat(500);
-    let mut input = child.stdin.take().unwrap();
-    let feed = {
-        let text = text.clone();
-        std::thread::spawn(move || input.write_all(text.as_bytes()))
-    };
-    let o = finish(child);
-    feed.join().unwrap().unwrap();
+    let o = run_with_stdin(&["run", &g], text.as_bytes());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), text);
 }
@@ -283,7 +198,7 @@ fn assert_refused(o: &Output, names: &[&str]) {
 #[test]
 fn bad_dir_arguments_are_refused_naming_flag_and_path() {
     let root = scratch("bad");
-    let hello = guest(&root, "env.wat", PRINT_ENV.into());
+    let hello = fixture("print_env.wat");
     let missing = root.join("missing").display().to_string();
     let file = root.join("a-file");
     std::fs::write(&file, "x").unwrap();
@@ -307,7 +222,7 @@ fn bad_dir_arguments_are_refused_naming_flag_and_path() {
 fn an_unreadable_dir_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let root = scratch("unreadable");
-    let hello = guest(&root, "env.wat", PRINT_ENV.into());
+    let hello = fixture("print_env.wat");
     let locked = root.join("locked");
     std::fs::create_dir(&locked).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -325,22 +240,12 @@ fn an_unreadable_dir_is_refused() {
 #[test]
 fn stdin_reaches_an_invoked_core_export() {
     let root = scratch("stdin-invoke");
-    let g = guest(
+    let g = write_in(
         &root,
         "cat-export.wat",
-        CAT.replace(r#"(export "_start")"#, r#"(export "cat")"#),
+        read_fixture("cat.wat").replace(r#"(export "_start")"#, r#"(export "cat")"#),
     );
-    let mut child = warden()
-        .args(["run", &g, "--invoke", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(b"piped to an export\n").unwrap();
-    drop(input);
-    let o = finish(child);
+    let o = run_with_stdin(&["run", &g, "--invoke", "cat"], b"piped to an export\n");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "piped to an export\ncat: ()\n");
 }
