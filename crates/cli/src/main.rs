@@ -16,6 +16,14 @@ use std::process::ExitCode;
 use warden::exit_code;
 use warden_policy::{Policy, Preset};
 
+// The binary's allocator, not the library's (embedders keep theirs). glibc's malloc kept the
+// memory freed by transient large buffers (compiling modules) in its per-thread arenas, so a
+// long `warden stress` or `warden serve` grew RSS without leaking; mimalloc returns freed pages
+// to the OS. Its `no_thp` feature: with transparent huge pages it madvises its arenas into
+// 2 MiB pages, which doubled RSS here (issue 14; the README's Stress section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "warden",
