@@ -180,6 +180,20 @@ impl<T> Series<T> {
     }
 }
 
+impl Series<u64> {
+    /// At most about `n` points of a series of peaks: each is the last cycle of a span of
+    /// points and the span's peak, so thinning never hides a spike.
+    pub fn thinned(&self, n: usize) -> Vec<[u64; 2]> {
+        self.points
+            .chunks(self.points.len().div_ceil(n.max(1)).max(1))
+            .map(|span| {
+                let cycle = span.last().map_or(0, |p| p.0);
+                [cycle, span.iter().map(|p| p.1).max().unwrap_or(0)]
+            })
+            .collect()
+    }
+}
+
 impl Default for Series<u64> {
     /// A series of peaks.
     fn default() -> Self {
@@ -260,14 +274,8 @@ impl Stats {
                 "final": self.rss_final_kib,
                 "bound": rss_bound_kib,
                 "growth_after_warm": self.rss_warm_kib.map(|w| peak.saturating_sub(w)),
-                // (cycle, peak KiB of the rounds up to it), at most about 256 points.
-                "samples": self
-                    .rss
-                    .points()
-                    .iter()
-                    .step_by(self.rss.points().len().div_ceil(256).max(1))
-                    .map(|&(c, kib)| [c, kib])
-                    .collect::<Vec<_>>(),
+                // (cycle, peak KiB of the rounds since the previous point), at most 256.
+                "samples": self.rss.thinned(256),
             },
             "generated": {
                 "modules": self.generated_modules,
@@ -341,6 +349,20 @@ mod tests {
         l.record(1e9);
         assert_eq!(l.buckets().map(|b| b.1).sum::<u64>(), 1002);
         assert_eq!(Latencies::default().percentile(0.5), 0.0);
+    }
+
+    #[test]
+    fn thinning_a_series_of_peaks_keeps_every_spike() {
+        let mut s = Series::<u64>::default();
+        for r in 1..=1000u64 {
+            // One spike, at a round that plain every-n-th sampling skips.
+            s.push(r, if r == 503 { 9_999 } else { 100 });
+        }
+        let thin = s.thinned(64);
+        assert!(thin.len() <= 64, "{}", thin.len());
+        assert_eq!(thin.iter().map(|p| p[1]).max(), Some(9_999), "{thin:?}");
+        assert_eq!(thin.last().map(|p| p[0]), s.points().last().map(|p| p.0));
+        assert!(Series::<u64>::default().thinned(64).is_empty());
     }
 
     #[test]
