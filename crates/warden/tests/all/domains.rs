@@ -179,7 +179,14 @@ async fn calls_queue_one_at_a_time_and_unload_fails_the_queue() {
     let queued: Vec<_> = (0..5)
         .map(|_| d.call("answer", &[], opts()).unwrap())
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The spin running (not still queued itself), so the five wait behind it.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !d.is_busy() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the spin starts");
     let report = d.unload().await;
     assert_eq!(
         spinning.join().await.unwrap_err(),

@@ -18,11 +18,15 @@ const ENDS_WITHIN: Duration = Duration::from_secs(30);
 const GUARDED: &str = r#"
 (module
   (import "warden" "critical_enter" (func $enter))
+  (import "warden" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") 1)
+  (data (i32.const 64) "in")
   (func (export "answer") (result i32) (i32.const 42))
   (func (export "trap") (result i32) (i32.div_u (i32.const 1) (i32.const 0)))
   (func (export "spin") (loop $l (br $l)))
-  (func (export "critical_spin") (call $enter) (loop $l (br $l)))
+  ;; Logs once inside its region: tests abort after that line, never before the region.
+  (func (export "critical_spin")
+    (call $enter) (call $log (i32.const 3) (i32.const 64) (i32.const 2)) (loop $l (br $l)))
   (func (export "critical_trap") (call $enter) unreachable)
   (func (export "warden_on_unload")))
 "#;
@@ -300,7 +304,8 @@ async fn an_abort_deferred_by_a_critical_region_escalates_when_its_timeout_passe
     let (_rt, rec, d) = setup(p, GUARDED, DomainConfig::default()).await;
     let h = d.call("critical_spin", &[], opts()).unwrap();
     let id = h.id().0;
-    event_for_call(&rec, "call_started", id).await;
+    // Inside its critical region, not merely started.
+    event_for_call(&rec, "guest_log", id).await;
     h.abort();
     // Rude aborts ignore critical regions: the call ends despite never leaving it.
     assert_eq!(joined(h).await, Err(CallError::RudeAborted));
@@ -337,7 +342,8 @@ async fn an_abort_timeout_resolves_through_rude_abort_critical() {
     let (_rt, rec, d) = setup(p, GUARDED, DomainConfig::default()).await;
     let h = d.call("critical_spin", &[], opts()).unwrap();
     let id = h.id().0;
-    event_for_call(&rec, "call_started", id).await;
+    // Inside its critical region, not merely started.
+    event_for_call(&rec, "guest_log", id).await;
     h.abort();
     assert_eq!(joined(h).await, Err(CallError::RudeAborted));
     let actions: Vec<Value> = escalations(&rec, "abort")
@@ -356,7 +362,8 @@ async fn an_abort_timeout_escalates_once_and_rude_abort_of_a_critical_call_is_it
     let (_rt, rec, d) = setup(p, GUARDED, DomainConfig::default()).await;
     let h = d.call("critical_spin", &[], opts()).unwrap();
     let id = h.id().0;
-    event_for_call(&rec, "call_started", id).await;
+    // Inside its critical region, not merely started.
+    event_for_call(&rec, "guest_log", id).await;
     h.abort();
     let wait = async {
         while rec.exits.lock().unwrap().is_empty() {
@@ -415,7 +422,8 @@ async fn an_unload_that_outlasts_its_timeout_turns_rude() {
     let (_rt, rec, d) = setup(p, GUARDED, DomainConfig::default()).await;
     let h = d.call("critical_spin", &[], opts()).unwrap();
     let id = h.id().0;
-    event_for_call(&rec, "call_started", id).await;
+    // Inside its critical region, not merely started.
+    event_for_call(&rec, "guest_log", id).await;
     let report = tokio::time::timeout(ENDS_WITHIN, d.unload())
         .await
         .expect("the unload ends");

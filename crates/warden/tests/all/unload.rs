@@ -32,7 +32,13 @@ const FINALIZES: &str = r#"
 const STUBBORN: &str = r#"
 (module
   (import "warden" "constrained_enter" (func $constrained_enter))
-  (func (export "wedge") (call $constrained_enter) (loop $l (br $l)))
+  (import "warden" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "in")
+  ;; Logs once inside its region: tests unload after that line, never before the region.
+  (func (export "wedge")
+    (call $constrained_enter) (call $log (i32.const 3) (i32.const 0) (i32.const 2))
+    (loop $l (br $l)))
   (func (export "warden_on_unload") (loop $l (br $l))))
 "#;
 
@@ -80,6 +86,18 @@ async fn wait_busy(d: &Domain) {
     })
     .await
     .expect("the call started");
+}
+
+/// Waits for `d`'s guest to log its first line (a guest says so once inside its region: busy
+/// alone does not mean it got there).
+async fn wait_logged(rec: &Recorder, d: &Domain) {
+    tokio::time::timeout(ENDS_WITHIN, async {
+        while !of(rec, d).iter().any(|e| e["event"] == "guest_log") {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the guest reached its region");
 }
 
 /// The position of the first event matching `pred`.
@@ -306,7 +324,7 @@ async fn an_unload_that_cannot_finish_escalates_per_policy_and_ends() {
     let released = Arc::new(AtomicU64::new(0));
     open(&d, 2, &released);
     let call = d.call("wedge", &[], CallOptions::default()).unwrap();
-    wait_busy(&d).await;
+    wait_logged(&rec, &d).await;
 
     let report = tokio::time::timeout(ENDS_WITHIN, d.unload()).await.unwrap();
     assert!(report.rude);
@@ -345,7 +363,7 @@ async fn a_rude_unload_that_cannot_finish_escalates_too() {
     let released = Arc::new(AtomicU64::new(0));
     open(&d, 2, &released);
     let call = d.call("wedge", &[], CallOptions::default()).unwrap();
-    wait_busy(&d).await;
+    wait_logged(&rec, &d).await;
 
     let report = tokio::time::timeout(ENDS_WITHIN, d.rude_unload())
         .await
