@@ -1,6 +1,6 @@
 //! Issue #2: domains, calls and containment through the public API.
 
-use crate::common::{HOSTILE, runtime};
+use crate::common::{HOSTILE, runtime, wait_until};
 use std::time::{Duration, Instant};
 use warden::{CallError, CallOptions, DomainConfig, Error, Outcome, Val};
 
@@ -180,13 +180,7 @@ async fn calls_queue_one_at_a_time_and_unload_fails_the_queue() {
         .map(|_| d.call("answer", &[], opts()).unwrap())
         .collect();
     // The spin running (not still queued itself), so the five wait behind it.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !d.is_busy() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .expect("the spin starts");
+    wait_until("the spin runs", || d.is_busy()).await;
     let report = d.unload().await;
     assert_eq!(
         spinning.join().await.unwrap_err(),

@@ -91,13 +91,10 @@ async fn wait_busy(d: &Domain) {
 /// Waits for `d`'s guest to log its first line (a guest says so once inside its region: busy
 /// alone does not mean it got there).
 async fn wait_logged(rec: &Recorder, d: &Domain) {
-    tokio::time::timeout(ENDS_WITHIN, async {
-        while !of(rec, d).iter().any(|e| e["event"] == "guest_log") {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    common::wait_until("the guest reached its region", || {
+        of(rec, d).iter().any(|e| e["event"] == "guest_log")
     })
-    .await
-    .expect("the guest reached its region");
+    .await;
 }
 
 /// The position of the first event matching `pred`.
