@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{BareSide, GROW_PAGES, WardenSide, quantile, run, tokio_runtime};
+use common::{
+    BareComponent, BareSide, COMPONENT, GROW_PAGES, WardenSide, quantile, run, tokio_runtime,
+    warden_component_call,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,75 +184,6 @@ fn create_call_unload(cx: &Ctx) -> Vec<Row> {
         bare: Some(b),
         goal: Some(2.0),
     }]
-}
-
-/// The component of (i): one typed export over a core module with a memory, written as
-/// component text.
-const COMPONENT: &str = r#"
-(component
-  (core module $m
-    (memory (export "memory") 1)
-    (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))
-  (core instance $i (instantiate $m))
-  (func (export "add") (param "a" s32) (param "b" s32) (result s32)
-    (canon lift (core func $i "add"))))
-"#;
-
-/// Bare wasmtime's side of (i): the bare engine (configured as Warden's), a
-/// `component::InstancePre` of the component, stores set up as in the other scenarios.
-#[derive(Clone)]
-struct BareComponent {
-    side: BareSide,
-    pre: wasmtime::component::InstancePre<common::BareState>,
-    add: wasmtime::component::ComponentExportIndex,
-}
-
-impl BareComponent {
-    fn new(side: BareSide) -> Self {
-        let component = wasmtime::component::Component::new(&side.engine, COMPONENT)
-            .expect("component compiles");
-        let linker = wasmtime::component::Linker::new(&side.engine);
-        let pre = linker.instantiate_pre(&component).expect("links");
-        let add = component.get_export_index(None, "add").expect("export");
-        BareComponent { side, pre, add }
-    }
-
-    async fn call(
-        &self,
-        store: &mut wasmtime::Store<common::BareState>,
-        instance: &wasmtime::component::Instance,
-    ) -> i32 {
-        use wasmtime::component::Val;
-        store.set_epoch_deadline(1);
-        let func = instance.get_func(&mut *store, self.add).expect("export");
-        let mut results = [Val::Bool(false)];
-        func.call_async(&mut *store, &[Val::S32(40), Val::S32(2)], &mut results)
-            .await
-            .expect("call");
-        match results[0] {
-            Val::S32(v) => v,
-            _ => panic!("not an s32"),
-        }
-    }
-
-    async fn create_call_drop(&self) {
-        let mut store = self.side.store();
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instance");
-        assert_eq!(self.call(&mut store, &instance).await, 42);
-    }
-}
-
-async fn warden_component_call(d: &warden::Domain) {
-    use warden::wasmtime::component::Val;
-    let out = d
-        .invoke_component("add", &[Val::S32(40), Val::S32(2)], Default::default())
-        .await
-        .expect("call");
-    assert_eq!(out.component_values, [Val::S32(42)]);
 }
 
 /// (i) a component: fresh domain + typed call + unload, and a typed call on a warm domain.

@@ -1,5 +1,6 @@
 //! N warm calls of the ratio bench's `answer` export, through Warden (`Domain::invoke` on one
-//! idle domain) or through bare wasmtime configured alike (`common::BareSide`), for counting
+//! idle domain) or through bare wasmtime configured alike (`common::BareSide`), or of its
+//! component's typed `add` (`warden-component`, `bare-component`: row i′), for counting
 //! instructions rather than timing them: wall-clock figures are noisy on a loaded machine,
 //! instruction counts are not.
 //!
@@ -18,7 +19,7 @@
 
 mod common;
 
-use common::{BareSide, WardenSide, run, tokio_runtime};
+use common::{BareComponent, BareSide, COMPONENT, WardenSide, run, tokio_runtime};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,9 +33,13 @@ fn main() {
     match positional.first().copied() {
         Some("warden") => warden_side(&rt, n),
         Some("bare") => bare_side(&rt, n),
+        Some("warden-component") => warden_component_side(&rt, n),
+        Some("bare-component") => bare_component_side(&rt, n),
         _ => {
             warden_side(&rt, n);
             bare_side(&rt, n);
+            warden_component_side(&rt, n);
+            bare_component_side(&rt, n);
         }
     }
 }
@@ -59,6 +64,38 @@ fn bare_side(rt: &tokio::runtime::Runtime, n: u32) {
         let instance = bare.instance(&mut store).await;
         for _ in 0..n {
             std::hint::black_box(BareSide::call_answer(&mut store, &instance).await);
+        }
+    });
+}
+
+fn warden_component_side(rt: &tokio::runtime::Runtime, n: u32) {
+    let w = WardenSide::new();
+    let module =
+        w.rt.load_module(COMPONENT.as_bytes())
+            .expect("component loads");
+    run(rt, async move {
+        let d =
+            w.rt.create_domain(&module, Default::default())
+                .await
+                .expect("domain");
+        for _ in 0..n {
+            common::warden_component_call(&d).await;
+        }
+        d.unload().await;
+    });
+}
+
+fn bare_component_side(rt: &tokio::runtime::Runtime, n: u32) {
+    let bare = BareComponent::new(BareSide::new(WardenSide::new().pooling()));
+    run(rt, async move {
+        let mut store = bare.side.store();
+        let instance = bare
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instance");
+        for _ in 0..n {
+            std::hint::black_box(bare.call(&mut store, &instance).await);
         }
     });
 }

@@ -332,8 +332,8 @@ impl Domain {
                     .map_ok(GuestInstance::Core)
             }
             Pre::Component(pre) => {
-                let fut = crate::host::contain_panics(pre.instantiate_async(&mut store));
-                drive(&shared, &ctl, fut, deadline)
+                let fut = std::pin::pin!(pre.instantiate_async(&mut store));
+                drive(&shared, &ctl, crate::host::contain_panics(fut), deadline)
                     .await
                     .map_ok(GuestInstance::Component)
             }

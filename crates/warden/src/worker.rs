@@ -161,7 +161,7 @@ impl Worker {
 
     /// Runs one call to its end and reports it (`call_finished`, then the reply). Returns the
     /// result when the request has no reply channel (the fast path).
-    pub(crate) async fn serve(&mut self, req: CallRequest) -> Option<CallResult> {
+    pub(crate) async fn serve(&mut self, mut req: CallRequest) -> Option<CallResult> {
         let dom = self.dom.clone();
         // Fields used in place, not moved to locals: the call's future holds `req` once.
         let ctl = &req.ctl;
@@ -175,7 +175,7 @@ impl Worker {
             // Queued before the exit began, not started: a new call-in all the same.
             (Err(CallError::ProcessExiting), false)
         } else {
-            let result = self.run(ctl, &req.sig, req.args, req.deadline, started);
+            let result = self.run(ctl, &req.sig, &mut req.args, req.deadline, started);
             (result.await, true)
         };
         if ran && self.parts().spent {
@@ -197,7 +197,9 @@ impl Worker {
         &mut self,
         ctl: &Arc<CallCtl>,
         sig: &Signature,
-        args: Args,
+        // Borrowed from the request, which the caller's state holds anyway: moved in, it
+        // would be held twice.
+        args: &mut Args,
         deadline: Option<Duration>,
         started: Instant,
     ) -> CallResult {
@@ -237,28 +239,30 @@ impl Worker {
             Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
         };
         // A call's future is as large as its largest arm, and the fast path boxes it once per
-        // call: the other kinds' futures are boxed where they are made (written inline, not
-        // bound to a local that would stay in this state), so a core call's box stays within
-        // the allocator's small, cached sizes (1 KiB today, checked with `size_of_val`).
-        let result = match (func, args) {
+        // call. Core and component calls pin their guest future in place (no box of their
+        // own); the other kinds' futures are boxed where they are made (written inline, not
+        // bound to a local that would stay in this state). So the call's box stays within the
+        // allocator's small, cached sizes (944 bytes today, checked with `size_of_val`; glibc
+        // caches up to 1,032).
+        let result = match (func, &mut *args) {
             (Some(GuestFunc::Core(func)), Args::Core(args)) => {
                 let mut results = vec![wasmtime::Val::I32(0); sig.results];
                 let ran = {
-                    let fut = std::pin::pin!(func.call_async(&mut *store, &args, &mut results));
+                    let fut = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
                     drive_pinned(&dom, ctl, fut, deadline).await
                 };
                 ended(ran, CallOutput::core(results))
             }
             (Some(GuestFunc::Component(func)), Args::Component(args)) => {
                 let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
-                // An embedder's component host function that panics traps this call.
-                let ran = Box::pin(drive(
-                    &dom,
-                    ctl,
-                    crate::host::contain_panics(func.call_async(&mut *store, &args, &mut results)),
-                    deadline,
-                ))
-                .await;
+                // An embedder's component host function that panics traps this call. Pinned
+                // in place like a core call's, so this arm is no larger than the core one and
+                // needs no box of its own.
+                let ran = {
+                    let call = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
+                    let fut = std::pin::pin!(crate::host::contain_panics(call));
+                    drive_pinned(&dom, ctl, fut, deadline).await
+                };
                 *spent = !matches!(ran, Driven::Finished(Ok(())));
                 ended(ran, CallOutput::component(results))
             }
@@ -272,7 +276,7 @@ impl Worker {
                             *instance,
                             bytes_abi,
                             func,
-                            input,
+                            std::mem::take(input),
                         ),
                         deadline,
                     ))
@@ -289,29 +293,28 @@ impl Worker {
                 }
                 GuestInstance::Component(_) => no_func(),
             },
-            (
-                _,
-                Args::Http {
-                    request,
-                    sender,
-                    ending,
-                },
-            ) => match &*instance {
+            (_, Args::Http { .. }) => match &*instance {
                 // `DomainShared::request` refused an HTTP call to a core module.
                 GuestInstance::Core(_) => no_func(),
                 GuestInstance::Component(instance) => {
-                    let ran = Box::pin(drive(
-                        &dom,
-                        ctl,
-                        crate::host::contain_panics(crate::http::handle(
+                    let Args::Http {
+                        request,
+                        sender,
+                        ending,
+                    } = std::mem::replace(args, Args::Bytes(Vec::new()))
+                    else {
+                        unreachable!("the arm matched an HTTP call's arguments")
+                    };
+                    let ran = Box::pin(async {
+                        let handle = std::pin::pin!(crate::http::handle(
                             store,
                             &dom.module,
                             instance,
                             *request,
                             sender,
-                        )),
-                        deadline,
-                    ))
+                        ));
+                        drive(&dom, ctl, crate::host::contain_panics(handle), deadline).await
+                    })
                     .await;
                     *spent = !matches!(ran, Driven::Finished(Ok(())));
                     // Before the store (and the body's sender with it) can be dropped.
@@ -389,7 +392,8 @@ impl Worker {
                 match func {
                     Finalizer::Core(f) => f.call_async(&mut *store, ()).await,
                     Finalizer::Component(f) => {
-                        crate::host::contain_panics(f.call_async(&mut *store, &[], &mut [])).await
+                        let call = std::pin::pin!(f.call_async(&mut *store, &[], &mut []));
+                        crate::host::contain_panics(call).await
                     }
                 }
             };

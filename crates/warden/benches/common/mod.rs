@@ -461,3 +461,72 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The component of (i): one typed export over a core module with a memory, written as
+/// component text.
+pub const COMPONENT: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))
+  (core instance $i (instantiate $m))
+  (func (export "add") (param "a" s32) (param "b" s32) (result s32)
+    (canon lift (core func $i "add"))))
+"#;
+
+/// Bare wasmtime's side of (i): the bare engine (configured as Warden's), a
+/// `component::InstancePre` of the component, stores set up as in the other scenarios.
+#[derive(Clone)]
+pub struct BareComponent {
+    pub side: BareSide,
+    pub pre: wasmtime::component::InstancePre<BareState>,
+    pub add: wasmtime::component::ComponentExportIndex,
+}
+
+impl BareComponent {
+    pub fn new(side: BareSide) -> Self {
+        let component = wasmtime::component::Component::new(&side.engine, COMPONENT)
+            .expect("component compiles");
+        let linker = wasmtime::component::Linker::new(&side.engine);
+        let pre = linker.instantiate_pre(&component).expect("links");
+        let add = component.get_export_index(None, "add").expect("export");
+        BareComponent { side, pre, add }
+    }
+
+    pub async fn call(
+        &self,
+        store: &mut wasmtime::Store<BareState>,
+        instance: &wasmtime::component::Instance,
+    ) -> i32 {
+        use wasmtime::component::Val;
+        store.set_epoch_deadline(1);
+        let func = instance.get_func(&mut *store, self.add).expect("export");
+        let mut results = [Val::Bool(false)];
+        func.call_async(&mut *store, &[Val::S32(40), Val::S32(2)], &mut results)
+            .await
+            .expect("call");
+        match results[0] {
+            Val::S32(v) => v,
+            _ => panic!("not an s32"),
+        }
+    }
+
+    pub async fn create_call_drop(&self) {
+        let mut store = self.side.store();
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instance");
+        assert_eq!(self.call(&mut store, &instance).await, 42);
+    }
+}
+
+pub async fn warden_component_call(d: &warden::Domain) {
+    use warden::wasmtime::component::Val;
+    let out = d
+        .invoke_component("add", &[Val::S32(40), Val::S32(2)], Default::default())
+        .await
+        .expect("call");
+    assert_eq!(out.component_values, [Val::S32(42)]);
+}

@@ -332,15 +332,28 @@ pub(super) fn panic_message(p: &(dyn Any + Send)) -> String {
 
 /// Polls `fut`, turning a panic in it into an error.
 pub(super) async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, String> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
+    CatchUnwind(std::pin::pin!(fut)).await
+}
+
+/// Polls a future pinned elsewhere, turning a panic in it into an error. A struct over a
+/// reference rather than an `async fn` taking the future: a call's state then holds the
+/// guest's future once, not once more per wrapper (each copied when the call is boxed).
+pub(crate) struct CatchUnwind<'a, F>(pub(crate) std::pin::Pin<&'a mut F>);
+
+impl<F: Future> Future for CatchUnwind<'_, F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = &mut self.0;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
             Err(p) => std::task::Poll::Ready(Err(panic_message(&*p))),
         }
-    })
-    .await
+    }
 }
 
 /// The call an embedder host function runs in: ids, abort state, the domain's handle table

@@ -255,13 +255,31 @@ impl HostFunctions {
 
 /// Polls a component's guest code, turning a panic in a host function into an error (a trap
 /// of that call): `bindgen!`-generated host functions are not wrapped by Warden, and wasmtime
-/// resumes their panics where the call future is polled.
-pub(crate) async fn contain_panics<T, F>(fut: F) -> wasmtime::Result<T>
+/// resumes their panics where the call future is polled. The guest's future is pinned by the
+/// caller (see [`CatchUnwind`](super::embedder::CatchUnwind)).
+pub(crate) fn contain_panics<T, F>(fut: std::pin::Pin<&mut F>) -> ContainPanics<'_, F>
 where
     F: std::future::Future<Output = wasmtime::Result<T>>,
 {
-    match super::embedder::catch_unwind(fut).await {
-        Ok(r) => r,
-        Err(panic) => Err(wasmtime::format_err!("a host function panicked: {panic}")),
+    ContainPanics(super::embedder::CatchUnwind(fut))
+}
+
+/// The future of [`contain_panics`].
+pub(crate) struct ContainPanics<'a, F>(super::embedder::CatchUnwind<'a, F>);
+
+impl<T, F> std::future::Future for ContainPanics<'_, F>
+where
+    F: std::future::Future<Output = wasmtime::Result<T>>,
+{
+    type Output = wasmtime::Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(r) => r,
+            Err(panic) => Err(wasmtime::format_err!("a host function panicked: {panic}")),
+        })
     }
 }
