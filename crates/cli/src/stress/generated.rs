@@ -24,6 +24,10 @@ pub enum Kind {
     Other,
 }
 
+/// The linear memory a generated guest's domain may hold, and the most any of its memories may
+/// declare (see [`module`]).
+pub const MAX_MEMORY: u64 = 1 << 20;
+
 /// Tight limits for generated guests.
 pub struct Limits {
     pub deadline: Duration,
@@ -42,7 +46,14 @@ pub struct Differential {
 
 /// A random valid module for `seed`: no imports, a few functions, every function exported,
 /// small memories and tables, only the proposals Warden's engine runs by default.
-pub fn module(seed: u64, _max_memory: u64) -> Result<Vec<u8>, String> {
+///
+/// No memory may start or end larger than `max_memory` (the domain's limit): past it the
+/// module could never be instantiated, yet compiling it still costs memory in proportion to
+/// its initial memory, not to its bytes. Wasmtime builds a dense copy-on-write image of the
+/// data segments when they fit the initial memory (up to 16 MiB by default), and compiling
+/// copies it a few times: a 124-byte module with data at 3 MiB in a 59-page memory took
+/// ~13 MiB of heap to compile, twice with `--differential` (issue 14's peak-RSS spikes).
+pub fn module(seed: u64, max_memory: u64) -> Result<Vec<u8>, String> {
     let mut rng = Rng::new(seed);
     let mut bytes = vec![0u8; 2048 + rng.below(4096) as usize];
     for chunk in bytes.chunks_mut(8) {
@@ -58,7 +69,7 @@ pub fn module(seed: u64, _max_memory: u64) -> Result<Vec<u8>, String> {
         max_memories: 1,
         max_tables: 1,
         max_table_elements: 100,
-        max_memory32_bytes: 4 << 20,
+        max_memory32_bytes: max_memory,
         max_instructions: 200,
         max_data_segments: 4,
         max_element_segments: 4,
@@ -336,4 +347,58 @@ pub fn compare(warden: &[Kind], bare: &[Kind], seed: u64, bytes: &[u8]) -> Diffe
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every memory a generated module declares, as (initial, maximum) in bytes: with
+    /// `export_everything` its one memory is exported.
+    fn memories(engine: &wasmtime::Engine, bytes: &[u8]) -> Vec<(u64, Option<u64>)> {
+        let module = wasmtime::Module::new(engine, bytes).expect("wasm-smith modules are valid");
+        let required = module.resources_required();
+        let mut out: Vec<_> = module
+            .exports()
+            .filter_map(|e| e.ty().memory().cloned())
+            .map(|m| (m.minimum() << 16, m.maximum().map(|p| p << 16)))
+            .collect();
+        assert_eq!(
+            out.len(),
+            required.num_memories as usize,
+            "every memory exported"
+        );
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn generated_modules_declare_no_memory_past_the_generated_limit() {
+        let engine = wasmtime::Engine::default();
+        let (mut with_memory, mut past_old_bound) = (0, 0);
+        for seed in 0..150u64 {
+            let seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for (initial, maximum) in memories(&engine, &module(seed, MAX_MEMORY).unwrap()) {
+                with_memory += 1;
+                assert!(
+                    initial <= MAX_MEMORY,
+                    "seed {seed:#x}: initial {initial} bytes"
+                );
+                assert!(
+                    maximum.is_none_or(|m| m <= MAX_MEMORY),
+                    "seed {seed:#x}: maximum {maximum:?} bytes"
+                );
+            }
+            // The same seed under the old 4 MiB bound: the check above is not vacuous.
+            past_old_bound += memories(&engine, &module(seed, 4 << 20).unwrap())
+                .iter()
+                .filter(|(initial, _)| *initial > MAX_MEMORY)
+                .count();
+        }
+        assert!(with_memory > 20, "only {with_memory} modules had a memory");
+        assert!(
+            past_old_bound > 0,
+            "no seed declared more than the bound under 4 MiB"
+        );
+    }
 }

@@ -852,7 +852,11 @@ impl Cycle {
     }
 
     async fn generated(&mut self, seed: u64, result: &mut CycleResult) {
-        let bytes = match generated::module(seed, self.config.max_memory) {
+        let limits = generated::Limits {
+            deadline: Duration::from_millis(20),
+            max_memory: generated::MAX_MEMORY,
+        };
+        let bytes = match generated::module(seed, limits.max_memory) {
             Ok(b) => b,
             Err(e) => {
                 result.violations.push(format!(
@@ -869,10 +873,6 @@ impl Cycle {
             return;
         };
         let exports = generated::callable_exports(&module);
-        let limits = generated::Limits {
-            deadline: Duration::from_millis(20),
-            max_memory: 1 << 20,
-        };
         let warden_kinds =
             generated::run_in_warden(&self.rt, &module, &exports, &limits, &mut result.calls).await;
         result.generated_calls += exports.len() as u64;

@@ -280,6 +280,9 @@ impl Stats {
             "generated": {
                 "modules": self.generated_modules,
                 "calls": self.generated_calls,
+                // Each generated guest's memory bound: its domain's limit, and the most any of
+                // its memories declares (which bounds what compiling it costs).
+                "max_memory": super::generated::MAX_MEMORY,
                 "differential": {
                     "compared": self.differential.compared,
                     "agreed": self.differential.agreed,
