@@ -49,7 +49,11 @@ pub struct EngineConfig {
     /// no bound. Default 60 s.
     ///
     /// Not covered: the compiler's own memory, which the process budget does not see. The
-    /// size and function-count bounds are what keep it in proportion.
+    /// size and function-count bounds are what keep it in proportion, and so does the engine's
+    /// refusal of sparse memory images: data segments are built into a copy-on-write image at
+    /// compile time only when at least half of its span is data (wasmtime's default also
+    /// builds any image up to 16 MiB, so a 124-byte module with data 3 MiB apart took ~13 MiB
+    /// to compile and kept 3 MiB while loaded). Sparse data is copied in at instantiation.
     pub compile_timeout: Option<Duration>,
     /// Compiled modules kept in the digest cache. Default 64.
     pub module_cache_entries: usize,
@@ -190,7 +194,10 @@ impl WardenEngine {
         base.epoch_interruption(true)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .max_wasm_stack(config.max_wasm_stack)
-            .async_stack_size(config.max_wasm_stack + config.host_stack_headroom);
+            .async_stack_size(config.max_wasm_stack + config.host_stack_headroom)
+            // No image "always allowed" regardless of density: compile memory follows the
+            // data's size, not the span a few bytes of data are spread over (issue 14).
+            .memory_guaranteed_dense_image_size(0);
 
         let (engine, allocator) = if config.pooling {
             let mut pooled = base.clone();

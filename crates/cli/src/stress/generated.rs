@@ -252,7 +252,8 @@ fn bare_engine() -> &'static wasmtime::Engine {
             .epoch_interruption(true)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .max_wasm_stack(defaults.max_wasm_stack)
-            .async_stack_size(defaults.max_wasm_stack + defaults.host_stack_headroom);
+            .async_stack_size(defaults.max_wasm_stack + defaults.host_stack_headroom)
+            .memory_guaranteed_dense_image_size(0);
         let engine =
             wasmtime::Engine::new(&config).expect("the default engine configuration is valid");
         let ticker = engine.weak();

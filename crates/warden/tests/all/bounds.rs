@@ -221,6 +221,31 @@ fn compilation_is_bounded_by_function_count_and_time() {
     assert!(e.to_string().contains("compiling the module took longer"));
 }
 
+/// A tiny module whose few bytes of data lie 4 MiB apart compiles to a tiny artifact (no 4 MiB
+/// copy-on-write image: compile memory follows the data, not its span), and its data is still
+/// where it belongs once instantiated (copied in then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_data_does_not_make_a_small_module_compile_to_its_span() {
+    let (rt, _) = runtime();
+    let m = rt
+        .load_module(
+            br#"(module (memory 64)
+              (data (i32.const 0) "\2a")
+              (data (i32.const 4194303) "\07")
+              (func (export "at") (param i32) (result i32) (i32.load8_u (local.get 0))))"#,
+        )
+        .unwrap();
+    let image = m.wasmtime().expect("a core module").image_range();
+    let len = image.end as usize - image.start as usize;
+    assert!(len < 1 << 20, "the compiled module holds {len} bytes");
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    for (at, want) in [(0, 42), (4194303, 7), (4096, 0)] {
+        let out = d.invoke("at", &[Val::I32(at)], opts()).await.unwrap();
+        assert_eq!(out.values[0].unwrap_i32(), want, "byte at {at}");
+    }
+    d.unload().await;
+}
+
 /// `Duration::MAX` wherever a duration is taken: it means "never", and nothing panics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrepresentably_long_durations_saturate() {
