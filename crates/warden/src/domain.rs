@@ -623,8 +623,13 @@ impl DomainShared {
                     name: export.into(),
                     slot,
                     results: ty.results().len(),
-                    kind: SigKind::Core {
-                        params: ty.params().collect(),
+                    kind: {
+                        let params: Vec<wasmtime::ValType> = ty.params().collect();
+                        let results: Vec<wasmtime::ValType> = ty.results().collect();
+                        SigKind::Core {
+                            shape: crate::typed_call::Shape::of(&params, &results),
+                            params,
+                        }
                     },
                 }
             }
@@ -684,8 +689,10 @@ impl DomainShared {
     ) -> Result<CallRequest, Error> {
         let sig = self.signature(export)?;
         match (&sig.kind, &args) {
-            (SigKind::Core { params }, Args::Core(args)) => check_signature(params, export, args)?,
-            (SigKind::Core { params }, Args::Bytes(_)) => {
+            (SigKind::Core { params, .. }, Args::Core(args)) => {
+                check_signature(params, export, args)?
+            }
+            (SigKind::Core { params, .. }, Args::Bytes(_)) => {
                 use wasmtime::ValType;
                 let fits = matches!(params[..], [ValType::I32, ValType::I32]) && sig.results == 1;
                 if !fits {
@@ -1397,6 +1404,8 @@ pub(crate) struct Signature {
 pub(crate) enum SigKind {
     Core {
         params: Vec<wasmtime::ValType>,
+        /// When the signature has a typed call (see `typed_call`).
+        shape: Option<crate::typed_call::Shape>,
     },
     Component {
         export: crate::component::ComponentExport,

@@ -18,6 +18,7 @@
 //! If a worker is dropped anyway (a panic in Warden, or a tokio runtime shut down under it), its
 //! `Drop` ends the domain: killed, queue failed, critical release, report.
 
+use crate::typed_call::TypedCore;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -84,6 +85,9 @@ struct Parts {
     /// Function handles of the exports called so far, by [`Signature::slot`]: looking a
     /// function up in the instance costs more than the rest of a warm call's bookkeeping.
     funcs: Vec<Option<GuestFunc>>,
+    /// Typed handles of the core exports among them whose signature has one (same index):
+    /// called without wasmtime's per-call type lookup (see `typed_call`).
+    typed: Vec<Option<TypedCore>>,
     /// A core callee's byte-call ABI (`warden_alloc`, `memory`), looked up at its first byte
     /// call.
     bytes_abi: Option<crate::domain_call::BytesAbi>,
@@ -100,8 +104,15 @@ impl Parts {
             return Some(*f);
         }
         let found = match (&self.instance, &sig.kind) {
-            (GuestInstance::Core(i), SigKind::Core { .. }) => {
-                GuestFunc::Core(i.get_func(&mut self.store, &sig.name)?)
+            (GuestInstance::Core(i), SigKind::Core { shape, .. }) => {
+                let func = i.get_func(&mut self.store, &sig.name)?;
+                if let Some(shape) = shape {
+                    if self.typed.len() <= sig.slot {
+                        self.typed.resize_with(sig.slot + 1, || None);
+                    }
+                    self.typed[sig.slot] = TypedCore::of(*shape, func, &self.store);
+                }
+                GuestFunc::Core(func)
             }
             (GuestInstance::Component(i), SigKind::Component { index, .. }) => {
                 GuestFunc::Component(i.get_func(&mut self.store, index)?)
@@ -145,6 +156,7 @@ impl Worker {
                 store,
                 instance,
                 funcs: Vec::new(),
+                typed: Vec::new(),
                 bytes_abi: None,
                 spent: false,
             }),
@@ -232,6 +244,7 @@ async fn run(
         spent,
         instance,
         bytes_abi,
+        typed,
         ..
     } = parts;
     store.data_mut().call = Some(ctl.clone());
@@ -262,9 +275,15 @@ async fn run(
     let result = match (func, &mut *args) {
         (Some(GuestFunc::Core(func)), Args::Core(args)) => {
             let mut results = vec![wasmtime::Val::I32(0); sig.results];
-            let ran = {
-                let fut = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
-                drive_pinned(dom, ctl, fut, deadline).await
+            let ran = match typed.get(sig.slot).and_then(Option::as_ref) {
+                Some(typed) => {
+                    let fut = std::pin::pin!(typed.call(&mut *store, args, &mut results));
+                    drive_pinned(dom, ctl, fut, deadline).await
+                }
+                None => {
+                    let fut = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
+                    drive_pinned(dom, ctl, fut, deadline).await
+                }
             };
             ended(ran, CallOutput::core(results))
         }
