@@ -1,11 +1,13 @@
 ;; `warden stress`'s component guest (the core module of `component.wit`'s world, encoded as a
 ;; component at run time with wit-component): a typed answer, a preview2 write to stdout, and
-;; the hostile kinds.
+;; the hostile kinds, and calls to the embedder's typed functions (`stress-host.wit`).
 (module
   (import "wasi:cli/stdout@0.2.12" "get-stdout" (func $stdout (result i32)))
   (import "wasi:io/streams@0.2.12" "[method]output-stream.blocking-write-and-flush"
     (func $write (param i32 i32 i32 i32)))
   (import "wasi:io/streams@0.2.12" "[resource-drop]output-stream" (func $drop (param i32)))
+  (import "warden:stress-host/host" "add" (func $add (param i32 i32) (result i32)))
+  (import "warden:stress-host/host" "pause" (func $pause (param i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "stress line\n")
   (func (export "answer") (result i32) (i32.const 42))
@@ -22,4 +24,8 @@
   (func (export "hog")
     (loop $l
       (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
-    unreachable))
+    unreachable)
+  ;; Both embedder functions; 42 when both answered.
+  (func (export "embedder") (result i32)
+    (drop (call $pause (i32.const 1)))
+    (call $add (i32.const 40) (i32.const 2))))

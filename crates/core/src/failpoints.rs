@@ -22,6 +22,7 @@ pub const NAMES: &[&str] = &[
     "wasi-write",
     "wasi-read",
     "embedder-entry",
+    "component-embedder-entry",
 ];
 
 static HITS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());

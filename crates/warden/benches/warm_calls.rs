@@ -35,6 +35,23 @@ fn main() {
         Some("bare") => bare_side(&rt, n),
         Some("warden-component") => warden_component_side(&rt, n),
         Some("bare-component") => bare_component_side(&rt, n),
+        // Row a: N fresh domains, each created, called once and unloaded.
+        Some("warden-fresh") => {
+            let w = WardenSide::new();
+            run(&rt, async move {
+                for _ in 0..n {
+                    w.create_call_unload().await;
+                }
+            })
+        }
+        Some("bare-fresh") => {
+            let bare = BareSide::new(WardenSide::new().pooling());
+            run(&rt, async move {
+                for _ in 0..n {
+                    bare.create_call_unload().await;
+                }
+            })
+        }
         _ => {
             warden_side(&rt, n);
             bare_side(&rt, n);

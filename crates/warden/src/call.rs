@@ -270,6 +270,9 @@ pub(crate) struct CallCtl {
     pub(crate) admitted: AtomicBool,
     /// Memory-gate reservations the call holds, by token; returned when the call ends.
     pub(crate) gate: Mutex<Gate>,
+    /// Whether `gate` was ever locked: most calls hold no reservation, and their end then
+    /// skips the lock (see [`release_gate`](Self::release_gate)).
+    gate_used: AtomicBool,
     /// Nanoseconds the call spent in host calls (see `host::HostTimed`).
     pub(crate) host_nanos: AtomicU64,
     /// Set by the epoch callback when it parks the guest at a yield (not a host call).
@@ -354,6 +357,7 @@ impl CallCtl {
             background,
             admitted: AtomicBool::new(false),
             gate: Mutex::new(Gate::default()),
+            gate_used: AtomicBool::new(false),
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
@@ -387,8 +391,21 @@ impl CallCtl {
         ctl.request_abort(&dom, kind, AbortReason::Embedder);
     }
 
+    /// The call's reservations. Every way to add one goes through here, so a call whose
+    /// gate was never locked holds none.
     pub(crate) fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate_used.store(true, Ordering::Release);
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns every reservation of the call (its end's critical release); the bytes.
+    pub(crate) fn release_gate(&self) -> u64 {
+        // Reservations are added by the call's own steps (admission, its guest's host calls,
+        // its growth), each ordered before the call's end: a gate never locked is empty.
+        if !self.gate_used.load(Ordering::Acquire) {
+            return 0;
+        }
+        self.gate().release_all()
     }
 
     pub(crate) fn reason(&self) -> Option<AbortReason> {

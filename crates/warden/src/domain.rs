@@ -181,6 +181,8 @@ pub(crate) struct DomainShared {
     tokio: tokio::runtime::Handle,
     /// Export signatures calls were checked against (see [`Signature`]).
     signatures: Mutex<Signatures>,
+    /// The first export called, with its signature: the lock-free case of `signatures`.
+    first_signature: std::sync::OnceLock<(Arc<str>, Arc<Signature>)>,
     /// The domains this one's guest may call (`domain_call`), by link name.
     pub(crate) links: crate::domain_call::Links,
 }
@@ -287,6 +289,7 @@ impl Domain {
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
             signatures: Mutex::new(Signatures::default()),
+            first_signature: std::sync::OnceLock::new(),
             links: Default::default(),
         });
         let embedder = match &module.code {
@@ -590,8 +593,15 @@ impl DomainShared {
 
     /// The signature of the function export `export` (see [`Signature`]).
     fn signature(&self, export: &str) -> Result<Arc<Signature>, Error> {
+        // A domain mostly serves one export over and over: its first one is read without the
+        // lock (each lock is two atomic read-modify-writes on a warm call's path).
+        if let Some((name, sig)) = self.first_signature.get()
+            && **name == *export
+        {
+            return Ok(sig.clone());
+        }
         let mut known = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
-        // A domain mostly serves one export over and over: one string compare, not a hash.
+        // Then the last one called: one string compare, not a hash.
         if let Some((name, sig)) = &known.last
             && **name == *export
         {
@@ -613,8 +623,13 @@ impl DomainShared {
                     name: export.into(),
                     slot,
                     results: ty.results().len(),
-                    kind: SigKind::Core {
-                        params: ty.params().collect(),
+                    kind: {
+                        let params: Vec<wasmtime::ValType> = ty.params().collect();
+                        let results: Vec<wasmtime::ValType> = ty.results().collect();
+                        SigKind::Core {
+                            shape: crate::typed_call::Shape::of(&params, &results),
+                            params,
+                        }
                     },
                 }
             }
@@ -635,6 +650,10 @@ impl DomainShared {
         // Bounded by the module's exports: only exports that exist are kept.
         let name: Arc<str> = export.into();
         known.by_name.insert(name.clone(), sig.clone());
+        if slot == 0 {
+            // Set once, under the lock, by the first export's first call.
+            let _ = self.first_signature.set((name.clone(), sig.clone()));
+        }
         known.last = Some((name, sig.clone()));
         Ok(sig)
     }
@@ -644,7 +663,9 @@ impl DomainShared {
     fn admit(&self, ctl: &CallCtl, options: &CallOptions) -> Result<(), CallError> {
         self.rt.admit()?;
         self.life.admit().map_err(|_| CallError::DomainUnloaded)?;
-        ctl.admitted.store(true, Ordering::SeqCst);
+        // Release, not SeqCst (a plain store on x86): the call reaches whoever may end it
+        // through the slot lock or a channel, which orders this store before their swap.
+        ctl.admitted.store(true, Ordering::Release);
         if let Some(bytes) = options.reserve {
             // The memory gate: a soft OOM before any work starts, never an escalation.
             let r = self
@@ -668,8 +689,10 @@ impl DomainShared {
     ) -> Result<CallRequest, Error> {
         let sig = self.signature(export)?;
         match (&sig.kind, &args) {
-            (SigKind::Core { params }, Args::Core(args)) => check_signature(params, export, args)?,
-            (SigKind::Core { params }, Args::Bytes(_)) => {
+            (SigKind::Core { params, .. }, Args::Core(args)) => {
+                check_signature(params, export, args)?
+            }
+            (SigKind::Core { params, .. }, Args::Bytes(_)) => {
                 use wasmtime::ValType;
                 let fits = matches!(params[..], [ValType::I32, ValType::I32]) && sig.results == 1;
                 if !fits {
@@ -922,7 +945,7 @@ impl DomainShared {
 
     /// Gives the worker back after work: it runs the queue, finishes an unload, or parks.
     pub(crate) fn hand_back(self: &Arc<Self>, worker: Box<Worker>) {
-        match self.clone().after_work(worker) {
+        match self.after_work(worker) {
             Next::Parked => {}
             Next::Call(worker, req) => {
                 self.tokio.spawn(worker.drain(req));
@@ -934,7 +957,7 @@ impl DomainShared {
     }
 
     /// Under the slot lock: what the worker does next.
-    pub(crate) fn after_work(self: Arc<Self>, worker: Box<Worker>) -> Next {
+    pub(crate) fn after_work(&self, worker: Box<Worker>) -> Next {
         let mut slot = self.lock_slot();
         if !self.life.is_loaded() {
             return Next::Unload(worker);
@@ -1381,6 +1404,8 @@ pub(crate) struct Signature {
 pub(crate) enum SigKind {
     Core {
         params: Vec<wasmtime::ValType>,
+        /// When the signature has a typed call (see `typed_call`).
+        shape: Option<crate::typed_call::Shape>,
     },
     Component {
         export: crate::component::ComponentExport,

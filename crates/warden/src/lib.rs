@@ -55,6 +55,7 @@ pub mod scheduler;
 pub mod shutdown;
 mod start;
 pub mod stdio;
+mod typed_call;
 mod unload;
 pub mod wasi;
 mod worker;

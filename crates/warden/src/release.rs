@@ -72,7 +72,7 @@ impl<'a> CriticalRelease<'a> {
                 }
             });
         }
-        let reservations = ctl.gate().release_all();
+        let reservations = ctl.release_gate();
         if !dom.life.is_loaded() {
             // Returned because the unload ended the call: the unload report counts them.
             dom.tally

@@ -18,6 +18,7 @@
 //! If a worker is dropped anyway (a panic in Warden, or a tokio runtime shut down under it), its
 //! `Drop` ends the domain: killed, queue failed, critical release, report.
 
+use crate::typed_call::TypedCore;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -84,6 +85,9 @@ struct Parts {
     /// Function handles of the exports called so far, by [`Signature::slot`]: looking a
     /// function up in the instance costs more than the rest of a warm call's bookkeeping.
     funcs: Vec<Option<GuestFunc>>,
+    /// Typed handles of the core exports among them whose signature has one (same index):
+    /// called without wasmtime's per-call type lookup (see `typed_call`).
+    typed: Vec<Option<TypedCore>>,
     /// A core callee's byte-call ABI (`warden_alloc`, `memory`), looked up at its first byte
     /// call.
     bytes_abi: Option<crate::domain_call::BytesAbi>,
@@ -100,8 +104,15 @@ impl Parts {
             return Some(*f);
         }
         let found = match (&self.instance, &sig.kind) {
-            (GuestInstance::Core(i), SigKind::Core { .. }) => {
-                GuestFunc::Core(i.get_func(&mut self.store, &sig.name)?)
+            (GuestInstance::Core(i), SigKind::Core { shape, .. }) => {
+                let func = i.get_func(&mut self.store, &sig.name)?;
+                if let Some(shape) = shape {
+                    if self.typed.len() <= sig.slot {
+                        self.typed.resize_with(sig.slot + 1, || None);
+                    }
+                    self.typed[sig.slot] = TypedCore::of(*shape, func, &self.store);
+                }
+                GuestFunc::Core(func)
             }
             (GuestInstance::Component(i), SigKind::Component { index, .. }) => {
                 GuestFunc::Component(i.get_func(&mut self.store, index)?)
@@ -145,6 +156,7 @@ impl Worker {
                 store,
                 instance,
                 funcs: Vec::new(),
+                typed: Vec::new(),
                 bytes_abi: None,
                 spent: false,
             }),
@@ -152,8 +164,14 @@ impl Worker {
     }
 
     fn parts(&mut self) -> &mut Parts {
+        self.split().1
+    }
+
+    /// The domain and the parts, borrowed apart: a call uses both without cloning the
+    /// domain's `Arc` (each clone is an atomic read-modify-write, a warm call's main cost).
+    fn split(&mut self) -> (&Arc<DomainShared>, &mut Parts) {
         match &mut self.parts {
-            Some(parts) => parts,
+            Some(parts) => (&self.dom, parts),
             // Only `finish_unload` takes them, and it consumes the worker.
             None => unreachable!("a worker is used after its unload"),
         }
@@ -162,7 +180,7 @@ impl Worker {
     /// Runs one call to its end and reports it (`call_finished`, then the reply). Returns the
     /// result when the request has no reply channel (the fast path).
     pub(crate) async fn serve(&mut self, mut req: CallRequest) -> Option<CallResult> {
-        let dom = self.dom.clone();
+        let (dom, parts) = self.split();
         // Fields used in place, not moved to locals: the call's future holds `req` once.
         let ctl = &req.ctl;
         let started = Instant::now();
@@ -175,10 +193,18 @@ impl Worker {
             // Queued before the exit began, not started: a new call-in all the same.
             (Err(CallError::ProcessExiting), false)
         } else {
-            let result = self.run(ctl, &req.sig, &mut req.args, req.deadline, started);
+            let result = run(
+                dom,
+                parts,
+                ctl,
+                &req.sig,
+                &mut req.args,
+                req.deadline,
+                started,
+            );
             (result.await, true)
         };
-        if ran && self.parts().spent {
+        if ran && parts.spent {
             // The instance cannot be entered again: the domain ends here, before the outcome
             // is reported, so no later call is admitted to it.
             dom.unload_in_background(false);
@@ -192,144 +218,153 @@ impl Worker {
             None => Some(result),
         }
     }
+}
 
-    async fn run(
-        &mut self,
-        ctl: &Arc<CallCtl>,
-        sig: &Signature,
-        // Borrowed from the request, which the caller's state holds anyway: moved in, it
-        // would be held twice.
-        args: &mut Args,
-        deadline: Option<Duration>,
-        started: Instant,
-    ) -> CallResult {
-        let dom = self.dom.clone();
-        let export: &str = &sig.name;
-        dom.rt
-            .events
-            .emit(Some(dom.id), Some(ctl.id), || EventKind::CallStarted {
-                export: export.to_string(),
-            });
-        let parts = self.parts();
-        let func = parts.func(sig);
-        let Parts {
-            store,
-            spent,
-            instance,
-            bytes_abi,
-            ..
-        } = parts;
-        store.data_mut().call = Some(ctl.clone());
-        // An unload that began before the call was published as current could not abort it.
-        if !dom.set_current(Some(ctl.clone())) {
-            ctl.request_abort(&dom, AbortKind::Polite, AbortReason::Unload);
-        }
-        store.set_epoch_deadline(1);
-        // A deadline too far to represent never comes.
-        let deadline = deadline.and_then(|d| started.checked_add(d));
-        let no_func = || {
-            Err(CallError::Trap {
-                message: format!("no exported function `{export}`"),
-                backtrace: String::new(),
-            })
-        };
-        let ended = |ran: Driven<()>, output: CallOutput| match ran {
-            Driven::Finished(Ok(())) => Ok(output),
-            Driven::Finished(Err(e)) => classify(ctl, e),
-            Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
-        };
-        // A call's future is as large as its largest arm, and the fast path boxes it once per
-        // call. Core and component calls pin their guest future in place (no box of their
-        // own); the other kinds' futures are boxed where they are made (written inline, not
-        // bound to a local that would stay in this state). So the call's box stays within the
-        // allocator's small, cached sizes (944 bytes today, checked with `size_of_val`; glibc
-        // caches up to 1,032).
-        let result = match (func, &mut *args) {
-            (Some(GuestFunc::Core(func)), Args::Core(args)) => {
-                let mut results = vec![wasmtime::Val::I32(0); sig.results];
-                let ran = {
-                    let fut = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
-                    drive_pinned(&dom, ctl, fut, deadline).await
-                };
-                ended(ran, CallOutput::core(results))
-            }
-            (Some(GuestFunc::Component(func)), Args::Component(args)) => {
-                let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
-                // An embedder's component host function that panics traps this call. Pinned
-                // in place like a core call's, so this arm is no larger than the core one and
-                // needs no box of its own.
-                let ran = {
-                    let call = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
-                    let fut = std::pin::pin!(crate::host::contain_panics(call));
-                    drive_pinned(&dom, ctl, fut, deadline).await
-                };
-                *spent = !matches!(ran, Driven::Finished(Ok(())));
-                ended(ran, CallOutput::component(results))
-            }
-            (Some(GuestFunc::Core(func)), Args::Bytes(input)) => match &*instance {
-                GuestInstance::Core(instance) => {
-                    let ran = Box::pin(drive(
-                        &dom,
-                        ctl,
-                        crate::domain_call::run_bytes(
-                            &mut *store,
-                            *instance,
-                            bytes_abi,
-                            func,
-                            std::mem::take(input),
-                        ),
-                        deadline,
-                    ))
-                    .await;
-                    let mut bytes = Vec::new();
-                    let ran = ran.map_ok(|b| bytes = b);
-                    ended(
-                        ran,
-                        CallOutput {
-                            bytes,
-                            ..CallOutput::core(Vec::new())
-                        },
-                    )
-                }
-                GuestInstance::Component(_) => no_func(),
-            },
-            (_, Args::Http { .. }) => match &*instance {
-                // `DomainShared::request` refused an HTTP call to a core module.
-                GuestInstance::Core(_) => no_func(),
-                GuestInstance::Component(instance) => {
-                    let Args::Http {
-                        request,
-                        sender,
-                        ending,
-                    } = std::mem::replace(args, Args::Bytes(Vec::new()))
-                    else {
-                        unreachable!("the arm matched an HTTP call's arguments")
-                    };
-                    let ran = Box::pin(async {
-                        let handle = std::pin::pin!(crate::http::handle(
-                            store,
-                            &dom.module,
-                            instance,
-                            *request,
-                            sender,
-                        ));
-                        drive(&dom, ctl, crate::host::contain_panics(handle), deadline).await
-                    })
-                    .await;
-                    *spent = !matches!(ran, Driven::Finished(Ok(())));
-                    // Before the store (and the body's sender with it) can be dropped.
-                    ending.set(!*spent);
-                    ended(ran, CallOutput::component(Vec::new()))
-                }
-            },
-            // `DomainShared::request` matched the arguments to the module's kind.
-            _ => no_func(),
-        };
-        dom.set_current(None);
-        store.data_mut().call = None;
-        result
+/// One call's guest code, from `call_started` to the call's result (see [`Worker::serve`]).
+async fn run(
+    dom: &Arc<DomainShared>,
+    parts: &mut Parts,
+    ctl: &Arc<CallCtl>,
+    sig: &Signature,
+    // Borrowed from the request, which the caller's state holds anyway: moved in, it
+    // would be held twice.
+    args: &mut Args,
+    deadline: Option<Duration>,
+    started: Instant,
+) -> CallResult {
+    let export: &str = &sig.name;
+    dom.rt
+        .events
+        .emit(Some(dom.id), Some(ctl.id), || EventKind::CallStarted {
+            export: export.to_string(),
+        });
+    let func = parts.func(sig);
+    let Parts {
+        store,
+        spent,
+        instance,
+        bytes_abi,
+        typed,
+        ..
+    } = parts;
+    store.data_mut().call = Some(ctl.clone());
+    // An unload that began before the call was published as current could not abort it.
+    if !dom.set_current(Some(ctl.clone())) {
+        ctl.request_abort(dom, AbortKind::Polite, AbortReason::Unload);
     }
+    store.set_epoch_deadline(1);
+    // A deadline too far to represent never comes.
+    let deadline = deadline.and_then(|d| started.checked_add(d));
+    let no_func = || {
+        Err(CallError::Trap {
+            message: format!("no exported function `{export}`"),
+            backtrace: String::new(),
+        })
+    };
+    let ended = |ran: Driven<()>, output: CallOutput| match ran {
+        Driven::Finished(Ok(())) => Ok(output),
+        Driven::Finished(Err(e)) => classify(ctl, e),
+        Driven::Killed => Err(ctl.abort_error(AbortKind::Rude)),
+    };
+    // A call's future is as large as its largest arm, and the fast path boxes it once per
+    // call. Core and component calls pin their guest future in place (no box of their
+    // own); the other kinds' futures are boxed where they are made (written inline, not
+    // bound to a local that would stay in this state). So the call's box stays within the
+    // allocator's small, cached sizes (944 bytes today, checked with `size_of_val`; glibc
+    // caches up to 1,032).
+    let result = match (func, &mut *args) {
+        (Some(GuestFunc::Core(func)), Args::Core(args)) => {
+            let mut results = vec![wasmtime::Val::I32(0); sig.results];
+            let ran = match typed.get(sig.slot).and_then(Option::as_ref) {
+                Some(typed) => {
+                    let fut = std::pin::pin!(typed.call(&mut *store, args, &mut results));
+                    drive_pinned(dom, ctl, fut, deadline).await
+                }
+                None => {
+                    let fut = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
+                    drive_pinned(dom, ctl, fut, deadline).await
+                }
+            };
+            ended(ran, CallOutput::core(results))
+        }
+        (Some(GuestFunc::Component(func)), Args::Component(args)) => {
+            let mut results = vec![wasmtime::component::Val::Bool(false); sig.results];
+            // An embedder's component host function that panics traps this call. Pinned
+            // in place like a core call's, so this arm is no larger than the core one and
+            // needs no box of its own.
+            let ran = {
+                let call = std::pin::pin!(func.call_async(&mut *store, args, &mut results));
+                let fut = std::pin::pin!(crate::host::contain_panics(call));
+                drive_pinned(dom, ctl, fut, deadline).await
+            };
+            *spent = !matches!(ran, Driven::Finished(Ok(())));
+            ended(ran, CallOutput::component(results))
+        }
+        (Some(GuestFunc::Core(func)), Args::Bytes(input)) => match &*instance {
+            GuestInstance::Core(instance) => {
+                let ran = Box::pin(drive(
+                    dom,
+                    ctl,
+                    crate::domain_call::run_bytes(
+                        &mut *store,
+                        *instance,
+                        bytes_abi,
+                        func,
+                        std::mem::take(input),
+                    ),
+                    deadline,
+                ))
+                .await;
+                let mut bytes = Vec::new();
+                let ran = ran.map_ok(|b| bytes = b);
+                ended(
+                    ran,
+                    CallOutput {
+                        bytes,
+                        ..CallOutput::core(Vec::new())
+                    },
+                )
+            }
+            GuestInstance::Component(_) => no_func(),
+        },
+        (_, Args::Http { .. }) => match &*instance {
+            // `DomainShared::request` refused an HTTP call to a core module.
+            GuestInstance::Core(_) => no_func(),
+            GuestInstance::Component(instance) => {
+                let Args::Http {
+                    request,
+                    sender,
+                    ending,
+                } = std::mem::replace(args, Args::Bytes(Vec::new()))
+                else {
+                    unreachable!("the arm matched an HTTP call's arguments")
+                };
+                let ran = Box::pin(async {
+                    let handle = std::pin::pin!(crate::http::handle(
+                        store,
+                        &dom.module,
+                        instance,
+                        *request,
+                        sender,
+                    ));
+                    drive(dom, ctl, crate::host::contain_panics(handle), deadline).await
+                })
+                .await;
+                *spent = !matches!(ran, Driven::Finished(Ok(())));
+                // Before the store (and the body's sender with it) can be dropped.
+                ending.set(!*spent);
+                ended(ran, CallOutput::component(Vec::new()))
+            }
+        },
+        // `DomainShared::request` matched the arguments to the module's kind.
+        _ => no_func(),
+    };
+    dom.set_current(None);
+    store.data_mut().call = None;
+    result
+}
 
+impl Worker {
     /// Runs `warden_on_unload` if exported and the lifecycle grants its one claim (at exit, or
     /// in a polite unload), bounded by the `finalizer-run` operation. Whether it ran to its end.
     pub(crate) async fn finalize(&mut self) -> bool {
@@ -437,7 +472,8 @@ impl Worker {
         let mut req = first;
         loop {
             self.serve(req).await;
-            match self.dom.clone().after_work(self) {
+            let dom = self.dom.clone();
+            match dom.after_work(self) {
                 Next::Parked => return,
                 Next::Call(worker, next) => {
                     self = worker;

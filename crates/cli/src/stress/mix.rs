@@ -80,6 +80,7 @@ pub enum Hostile {
     ComponentLoop,
     ComponentTrap,
     ComponentHog,
+    ComponentEmbedder,
     HttpHello,
     HttpLoop,
 }
@@ -107,6 +108,7 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile::ComponentLoop,
     Hostile::ComponentTrap,
     Hostile::ComponentHog,
+    Hostile::ComponentEmbedder,
     Hostile::HttpHello,
     Hostile::HttpLoop,
 ];
@@ -136,6 +138,7 @@ impl Hostile {
             Hostile::ComponentLoop => "component_loop",
             Hostile::ComponentTrap => "component_trap",
             Hostile::ComponentHog => "component_hog",
+            Hostile::ComponentEmbedder => "component_embedder",
             Hostile::HttpHello => "http_hello",
             Hostile::HttpLoop => "http_loop",
         }
@@ -150,6 +153,7 @@ impl Hostile {
                 | Hostile::ComponentLoop
                 | Hostile::ComponentTrap
                 | Hostile::ComponentHog
+                | Hostile::ComponentEmbedder
                 | Hostile::HttpHello
                 | Hostile::HttpLoop
         )
@@ -177,6 +181,7 @@ impl Hostile {
             Hostile::ComponentLoop => "spin",
             Hostile::ComponentTrap => "trap",
             Hostile::ComponentHog => "hog",
+            Hostile::ComponentEmbedder => "embedder",
             // Request paths of the bundled wasi:http example.
             Hostile::HttpHello => "/hello",
             Hostile::HttpLoop => "/loop",
@@ -211,6 +216,7 @@ impl Hostile {
             | Hostile::Embedder
             | Hostile::ComponentAnswer
             | Hostile::ComponentWrite
+            | Hostile::ComponentEmbedder
             | Hostile::HttpHello => &[Ok],
             Hostile::Deadlock => &[Ok, DeadlockVictim],
             Hostile::Recursion => &[StackOverflow],
@@ -305,7 +311,11 @@ impl Fixtures {
             io: load("io.wat", include_bytes!("../../guests/io.wat"))?,
             component: load(
                 "component.wat",
-                &warden::http::example::build(
+                &warden::http::example::build_with_deps(
+                    &[(
+                        "stress-host.wit",
+                        include_str!("../../guests/stress-host.wit"),
+                    )],
                     include_str!("../../guests/component.wit"),
                     "stress",
                     include_str!("../../guests/component.wat"),
@@ -731,7 +741,7 @@ impl Cycle {
                 .await;
             // The typed answers, when nothing was injected.
             let want = match h {
-                Hostile::ComponentAnswer => Some(42),
+                Hostile::ComponentAnswer | Hostile::ComponentEmbedder => Some(42),
                 Hostile::ComponentWrite => Some(0),
                 _ => None,
             };
@@ -918,10 +928,44 @@ impl tokio::io::AsyncRead for Never {
     }
 }
 
-/// The embedder's functions the `embedder` kind calls: one synchronous, one asynchronous (a
-/// parked wait an abort may end).
+/// The embedder's typed functions for component guests (`guests/stress-host.wit`).
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "guests/stress-host.wit",
+        world: "embedder",
+        imports: { "warden:stress-host/host.pause": async },
+    });
+}
+
+/// The per-domain state of the `component_embedder` kind's interface (it needs none).
+struct StressHost;
+
+impl bindings::warden::stress_host::host::Host for warden::host::ComponentHost<'_, StressHost> {
+    fn add(&mut self, a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+
+    async fn pause(&mut self, ms: u32) -> u32 {
+        tokio::time::sleep(Duration::from_millis(u64::from(ms.min(1000)))).await;
+        0
+    }
+}
+
+/// The embedder's functions the `embedder` kind calls (one synchronous, one asynchronous: a
+/// parked wait an abort may end), and the same two typed from WIT for the
+/// `component_embedder` kind.
 pub fn host_functions() -> warden::HostFunctions {
     let mut f = warden::HostFunctions::new();
+    f.component(
+        "warden:stress-host/host",
+        |_| StressHost,
+        |linker, get| {
+            bindings::warden::stress_host::host::add_to_linker::<
+                _,
+                warden::host::Embedded<StressHost>,
+            >(linker, get)
+        },
+    );
     f.func("stress", "add", |_, (a, b): (i32, i32)| {
         Ok(a.wrapping_add(b))
     });

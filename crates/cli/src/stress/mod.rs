@@ -52,8 +52,10 @@ A violation prints the seed and a one-line command that replays its round.
 
 Failpoints (a build with `--features failpoints`): budget-charge, handle-insert, lock-acquire,
 store-create, instantiate, host-call-entry (Warden's imports), wasi-write and wasi-read (WASI
-stdio, preview1 and preview2), embedder-entry (the embedder's host functions); armed for a round by the seed (transient: once or
-by probability; persistent: every time), then disarmed.
+stdio, preview1 and preview2), embedder-entry (the embedder's host functions for core
+modules), component-embedder-entry (its bindgen! functions for components: fails as a panic
+there does, a trap of the call); armed for a round by the seed (transient: once or by
+probability; persistent: every time), then disarmed.
 
 Exit codes:
     0    every invariant held

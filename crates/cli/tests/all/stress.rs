@@ -325,6 +325,54 @@ fn the_host_call_layer_failpoints_fire_and_are_survived() {
     assert!(embedder.contains_key("trap"), "{r:#}");
 }
 
+/// With `--features failpoints`: the entry of the embedder's `bindgen!` functions (the
+/// `component_embedder` guest calls one synchronous and one asynchronous) fails, and each
+/// failure is a trap of that call only: the round's invariants hold, and the kind also ends
+/// ok in the rounds where the failpoint does not fire.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failing_component_embedder_function_traps_only_its_call() {
+    let (path, read) = report("component-embedder-failpoint.json");
+    let o = stress(
+        &[
+            "--seed",
+            "11",
+            "--cycles",
+            "96",
+            "--concurrency",
+            "8",
+            "--exit-every",
+            "0",
+            "--no-generated",
+            "--kind",
+            "component_embedder",
+            "--failpoint-rate",
+            "1",
+            "--failpoint",
+            "component-embedder-entry",
+            "--report",
+            &path,
+        ],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let r = read();
+    assert_eq!(r["invariants"]["ok"], true, "{r:#}");
+    let p = &r["failpoints"]["points"]["component-embedder-entry"];
+    assert!(p["hits"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(p["survived_rounds"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(r["kinds"]["component_embedder"]["runs"], 96, "{r:#}");
+    let outcomes = r["kinds"]["component_embedder"]["outcomes"]
+        .as_object()
+        .unwrap();
+    assert!(outcomes.contains_key("trap"), "{r:#}");
+    assert!(
+        !stderr(&o).contains("panicked"),
+        "an injected failure is not reported as a panic: {}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn an_unknown_kind_or_failpoint_is_refused_naming_the_known_ones() {
     let o = stress(&["--cycles", "1", "--kind", "nope"], false);
@@ -357,6 +405,7 @@ fn component_kinds_are_mixed_in_counted_and_checked() {
         "component_loop",
         "component_trap",
         "component_hog",
+        "component_embedder",
         "http_hello",
         "http_loop",
     ];
@@ -395,6 +444,8 @@ fn component_kinds_are_mixed_in_counted_and_checked() {
     assert!(outcomes("component_trap").contains_key("trap"), "{r:#}");
     assert!(outcomes("component_answer").contains_key("ok"), "{r:#}");
     assert!(outcomes("component_write").contains_key("ok"), "{r:#}");
+    // Its `bindgen!` functions answered (42 is checked) through the runtime's linker.
+    assert!(outcomes("component_embedder").contains_key("ok"), "{r:#}");
     assert!(outcomes("http_hello").contains_key("ok"), "{r:#}");
     assert!(!outcomes("http_loop").contains_key("ok"), "{r:#}");
 }

@@ -174,6 +174,14 @@ pub(crate) struct EmbedderStates(Vec<(TypeId, Box<dyn Any + Send>)>);
 /// factory for `S`, and every component store is made with all the factories' states: the
 /// state is always there.
 fn get<S: Send + 'static>(st: &mut DomainState) -> ComponentHost<'_, S> {
+    // Failpoint: the entry of an embedder's component function (every `bindgen!` function
+    // starts by calling this getter). A getter cannot return an error, so it fails as a
+    // panicking host function does: a trap of that call (`contain_panics`). Unwound without
+    // the panic hook, so a stress run's stderr stays quiet.
+    #[cfg(feature = "failpoints")]
+    if warden_core::failpoints::eval("component-embedder-entry") {
+        std::panic::resume_unwind(Box::new("failpoint component-embedder-entry"));
+    }
     let DomainState {
         embedder,
         dom,

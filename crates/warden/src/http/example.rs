@@ -311,11 +311,27 @@ const DEPS: [(&str, &str); 7] = [
 /// vendored `wasi:http@0.2.12` and the packages it depends on (io, clocks, random,
 /// filesystem, sockets, cli). Errors name the step that failed.
 pub fn build(wit: &str, world: &str, core_wat: &str) -> Result<Vec<u8>, String> {
+    build_with_deps(&[], wit, world, core_wat)
+}
+
+/// [`build`], with more WIT packages `wit` may use: `(file name, text)` pairs, each one
+/// package (an embedder's interfaces, say), read after the vendored ones and in this order.
+pub fn build_with_deps(
+    deps: &[(&str, &str)],
+    wit: &str,
+    world: &str,
+    core_wat: &str,
+) -> Result<Vec<u8>, String> {
     let mut resolve = wit_parser::Resolve::default();
     for (name, text) in DEPS {
         resolve
             .push_str(name, text)
             .map_err(|e| format!("vendored WIT {name}: {e:#}"))?;
+    }
+    for (name, text) in deps {
+        resolve
+            .push_str(name, text)
+            .map_err(|e| format!("WIT {name}: {e:#}"))?;
     }
     let pkg = resolve
         .push_str("world.wit", wit)

@@ -434,3 +434,126 @@ async fn each_export_keeps_reaching_its_own_function_in_any_call_order() {
     a.unload().await;
     b.unload().await;
 }
+
+/// Exports whose signatures have a typed call (no parameters, or one or two `i32`s or
+/// `i64`s; no result or one integer) and exports whose signatures have not (floats, three
+/// parameters, two results) answer alike: values in and out, traps, and arguments of the
+/// wrong type refused before the call runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_and_untyped_signatures_answer_alike() {
+    let (rt, rec) = runtime();
+    let m = rt
+        .load_module(
+            br#"(module
+                  (global $g (mut i64) (i64.const 0))
+                  (func (export "set") (param i64) (global.set $g (local.get 0)))
+                  (func (export "get") (result i64) (global.get $g))
+                  (func (export "neg") (param i32) (result i32)
+                    (i32.sub (i32.const 0) (local.get 0)))
+                  (func (export "widen") (param i32) (result i64) (i64.extend_i32_s (local.get 0)))
+                  (func (export "sub64") (param i64 i64) (result i64)
+                    (i64.sub (local.get 0) (local.get 1)))
+                  (func (export "lt") (param i64 i64) (result i32)
+                    (i64.lt_s (local.get 0) (local.get 1)))
+                  (func (export "div") (param i32 i32) (result i32)
+                    (i32.div_s (local.get 0) (local.get 1)))
+                  (func (export "half") (param f32) (result f32) (f32.mul (local.get 0) (f32.const 0.5)))
+                  (func (export "sum3") (param i32 i32 i32) (result i32)
+                    (i32.add (i32.add (local.get 0) (local.get 1)) (local.get 2)))
+                  (func (export "pair") (result i32 i64) (i32.const 7) (i64.const -7)))"#,
+        )
+        .unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let call = |name: &'static str, args: Vec<Val>| {
+        let d = d.clone();
+        async move { d.invoke(name, &args, opts()).await }
+    };
+    let i64_of = |out: &warden::CallOutput| out.values[0].unwrap_i64();
+    // Typed: state set by one export is seen by another.
+    assert!(
+        call("set", vec![Val::I64(-5)])
+            .await
+            .unwrap()
+            .values
+            .is_empty()
+    );
+    assert_eq!(i64_of(&call("get", vec![]).await.unwrap()), -5);
+    assert_eq!(
+        call("neg", vec![Val::I32(9)]).await.unwrap().values[0].unwrap_i32(),
+        -9
+    );
+    assert_eq!(
+        i64_of(&call("widen", vec![Val::I32(-3)]).await.unwrap()),
+        -3
+    );
+    assert_eq!(
+        i64_of(
+            &call("sub64", vec![Val::I64(1), Val::I64(i64::MAX)])
+                .await
+                .unwrap()
+        ),
+        1 - i64::MAX
+    );
+    assert_eq!(
+        call("lt", vec![Val::I64(-1), Val::I64(0)])
+            .await
+            .unwrap()
+            .values[0]
+            .unwrap_i32(),
+        1
+    );
+    assert_eq!(
+        call("div", vec![Val::I32(7), Val::I32(2)])
+            .await
+            .unwrap()
+            .values[0]
+            .unwrap_i32(),
+        3
+    );
+    // A trap in a typed call is the call's outcome, as in an untyped one.
+    match call("div", vec![Val::I32(1), Val::I32(0)]).await {
+        Err(Error::Call(CallError::Trap { message, .. })) => {
+            assert!(message.contains("divide by zero"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // Untyped.
+    assert_eq!(
+        call("half", vec![Val::F32(3.0f32.to_bits())])
+            .await
+            .unwrap()
+            .values[0]
+            .unwrap_f32(),
+        1.5
+    );
+    assert_eq!(
+        call("sum3", vec![Val::I32(1), Val::I32(2), Val::I32(3)])
+            .await
+            .unwrap()
+            .values[0]
+            .unwrap_i32(),
+        6
+    );
+    let pair = call("pair", vec![]).await.unwrap().values;
+    assert_eq!((pair[0].unwrap_i32(), pair[1].unwrap_i64()), (7, -7));
+    // Arguments of the wrong type never reach either kind of call.
+    for (name, args) in [
+        ("neg", vec![Val::I64(1)]),
+        ("sub64", vec![Val::I32(1), Val::I32(2)]),
+        ("half", vec![Val::I32(1)]),
+    ] {
+        assert!(
+            matches!(call(name, args).await, Err(Error::BadArguments { .. })),
+            "{name}"
+        );
+    }
+    // The domain is still fine after all of it.
+    assert_eq!(i64_of(&call("get", vec![]).await.unwrap()), -5);
+    d.unload().await;
+    let finished = rec.named("call_finished");
+    assert_eq!(
+        finished.iter().filter(|e| e["outcome"] == "trap").count(),
+        1,
+        "{finished:?}"
+    );
+}
