@@ -234,7 +234,8 @@ fn component_calls(cx: &Ctx) -> Vec<Row> {
         run(&cx.rt, async move {
             let mut store = b.side.store();
             let instance = b.pre.instantiate_async(&mut store).await.expect("instance");
-            Arc::new(tokio::sync::Mutex::new((b, store, instance)))
+            let add = b.add(&mut store, &instance);
+            Arc::new(tokio::sync::Mutex::new((store, add)))
         })
     };
     let w = cx.plan.warm;
@@ -248,8 +249,8 @@ fn component_calls(cx: &Ctx) -> Vec<Row> {
         || {
             per_iter(&cx.rt, w, &warm, |warm| async move {
                 let mut guard = warm.lock().await;
-                let (b, store, instance) = &mut *guard;
-                std::hint::black_box(b.call(store, instance).await);
+                let (store, add) = &mut *guard;
+                std::hint::black_box(BareComponent::call(store, add).await);
             })
         },
     );
@@ -452,7 +453,8 @@ fn warm_call(cx: &Ctx) -> Vec<Row> {
         run(&cx.rt, async move {
             let mut store = s.store();
             let instance = s.instance(&mut store).await;
-            Arc::new(tokio::sync::Mutex::new((store, instance)))
+            let answer = BareSide::answer(&mut store, &instance);
+            Arc::new(tokio::sync::Mutex::new((store, answer)))
         })
     };
     let n = cx.plan.warm;
@@ -466,8 +468,8 @@ fn warm_call(cx: &Ctx) -> Vec<Row> {
         || {
             per_iter(&cx.rt, n, &warm, |warm| async move {
                 let mut guard = warm.lock().await;
-                let (store, instance) = &mut *guard;
-                std::hint::black_box(BareSide::call_answer(store, instance).await);
+                let (store, answer) = &mut *guard;
+                std::hint::black_box(BareSide::call_answer(store, answer).await);
             })
         },
     );

@@ -79,8 +79,9 @@ fn bare_side(rt: &tokio::runtime::Runtime, n: u32) {
     run(rt, async move {
         let mut store = bare.store();
         let instance = bare.instance(&mut store).await;
+        let answer = BareSide::answer(&mut store, &instance);
         for _ in 0..n {
-            std::hint::black_box(BareSide::call_answer(&mut store, &instance).await);
+            std::hint::black_box(BareSide::call_answer(&mut store, &answer).await);
         }
     });
 }
@@ -111,8 +112,9 @@ fn bare_component_side(rt: &tokio::runtime::Runtime, n: u32) {
             .instantiate_async(&mut store)
             .await
             .expect("instance");
+        let add = bare.add(&mut store, &instance);
         for _ in 0..n {
-            std::hint::black_box(bare.call(&mut store, &instance).await);
+            std::hint::black_box(BareComponent::call(&mut store, &add).await);
         }
     });
 }

@@ -23,46 +23,27 @@ trait Params: Sized {
     fn from_vals(args: &[Val]) -> Option<Self>;
 }
 
-impl Params for () {
-    fn from_vals(args: &[Val]) -> Option<Self> {
-        args.is_empty().then_some(())
-    }
+/// `impl Params` for the tuple of the listed types, each read with `Val`'s accessor of its
+/// name (`Val::i32`, `Val::i64`).
+macro_rules! params {
+    ($($($arg:ident: $ty:ident),*;)*) => {$(
+        impl Params for ($($ty,)*) {
+            fn from_vals(args: &[Val]) -> Option<Self> {
+                match args {
+                    [$($arg),*] => Some(($($arg.$ty()?,)*)),
+                    _ => None,
+                }
+            }
+        }
+    )*};
 }
 
-impl Params for (i32,) {
-    fn from_vals(args: &[Val]) -> Option<Self> {
-        match args {
-            [a] => Some((a.i32()?,)),
-            _ => None,
-        }
-    }
-}
-
-impl Params for (i32, i32) {
-    fn from_vals(args: &[Val]) -> Option<Self> {
-        match args {
-            [a, b] => Some((a.i32()?, b.i32()?)),
-            _ => None,
-        }
-    }
-}
-
-impl Params for (i64,) {
-    fn from_vals(args: &[Val]) -> Option<Self> {
-        match args {
-            [a] => Some((a.i64()?,)),
-            _ => None,
-        }
-    }
-}
-
-impl Params for (i64, i64) {
-    fn from_vals(args: &[Val]) -> Option<Self> {
-        match args {
-            [a, b] => Some((a.i64()?, b.i64()?)),
-            _ => None,
-        }
-    }
+params! {
+    ;
+    a: i32;
+    a: i32, b: i32;
+    a: i64;
+    a: i64, b: i64;
 }
 
 /// A call's results, written where the untyped call would write them.
@@ -74,21 +55,20 @@ impl Results for () {
     fn write(self, _: &mut [Val]) {}
 }
 
-impl Results for i32 {
-    fn write(self, out: &mut [Val]) {
-        if let Some(slot) = out.first_mut() {
-            *slot = Val::I32(self);
+/// `impl Results` for one integer, written as the `Val` variant given.
+macro_rules! results {
+    ($($ty:ident => $variant:ident),*) => {$(
+        impl Results for $ty {
+            fn write(self, out: &mut [Val]) {
+                if let Some(slot) = out.first_mut() {
+                    *slot = Val::$variant(self);
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl Results for i64 {
-    fn write(self, out: &mut [Val]) {
-        if let Some(slot) = out.first_mut() {
-            *slot = Val::I64(self);
-        }
-    }
-}
+results!(i32 => I32, i64 => I64);
 
 macro_rules! typed_core {
     ($($variant:ident: [$($p:ident),*] -> [$($r:ident),*] = $params:ty => $results:ty;)*) => {

@@ -268,17 +268,23 @@ impl BareSide {
     pub async fn create_call_unload(&self) {
         let mut store = self.store();
         let instance = self.instance(&mut store).await;
-        let v = Self::call_answer(&mut store, &instance).await;
+        let answer = Self::answer(&mut store, &instance);
+        let v = Self::call_answer(&mut store, &answer).await;
         assert_eq!(v, 42);
     }
 
-    /// (b) one call on a warm instance (untyped, like Warden's calls).
-    pub async fn call_answer(
+    /// The `answer` export's handle, looked up once per instance (as Warden does per domain).
+    pub fn answer(
         store: &mut wasmtime::Store<BareState>,
         instance: &wasmtime::Instance,
-    ) -> i32 {
+    ) -> wasmtime::Func {
+        instance.get_func(&mut *store, "answer").expect("export")
+    }
+
+    /// (b) one call on a warm instance (untyped, like Warden's calls), of the handle
+    /// [`answer`](Self::answer) looked up.
+    pub async fn call_answer(store: &mut wasmtime::Store<BareState>, func: &wasmtime::Func) -> i32 {
         store.set_epoch_deadline(1);
-        let func = instance.get_func(&mut *store, "answer").expect("export");
         let mut results = [wasmtime::Val::I32(0)];
         func.call_async(&mut *store, &[], &mut results)
             .await
@@ -292,10 +298,11 @@ impl BareSide {
     pub async fn worker(&self) -> tokio::sync::mpsc::UnboundedSender<oneshot::Sender<i32>> {
         let mut store = self.store();
         let instance = self.instance(&mut store).await;
+        let answer = Self::answer(&mut store, &instance);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<i32>>();
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
-                let _ = reply.send(Self::call_answer(&mut store, &instance).await);
+                let _ = reply.send(Self::call_answer(&mut store, &answer).await);
             }
         });
         tx
@@ -493,14 +500,21 @@ impl BareComponent {
         BareComponent { side, pre, add }
     }
 
-    pub async fn call(
+    /// The `add` export's handle, looked up once per instance.
+    pub fn add(
         &self,
         store: &mut wasmtime::Store<BareState>,
         instance: &wasmtime::component::Instance,
+    ) -> wasmtime::component::Func {
+        instance.get_func(&mut *store, self.add).expect("export")
+    }
+
+    pub async fn call(
+        store: &mut wasmtime::Store<BareState>,
+        func: &wasmtime::component::Func,
     ) -> i32 {
         use wasmtime::component::Val;
         store.set_epoch_deadline(1);
-        let func = instance.get_func(&mut *store, self.add).expect("export");
         let mut results = [Val::Bool(false)];
         func.call_async(&mut *store, &[Val::S32(40), Val::S32(2)], &mut results)
             .await
@@ -518,7 +532,8 @@ impl BareComponent {
             .instantiate_async(&mut store)
             .await
             .expect("instance");
-        assert_eq!(self.call(&mut store, &instance).await, 42);
+        let add = self.add(&mut store, &instance);
+        assert_eq!(Self::call(&mut store, &add).await, 42);
     }
 }
 
