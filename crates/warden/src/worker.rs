@@ -270,7 +270,7 @@ async fn run(
     // call. Core and component calls pin their guest future in place (no box of their
     // own); the other kinds' futures are boxed where they are made (written inline, not
     // bound to a local that would stay in this state). So the call's box stays within the
-    // allocator's small, cached sizes (944 bytes today, checked with `size_of_val`; glibc
+    // allocator's small, cached sizes (992 bytes today, checked with `size_of_val`; glibc
     // caches up to 1,032).
     let result = match (func, &mut *args) {
         (Some(GuestFunc::Core(func)), Args::Core(args)) => {
