@@ -279,6 +279,9 @@ pub(crate) struct CallCtl {
     pub(crate) at_yield: AtomicBool,
     /// Epoch checks the call reached: its run time in ticks, for the scheduler.
     pub(crate) ticks: AtomicU64,
+    /// Its guest code has begun: a call is published as its domain's current one when the
+    /// worker is handed it, and is busy (`Domain::is_busy`) from here.
+    pub(crate) running: AtomicBool,
     /// The call this one waits for in a `domain_call`: an abort of this call is passed on to
     /// it at once, down the whole chain, before any of their tasks runs again.
     callee: Mutex<Option<Callee>>,
@@ -347,7 +350,17 @@ impl Gate {
 
 impl CallCtl {
     pub(crate) fn new(domain: DomainId, background: bool) -> Arc<Self> {
-        Arc::new(CallCtl {
+        Arc::new(Self::fresh(domain, background))
+    }
+
+    /// Makes this block a new call's (see `Worker::call_ctl`): what the old call left in it
+    /// is dropped.
+    pub(crate) fn renew(&mut self, domain: DomainId, background: bool) {
+        *self = Self::fresh(domain, background);
+    }
+
+    fn fresh(domain: DomainId, background: bool) -> Self {
+        CallCtl {
             id: CallId::next(),
             domain,
             abort: AbortState::new(),
@@ -361,8 +374,9 @@ impl CallCtl {
             host_nanos: AtomicU64::new(0),
             at_yield: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
+            running: AtomicBool::new(false),
             callee: Mutex::new(None),
-        })
+        }
     }
 
     fn callee_slot(&self) -> std::sync::MutexGuard<'_, Option<Callee>> {

@@ -151,7 +151,10 @@ struct Slot {
     /// `Some` exactly when the domain is idle (then the queue is empty).
     worker: Option<Box<Worker>>,
     queue: VecDeque<CallRequest>,
-    /// The guest code running now (a call, the start function or the finalizer).
+    /// The guest code running now (a call, the start function or the finalizer). A call is
+    /// published here when the worker is handed it, under this lock and only while the domain
+    /// is loaded, so an unload (which begins under this lock) always finds the call it must
+    /// abort; `Worker::serve` clears it at the call's end.
     current: Option<Arc<CallCtl>>,
 }
 
@@ -324,6 +327,7 @@ impl Domain {
             armed: true,
         };
         store.data_mut().call = Some(ctl.clone());
+        ctl.running.store(true, Ordering::Release);
         shared.set_current(Some(ctl.clone()));
         let started = Instant::now();
         let deadline = config.start_deadline.and_then(|d| started.checked_add(d));
@@ -576,7 +580,10 @@ impl DomainShared {
     }
 
     pub(crate) fn is_busy(&self) -> bool {
-        self.lock_slot().current.is_some()
+        let slot = self.lock_slot();
+        slot.current
+            .as_ref()
+            .is_some_and(|c| c.running.load(Ordering::Acquire))
     }
 
     /// Publishes the guest code running now. False when the domain is no longer loaded (an
@@ -687,8 +694,20 @@ impl DomainShared {
         options: &CallOptions,
         reply: Option<oneshot::Sender<CallResult>>,
     ) -> Result<CallRequest, Error> {
+        let sig = self.checked(export, &args)?;
+        Ok(CallRequest {
+            ctl: CallCtl::new(self.id, options.background),
+            sig,
+            args,
+            deadline: options.deadline,
+            reply,
+        })
+    }
+
+    /// The signature of `export`, checked against `args` (the request's own errors).
+    fn checked(&self, export: &str, args: &Args) -> Result<Arc<Signature>, Error> {
         let sig = self.signature(export)?;
-        match (&sig.kind, &args) {
+        match (&sig.kind, args) {
             (SigKind::Core { params, .. }, Args::Core(args)) => {
                 check_signature(params, export, args)?
             }
@@ -739,19 +758,13 @@ impl DomainShared {
                 )));
             }
         }
-        Ok(CallRequest {
-            ctl: CallCtl::new(self.id, options.background),
-            sig,
-            args,
-            deadline: options.deadline,
-            reply,
-        })
+        Ok(sig)
     }
 
     /// Ends a call that never ran: released, counted, reported, answered.
     fn refuse(self: &Arc<Self>, req: CallRequest, err: CallError) -> CallResult {
         let result = Err(err);
-        self.finish_call(&req.ctl, &result, Instant::now(), false);
+        self.finish_call(&req.ctl, &result, None, false);
         match req.reply {
             Some(reply) => {
                 let _ = reply.send(result);
@@ -768,7 +781,10 @@ impl DomainShared {
             return Queued::Refused(req);
         }
         match slot.worker.take() {
-            Some(worker) => Queued::Run(worker, req),
+            Some(worker) => {
+                slot.current = Some(req.ctl.clone());
+                Queued::Run(worker, req)
+            }
             None => {
                 slot.queue.push_back(req);
                 Queued::Waiting
@@ -813,8 +829,52 @@ impl DomainShared {
         args: Args,
         options: CallOptions,
     ) -> Result<CallOutput, Error> {
-        let req = self.request(export, args, &options, None)?;
-        self.invoke_request(req, &options).await
+        let sig = self.checked(export, &args)?;
+        // Idle: the worker is taken and the call published as current in one lock, and the
+        // call runs under the control block the worker kept from its last call.
+        let taken = {
+            let mut slot = self.lock_slot();
+            match self.life.is_loaded() {
+                true => slot.worker.take(),
+                false => None,
+            }
+            .map(|mut worker| {
+                let ctl = worker.call_ctl(self.id, options.background);
+                slot.current = Some(ctl.clone());
+                (worker, ctl)
+            })
+        };
+        let (worker, ctl) = match taken {
+            Some(taken) => taken,
+            None => {
+                let ctl = CallCtl::new(self.id, options.background);
+                let req = CallRequest {
+                    ctl,
+                    sig,
+                    args,
+                    deadline: options.deadline,
+                    reply: None,
+                };
+                return self.invoke_request(req, &options).await;
+            }
+        };
+        let req = CallRequest {
+            ctl,
+            sig,
+            args,
+            deadline: options.deadline,
+            reply: None,
+        };
+        if let Err(e) = self.admit(&req.ctl, &options) {
+            // Refused after all: the worker goes back (to the queue, or to an unload that
+            // began meanwhile) once the call is ended.
+            self.set_current(None);
+            let result = self.refuse(req, e);
+            self.hand_back(worker);
+            return Ok(result?);
+        }
+        let result = self.run_here(worker, req).await;
+        Ok(result.unwrap_or(Err(CallError::DomainUnloaded))?)
     }
 
     /// [`invoke`](Self::invoke) of a request already made (its call id is known).
@@ -828,10 +888,12 @@ impl DomainShared {
         }
         let worker = {
             let mut slot = self.lock_slot();
-            if self.life.is_loaded() {
-                slot.worker.take()
-            } else {
-                None
+            match self.life.is_loaded() {
+                true => slot
+                    .worker
+                    .take()
+                    .inspect(|_| slot.current = Some(req.ctl.clone())),
+                false => None,
             }
         };
         let Some(worker) = worker else {
@@ -866,10 +928,9 @@ impl DomainShared {
         req: CallRequest,
     ) -> Detach<Option<CallResult>> {
         let dom = self.clone();
-        let ctl = req.ctl.clone();
         Detach::call(
             self.clone(),
-            ctl,
+            req.ctl.id,
             Box::pin(async move {
                 let result = worker.serve(req).await;
                 dom.hand_back(worker);
@@ -884,7 +945,7 @@ impl DomainShared {
         self: &Arc<Self>,
         ctl: &Arc<CallCtl>,
         result: &CallResult,
-        started: Instant,
+        started: Option<Instant>,
         ran: bool,
     ) {
         if ran {
@@ -916,7 +977,7 @@ impl DomainShared {
         &self,
         ctl: &CallCtl,
         result: &CallResult,
-        started: Instant,
+        started: Option<Instant>,
         detail: impl FnOnce() -> Option<String>,
     ) {
         let outcome = match result {
@@ -927,7 +988,7 @@ impl DomainShared {
             .events
             .emit(Some(self.id), Some(ctl.id), || EventKind::CallFinished {
                 outcome,
-                elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                elapsed_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
                 host_ms: ctl.host_nanos.load(Ordering::Relaxed) as f64 / 1e6,
                 detail: detail(),
                 memory_used: self.account.used(),
@@ -963,7 +1024,10 @@ impl DomainShared {
             return Next::Unload(worker);
         }
         match slot.queue.pop_front() {
-            Some(req) => Next::Call(worker, req),
+            Some(req) => {
+                slot.current = Some(req.ctl.clone());
+                Next::Call(worker, req)
+            }
             None => {
                 slot.worker = Some(worker);
                 Next::Parked

@@ -233,6 +233,12 @@ impl EventBus {
     }
 
     /// Emits an event built only when someone listens.
+    /// Whether any sink listens: work done only for an event (reading the clock) can be
+    /// skipped when none does.
+    pub(crate) fn listening(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     pub(crate) fn emit(
         &self,
         domain: Option<DomainId>,

@@ -71,7 +71,7 @@ pub(crate) fn failed(
 impl DomainShared {
     /// The `call_finished` of a start that did not give the domain.
     pub(crate) fn report_start(&self, ctl: &CallCtl, result: &CallResult, started: Instant) {
-        self.emit_call_finished(ctl, result, started, || match result {
+        self.emit_call_finished(ctl, result, Some(started), || match result {
             Ok(out) => out
                 .exit_code
                 .map(|c| format!("start function exited with {c}")),

@@ -132,6 +132,9 @@ pub(crate) struct Worker {
     dom: Arc<DomainShared>,
     /// Taken by `finish_unload`; still here when the worker is dropped means it was lost.
     parts: Option<Parts>,
+    /// The control block of the last call, when nothing else kept it: renewed for the next
+    /// call on the fast path instead of allocating one (see [`call_ctl`](Self::call_ctl)).
+    spare_ctl: Option<Arc<CallCtl>>,
 }
 
 /// What the worker does after a call, decided under the domain's slot lock.
@@ -160,7 +163,25 @@ impl Worker {
                 bytes_abi: None,
                 spent: false,
             }),
+            spare_ctl: None,
         }
+    }
+
+    /// A control block for a new call: the spare one renewed when no one else holds it (a
+    /// handle, a timer, a host function that kept it), else a new one. A renewed block is a
+    /// new call in every way (new id, no abort, nothing held); only its memory is reused.
+    pub(crate) fn call_ctl(
+        &mut self,
+        domain: crate::ids::DomainId,
+        background: bool,
+    ) -> Arc<CallCtl> {
+        if let Some(mut ctl) = self.spare_ctl.take()
+            && let Some(block) = Arc::get_mut(&mut ctl)
+        {
+            block.renew(domain, background);
+            return ctl;
+        }
+        CallCtl::new(domain, background)
     }
 
     fn parts(&mut self) -> &mut Parts {
@@ -183,7 +204,9 @@ impl Worker {
         let (dom, parts) = self.split();
         // Fields used in place, not moved to locals: the call's future holds `req` once.
         let ctl = &req.ctl;
-        let started = Instant::now();
+        // The clock is read for a deadline or an event only (a warm call's path is short
+        // enough for it to show).
+        let started = (req.deadline.is_some() || dom.rt.events.listening()).then(Instant::now);
         let (result, ran) = if let Some(kind) = ctl.abort.take_delivery() {
             // Aborted while still queued: it never runs.
             (Err(ctl.abort_error(kind)), false)
@@ -204,19 +227,25 @@ impl Worker {
             );
             (result.await, true)
         };
+        // Published when the worker was handed the call, run or not.
+        dom.set_current(None);
         if ran && parts.spent {
             // The instance cannot be entered again: the domain ends here, before the outcome
             // is reported, so no later call is admitted to it.
             dom.unload_in_background(false);
         }
         dom.finish_call(ctl, &result, started, ran);
-        match req.reply {
+        let out = match req.reply {
             Some(reply) => {
                 let _ = reply.send(result);
                 None
             }
             None => Some(result),
+        };
+        if Arc::strong_count(&req.ctl) == 1 {
+            self.spare_ctl = Some(req.ctl);
         }
+        out
     }
 }
 
@@ -230,7 +259,8 @@ async fn run(
     // would be held twice.
     args: &mut Args,
     deadline: Option<Duration>,
-    started: Instant,
+    // `Some` when there is a deadline.
+    started: Option<Instant>,
 ) -> CallResult {
     let export: &str = &sig.name;
     dom.rt
@@ -247,14 +277,14 @@ async fn run(
         typed,
         ..
     } = parts;
+    // Already published as the domain's current call, when the worker was handed it; busy
+    // from now.
+    ctl.running
+        .store(true, std::sync::atomic::Ordering::Release);
     store.data_mut().call = Some(ctl.clone());
-    // An unload that began before the call was published as current could not abort it.
-    if !dom.set_current(Some(ctl.clone())) {
-        ctl.request_abort(dom, AbortKind::Polite, AbortReason::Unload);
-    }
     store.set_epoch_deadline(1);
     // A deadline too far to represent never comes.
-    let deadline = deadline.and_then(|d| started.checked_add(d));
+    let deadline = deadline.and_then(|d| started?.checked_add(d));
     let no_func = || {
         Err(CallError::Trap {
             message: format!("no exported function `{export}`"),
@@ -359,7 +389,6 @@ async fn run(
         // `DomainShared::request` matched the arguments to the module's kind.
         _ => no_func(),
     };
-    dom.set_current(None);
     store.data_mut().call = None;
     result
 }
@@ -419,6 +448,8 @@ impl Worker {
         }
         let ctl = CallCtl::new(dom.id, false);
         store.data_mut().call = Some(ctl.clone());
+        ctl.running
+            .store(true, std::sync::atomic::Ordering::Release);
         dom.set_current(Some(ctl.clone()));
         store.set_epoch_deadline(1);
         let bound = dom.rt.policy.operation(Operation::FinalizerRun);
@@ -525,8 +556,10 @@ impl Drop for Worker {
 /// drops it first. See the [module docs](self).
 pub(crate) struct Detach<T: Send + 'static> {
     work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
-    /// The call to abort if the caller goes away (the embedder's `abort` operation).
-    call: Option<(Arc<DomainShared>, Arc<CallCtl>)>,
+    /// The call to abort if the caller goes away (the embedder's `abort` operation): the
+    /// domain's current call while the work is pending (its id, not a clone of its control
+    /// block, so that the worker can reuse the block once the call ends).
+    call: Option<(Arc<DomainShared>, crate::ids::CallId)>,
 }
 
 impl<T: Send + 'static> Detach<T> {
@@ -541,12 +574,12 @@ impl<T: Send + 'static> Detach<T> {
     /// Like [`new`](Self::new), for a call: if the caller goes away, the call is aborted.
     pub(crate) fn call(
         dom: Arc<DomainShared>,
-        ctl: Arc<CallCtl>,
+        call: crate::ids::CallId,
         work: Pin<Box<dyn Future<Output = T> + Send>>,
     ) -> Self {
         Detach {
             work: Some(work),
-            call: Some((dom, ctl)),
+            call: Some((dom, call)),
         }
     }
 }
@@ -569,7 +602,11 @@ impl<T: Send + 'static> Drop for Detach<T> {
         let Some(work) = self.work.take() else {
             return;
         };
-        if let Some((dom, ctl)) = self.call.take() {
+        // Pending work has not reached the end of its call (`Worker::serve` clears the
+        // current call, then returns without waiting), so the current call is this one.
+        if let Some((dom, id)) = self.call.take()
+            && let Some(ctl) = dom.current().filter(|c| c.id == id)
+        {
             dom.operation(&ctl, Operation::Abort, AbortReason::Embedder);
         }
         match tokio::runtime::Handle::try_current() {

@@ -205,3 +205,73 @@ async fn dropping_invoke_mid_call_leaves_the_domain_loaded_and_usable() {
     assert_eq!(out.values[0].unwrap_i32(), 42);
     assert_eq!(finished(&rec), ["aborted", "ok"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoke_refused_by_the_memory_gate_leaves_the_domain_idle_and_usable() {
+    // On an idle domain `invoke` takes the worker before admission: a refusal must give it
+    // back, or the next call would queue forever.
+    let (rt, rec) = runtime();
+    let m = rt.load_module(GUEST.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let too_much = CallOptions {
+        reserve: Some(u64::MAX / 2),
+        ..CallOptions::default()
+    };
+    let refused = d.invoke("answer", &[], too_much).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            warden::Error::Call(CallError::InsufficientMemory { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        !d.is_busy(),
+        "the refused call is still published as running"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        d.invoke("answer", &[], CallOptions::default()),
+    )
+    .await
+    .expect("the worker was not given back after the refusal")
+    .unwrap();
+    assert_eq!(out.values[0].unwrap_i32(), 42);
+    assert_eq!(finished(&rec), ["insufficient_memory", "ok"]);
+    assert_eq!(rt.memory().reserved, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invoke_on_a_warm_domain_is_a_new_call_even_after_an_abort() {
+    // The worker renews the last call's control block for the next one: nothing of the
+    // old call (its id, its delivered abort) may show in the new one.
+    let (rt, rec) = runtime();
+    let m = rt.load_module(GUEST.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let deadline = CallOptions {
+        deadline: Some(Duration::from_millis(20)),
+        ..CallOptions::default()
+    };
+    for _ in 0..3 {
+        let timed_out = d.invoke("spin", &[], deadline.clone()).await.unwrap_err();
+        assert!(
+            matches!(timed_out, warden::Error::Call(CallError::Timeout)),
+            "{timed_out:?}"
+        );
+        let out = d
+            .invoke("answer", &[], CallOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.values[0].unwrap_i32(), 42);
+    }
+    assert_eq!(
+        finished(&rec),
+        ["timeout", "ok", "timeout", "ok", "timeout", "ok"]
+    );
+    let ids: std::collections::HashSet<u64> = rec
+        .named("call_started")
+        .iter()
+        .map(|e| e["call"].as_u64().expect("a call id"))
+        .collect();
+    assert_eq!(ids.len(), 6, "call ids were reused");
+}
