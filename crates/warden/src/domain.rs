@@ -962,7 +962,10 @@ impl DomainShared {
                 self.carry_out(Some(ctl), effect, AbortReason::Policy);
             }
         }
-        if ctl.admitted.swap(false, Ordering::SeqCst) {
+        // A load and a store, not a swap: a call is finished once, by whoever holds its
+        // request (run, refused or drained), and only `admit` and this touch the flag.
+        if ctl.admitted.load(Ordering::Acquire) {
+            ctl.admitted.store(false, Ordering::Relaxed);
             self.life.call_ended();
         }
         self.emit_call_finished(ctl, result, started, || match result {
