@@ -845,18 +845,8 @@ impl DomainShared {
             })
         };
         let (worker, ctl) = match taken {
-            Some(taken) => taken,
-            None => {
-                let ctl = CallCtl::new(self.id, options.background);
-                let req = CallRequest {
-                    ctl,
-                    sig,
-                    args,
-                    deadline: options.deadline,
-                    reply: None,
-                };
-                return self.invoke_request(req, &options).await;
-            }
+            Some((worker, ctl)) => (Some(worker), ctl),
+            None => (None, CallCtl::new(self.id, options.background)),
         };
         let req = CallRequest {
             ctl,
@@ -864,6 +854,9 @@ impl DomainShared {
             args,
             deadline: options.deadline,
             reply: None,
+        };
+        let Some(worker) = worker else {
+            return self.invoke_request(req, &options).await;
         };
         if let Err(e) = self.admit(&req.ctl, &options) {
             // Refused after all: the worker goes back (to the queue, or to an unload that
