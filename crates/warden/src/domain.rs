@@ -172,6 +172,10 @@ pub(crate) struct DomainShared {
     unloaded: Notify,
     /// Calls that failed `domain_unloaded`, for the unload report.
     calls_failed: AtomicU64,
+    /// Held by the unloader while it fails the queue it took, after the slot lock: the report
+    /// waits for it, since a busy worker may finish the unload meanwhile, and the queue's
+    /// calls belong in the report's `calls_failed` (and their events before `domain_unloaded`).
+    failing_queue: Mutex<()>,
     /// What critical releases gave back, for the unload report.
     pub(crate) tally: Tally,
     /// Bytes of linear memory and tables the domain holds now (mirrors its account).
@@ -286,6 +290,7 @@ impl Domain {
             report: OnceLock::new(),
             unloaded: Notify::new(),
             calls_failed: AtomicU64::new(0),
+            failing_queue: Mutex::new(()),
             tally: Tally::default(),
             memory_used: AtomicU64::new(0),
             account: Arc::new(rt.budget.account_limited(config.max_memory)),
@@ -1216,10 +1221,14 @@ impl DomainShared {
         }
         let queued = std::mem::take(&mut slot.queue);
         let worker = slot.worker.take();
+        // Taken before the slot lock is let go, so no report can be published in between.
+        let failing = (!queued.is_empty())
+            .then(|| self.failing_queue.lock().unwrap_or_else(|p| p.into_inner()));
         drop(slot);
         for req in queued {
             let _ = self.refuse(req, CallError::DomainUnloaded);
         }
+        drop(failing);
         worker
     }
 
@@ -1259,6 +1268,8 @@ impl DomainShared {
         handles_released: u64,
         memory_released: u64,
     ) {
+        // The queue the unloader took is failed (and counted) first.
+        drop(self.failing_queue.lock().unwrap_or_else(|p| p.into_inner()));
         let report = UnloadReport {
             rude: self.life.is_rude(),
             calls_failed: self.calls_failed.load(Ordering::Relaxed),

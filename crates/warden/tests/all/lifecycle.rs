@@ -275,3 +275,50 @@ async fn each_invoke_on_a_warm_domain_is_a_new_call_even_after_an_abort() {
         .collect();
     assert_eq!(ids.len(), 6, "call ids were reused");
 }
+
+/// The unloader fails the queue it took after letting the slot go, while the busy worker,
+/// its call aborted, may finish the unload on another thread. The report waits for the
+/// queue: here the unloader is held up in its first refusal's event (a subscriber that
+/// sleeps on the test's own thread), long enough for the worker to get there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unload_report_counts_the_queue_even_when_the_worker_finishes_first() {
+    let (rt, rec) = runtime();
+    let unloader = std::thread::current().id();
+    rt.subscribe(move |e| {
+        if std::thread::current().id() == unloader && e.to_json().contains("\"call_finished\"") {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    let m = rt.load_module(common::HOSTILE.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let spinning = d.call("spin", &[], CallOptions::default()).unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|_| d.call("answer", &[], CallOptions::default()).unwrap())
+        .collect();
+    wait_until("the spin runs", || d.is_busy()).await;
+    let report = d.unload().await;
+    assert_eq!(
+        report.calls_failed, 4,
+        "the spin and the three queued calls"
+    );
+    assert_eq!(
+        spinning.join().await.unwrap_err(),
+        CallError::DomainUnloaded
+    );
+    for q in queued {
+        assert_eq!(q.join().await.unwrap_err(), CallError::DomainUnloaded);
+    }
+    // Every call's event comes before the domain's `domain_unloaded`.
+    let names: Vec<String> = rec
+        .json()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .filter(|n| n == "call_finished" || n == "domain_unloaded")
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("domain_unloaded"),
+        "{names:?}"
+    );
+}
