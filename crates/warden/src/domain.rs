@@ -951,8 +951,10 @@ impl DomainShared {
         } else {
             CriticalRelease::of(self).call(ctl);
         }
+        // Admitted: queued or in flight (a caller turned away at the door never was).
+        let admitted = ctl.admitted.load(Ordering::Acquire);
         if let Err(e) = result {
-            if e.outcome() == crate::call::Outcome::DomainUnloaded {
+            if admitted && e.outcome() == crate::call::Outcome::DomainUnloaded {
                 self.calls_failed.fetch_add(1, Ordering::Relaxed);
             }
             if ran {
@@ -962,7 +964,7 @@ impl DomainShared {
         }
         // A load and a store, not a swap: a call is finished once, by whoever holds its
         // request (run, refused or drained), and only `admit` and this touch the flag.
-        if ctl.admitted.load(Ordering::Acquire) {
+        if admitted {
             ctl.admitted.store(false, Ordering::Relaxed);
             self.life.call_ended();
         }

@@ -438,19 +438,24 @@ impl Worker {
                 Finalizer::Component(func)
             }
         };
-        match dom.life.claim_finalizer() {
-            FinalizerClaim::Run => {}
-            FinalizerClaim::Skip => {
-                skipped();
-                return false;
-            }
-            FinalizerClaim::AlreadyClaimed => return false,
-        }
+        // Published before the claim: an unload turned rude after a polite claim then finds
+        // the finalizer to abort (published after, it would find nothing, and the finalizer
+        // would run on, bounded only by the policy).
         let ctl = CallCtl::new(dom.id, false);
-        store.data_mut().call = Some(ctl.clone());
         ctl.running
             .store(true, std::sync::atomic::Ordering::Release);
         dom.set_current(Some(ctl.clone()));
+        match dom.life.claim_finalizer() {
+            FinalizerClaim::Run => {}
+            claim => {
+                dom.set_current(None);
+                if claim == FinalizerClaim::Skip {
+                    skipped();
+                }
+                return false;
+            }
+        }
+        store.data_mut().call = Some(ctl.clone());
         store.set_epoch_deadline(1);
         let bound = dom.rt.policy.operation(Operation::FinalizerRun);
         let ran = {

@@ -506,3 +506,33 @@ fn handles_are_released_even_when_the_async_runtime_ends_mid_unload() {
     drop(domains);
     assert_eq!(released.load(Ordering::SeqCst), 20);
 }
+
+/// `calls_failed` counts the queued and in-flight calls the unload ended, not callers turned
+/// away at the door while it ran (here, during a finalizer that runs until its bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_refused_during_the_unload_are_not_counted_as_failed_by_it() {
+    let (rt, rec) = runtime_with(policy(&[(Operation::FinalizerRun, 300, Action::Abort)]));
+    let m = rt.load_module(STUBBORN.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let unloading = tokio::spawn({
+        let d = d.clone();
+        async move { d.unload().await }
+    });
+    // The finalizer runs as the domain's current code.
+    common::wait_until("the finalizer runs", || d.is_busy()).await;
+    for _ in 0..3 {
+        let late = d.call("wedge", &[], CallOptions::default()).unwrap();
+        assert_eq!(late.join().await.unwrap_err(), CallError::DomainUnloaded);
+    }
+    let report = tokio::time::timeout(ENDS_WITHIN, unloading)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.calls_failed, 0, "{report:?}");
+    let ev = of(&rec, &d);
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "call_finished").count(),
+        3,
+        "each refused call is still reported"
+    );
+}
