@@ -52,6 +52,31 @@ fn main() {
                 }
             })
         }
+        // Row i: N fresh component domains, each created, called once and unloaded.
+        Some("warden-component-fresh") => {
+            let w = WardenSide::new();
+            let module =
+                w.rt.load_module(COMPONENT.as_bytes())
+                    .expect("component loads");
+            run(&rt, async move {
+                for _ in 0..n {
+                    let d =
+                        w.rt.create_domain(&module, Default::default())
+                            .await
+                            .expect("domain");
+                    common::warden_component_call(&d).await;
+                    d.unload().await;
+                }
+            })
+        }
+        Some("bare-component-fresh") => {
+            let bare = BareComponent::new(BareSide::new(WardenSide::new().pooling()));
+            run(&rt, async move {
+                for _ in 0..n {
+                    bare.create_call_drop().await;
+                }
+            })
+        }
         _ => {
             warden_side(&rt, n);
             bare_side(&rt, n);
