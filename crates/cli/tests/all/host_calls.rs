@@ -30,6 +30,30 @@ fn stdout_flooder() -> String {
     guest("flooder.wat", &flooder("_start", STDOUT, ""))
 }
 
+/// A WASI command that writes 64 KiB blocks to stdout forever, and logs `full` once its
+/// fourth write has returned: 256 KiB taken, of which at most the pipe's 64 KiB left the
+/// process. So from then on the exit's flush has bytes to wait for (a write returns while
+/// the 256 KiB buffer has room, so a fifth one still returns; the seventh never does).
+fn stdout_flooder_that_logs_when_full() -> String {
+    guest(
+        "flooder-logs-full.wat",
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "warden" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 32) "full")
+  (func (export "_start") (local $n i32)
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (if (i32.eq (local.get $n) (i32.const 4))
+        (then (call $log (i32.const 2) (i32.const 32) (i32.const 4))))
+      (br $l))))"#,
+    )
+}
+
 /// A scratch file of this module (`common::write`).
 fn guest(name: &str, text: &str) -> String {
     common::write(name, text)
@@ -94,8 +118,10 @@ fn a_read_of_a_silent_stdin_does_not_hold_an_exit_at_sigterm() {
 
 #[test]
 fn a_second_signal_ends_the_process_while_stdout_is_stalled() {
-    let mut run = stalled(&[&stdout_flooder()]);
-    run.wait_for_event("call_started");
+    let mut run = stalled(&[&stdout_flooder_that_logs_when_full()]);
+    // Not at `call_started`: on a loaded machine the exit could come before the buffer
+    // filled, and then nothing would hold it for the second signal to cut.
+    run.wait_for_event("guest_log");
     run.signal("TERM");
     // The orderly exit waits (boundedly) for the stalled reader; the second signal cuts it.
     run.wait_for_event("shutdown_phase");
