@@ -114,6 +114,9 @@ pub(crate) struct CompiledComponent {
     pub(crate) pre: Arc<OnceLock<wasmtime::component::InstancePre<DomainState>>>,
     /// The `wasi:http/incoming-handler` bindings, looked up at its first HTTP call.
     pub(crate) http: Arc<OnceLock<Result<wasmtime_wasi_http::p2::bindings::ProxyIndices, String>>>,
+    /// It imports a `wasi:` interface: only then does a domain build it a WASI context (as a
+    /// core module gets one only if it imports `wasi_snapshot_preview1`).
+    pub(crate) imports_wasi: bool,
 }
 
 impl CompiledComponent {
@@ -143,12 +146,17 @@ impl CompiledComponent {
                     .find(|e| e.path.len() == 1 && e.path[0] == FINALIZER)
             })
             .map(|e| e.index);
+        let imports_wasi = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("wasi:"));
         CompiledComponent {
             component,
             exports: exports.into(),
             finalizer,
             pre: Arc::new(OnceLock::new()),
             http: Arc::new(OnceLock::new()),
+            imports_wasi,
         }
     }
 
@@ -417,7 +425,9 @@ fn val_kind(val: &Val) -> &'static str {
 /// A component domain's preview2 WASI state: the context and the resource table it keeps
 /// streams, files and pollables in. Dropped with the store.
 pub(crate) struct WasiP2 {
-    pub(crate) ctx: wasmtime_wasi::WasiCtx,
+    /// `None` for a component that imports no `wasi:` interface (building one seeds a CSPRNG
+    /// and allocates, a tenth of a fresh domain's cost).
+    pub(crate) ctx: Option<wasmtime_wasi::WasiCtx>,
     pub(crate) table: wasmtime::component::ResourceTable,
     /// `wasi:http`'s context and outbound policy (its resources are in `table`).
     pub(crate) http: crate::http::HttpState,
@@ -430,7 +440,11 @@ impl wasmtime_wasi::WasiView for DomainState {
             .as_mut()
             .expect("the component linker is only used with component stores, which have one");
         wasmtime_wasi::WasiCtxView {
-            ctx: &mut p2.ctx,
+            // Only a component that imports WASI can reach WASI's host functions, and it has
+            // its context; were that ever not so, an empty context grants nothing.
+            ctx: p2
+                .ctx
+                .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build()),
             table: &mut p2.table,
         }
     }

@@ -271,10 +271,13 @@ impl Domain {
                 true => (Some(crate::wasi::builder(&config.wasi)?.build_p1()), None),
                 false => (None, None),
             },
-            Code::Component(_) => (
+            Code::Component(c) => (
                 None,
                 Some(Box::new(crate::component::WasiP2 {
-                    ctx: crate::wasi::builder(&config.wasi)?.build(),
+                    ctx: match c.imports_wasi {
+                        true => Some(crate::wasi::builder(&config.wasi)?.build()),
+                        false => None,
+                    },
                     table: wasmtime::component::ResourceTable::new(),
                     http: crate::http::HttpState::new(&config.http),
                 })),
