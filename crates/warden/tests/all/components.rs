@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden::component::FINALIZER;
 use warden::wasmtime::component::Val;
-use warden::{CallError, CallOptions, DomainConfig, Error, RuntimeConfig, WasiConfig};
+use warden::{CallError, CallOptions, DomainConfig, Error, Preopen, RuntimeConfig, WasiConfig};
 
 fn opts() -> CallOptions {
     CallOptions::default()
@@ -937,4 +937,35 @@ async fn the_sdk_finalizer_interface_is_the_finalizer_and_wins_over_the_top_leve
         assert!(report.finalizer_ran, "both = {both}");
         assert_eq!(logs(&rec, &d), ["interface"], "both = {both}");
     }
+}
+
+/// A WASI context is built only for a component that imports WASI, as for a core module
+/// that imports preview1: a component without `wasi:` imports never opens its preopens (a
+/// missing directory is no error there), and a WASI command still does (it is one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_component_that_imports_wasi_opens_its_preopens() {
+    let (rt, _rec) = common::runtime();
+    let missing = std::env::temp_dir().join(format!("warden-missing-{}", std::process::id()));
+    let config = || {
+        let mut c = DomainConfig::default();
+        c.wasi.preopens.push(Preopen::new(&missing, "/data"));
+        c
+    };
+    let typed = rt.load_module(&components::typed()).unwrap();
+    let d = rt
+        .create_domain(&typed, config())
+        .await
+        .expect("no WASI imported: nothing to open");
+    let out = d
+        .invoke_component("add", &[Val::S32(40), Val::S32(2)], CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.component_values, [Val::S32(42)]);
+    d.unload().await;
+    let command = rt.load_module(&components::command()).unwrap();
+    let e = rt
+        .create_domain(&command, config())
+        .await
+        .expect_err("a WASI command opens its preopens");
+    assert!(e.to_string().contains("warden-missing-"), "{e}");
 }
