@@ -426,7 +426,7 @@ fn val_kind(val: &Val) -> &'static str {
 /// streams, files and pollables in. Dropped with the store.
 pub(crate) struct WasiP2 {
     /// `None` for a component that imports no `wasi:` interface (building one seeds a CSPRNG
-    /// and allocates, a tenth of a fresh domain's cost).
+    /// and allocates: a seventh of a fresh component domain's instructions).
     pub(crate) ctx: Option<wasmtime_wasi::WasiCtx>,
     pub(crate) table: wasmtime::component::ResourceTable,
     /// `wasi:http`'s context and outbound policy (its resources are in `table`).
