@@ -11,15 +11,35 @@ const STDERR: u32 = 2;
 /// A WASI module whose export `export` writes 64 KiB blocks to `fd` forever, with the
 /// functions of `more` beside it.
 fn flooder(export: &str, fd: u32, more: &str) -> String {
+    flooding(export, fd, more, false)
+}
+
+/// [`flooder`]'s module; with `log_when_full`, it logs `full` once its fourth write has
+/// returned: 256 KiB taken, of which at most the pipe's 64 KiB left the process, so from
+/// then on an exit's flush has bytes to wait for. (A write returns only while the 256 KiB
+/// buffer has room, so on a stalled stdout the sixth never does.)
+fn flooding(export: &str, fd: u32, more: &str, log_when_full: bool) -> String {
+    let (import, log) = match log_when_full {
+        true => (
+            r#"(import "warden" "log" (func $log (param i32 i32 i32)))"#,
+            r#"(if (i32.eq (local.get $n) (i32.const 4))
+        (then (call $log (i32.const 2) (i32.const 32) (i32.const 4))))"#,
+        ),
+        false => ("", ""),
+    };
     format!(
         r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  {import}
   (memory (export "memory") 2)
-  (func (export "{export}")
+  (data (i32.const 32) "full")
+  (func (export "{export}") (local $n i32)
     (i32.store (i32.const 0) (i32.const 1024))
     (i32.store (i32.const 4) (i32.const 65536))
     (loop $l
       (drop (call $write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 16)))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      {log}
       (br $l)))
   {more})"#
     )
@@ -30,27 +50,11 @@ fn stdout_flooder() -> String {
     guest("flooder.wat", &flooder("_start", STDOUT, ""))
 }
 
-/// A WASI command that writes 64 KiB blocks to stdout forever, and logs `full` once its
-/// fourth write has returned: 256 KiB taken, of which at most the pipe's 64 KiB left the
-/// process. So from then on the exit's flush has bytes to wait for (a write returns while
-/// the 256 KiB buffer has room, so a fifth one still returns; the seventh never does).
+/// [`stdout_flooder`], which logs once stdout is stalled for good.
 fn stdout_flooder_that_logs_when_full() -> String {
     guest(
         "flooder-logs-full.wat",
-        r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (import "warden" "log" (func $log (param i32 i32 i32)))
-  (memory (export "memory") 2)
-  (data (i32.const 32) "full")
-  (func (export "_start") (local $n i32)
-    (i32.store (i32.const 0) (i32.const 1024))
-    (i32.store (i32.const 4) (i32.const 65536))
-    (loop $l
-      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-      (local.set $n (i32.add (local.get $n) (i32.const 1)))
-      (if (i32.eq (local.get $n) (i32.const 4))
-        (then (call $log (i32.const 2) (i32.const 32) (i32.const 4))))
-      (br $l))))"#,
+        &flooding("_start", STDOUT, "", true),
     )
 }
 
