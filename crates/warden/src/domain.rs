@@ -33,7 +33,7 @@
 //! store, the worker, `drive`, the lifecycle and every release are the same for both; only
 //! instantiation, export lookup and the WASI context (preview1 or preview2) differ.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -58,6 +58,7 @@ use crate::memory::GuestMemory;
 use crate::release::{CriticalRelease, Tally};
 use crate::runtime::{Pre, RuntimeInner};
 use crate::scheduler::AtTick;
+use crate::signature::{LastSignature, Signature};
 use crate::worker::{Args, CallRequest, Detach, GuestInstance, Next, Worker};
 
 /// Per-domain limits and environment.
@@ -186,10 +187,8 @@ pub(crate) struct DomainShared {
     pub(crate) handles: DomainHandles,
     /// The tokio runtime the domain was created on: where detached work runs.
     tokio: tokio::runtime::Handle,
-    /// Export signatures calls were checked against (see [`Signature`]).
-    signatures: Mutex<Signatures>,
-    /// The first export called, with its signature: the lock-free case of `signatures`.
-    first_signature: std::sync::OnceLock<(Arc<str>, Arc<Signature>)>,
+    /// The last export signature looked up (the module keeps them all: `signature.rs`).
+    last_signature: LastSignature,
     /// The domains this one's guest may call (`domain_call`), by link name.
     pub(crate) links: crate::domain_call::Links,
 }
@@ -299,8 +298,7 @@ impl Domain {
             account: Arc::new(rt.budget.account_limited(config.max_memory)),
             handles: DomainHandles::new(config.max_handles, id, Arc::downgrade(rt)),
             tokio: tokio::runtime::Handle::current(),
-            signatures: Mutex::new(Signatures::default()),
-            first_signature: std::sync::OnceLock::new(),
+            last_signature: LastSignature::default(),
             links: Default::default(),
         });
         let embedder = match &module.code {
@@ -606,70 +604,13 @@ impl DomainShared {
         self.lock_slot().current.clone()
     }
 
-    /// The signature of the function export `export` (see [`Signature`]).
-    fn signature(&self, export: &str) -> Result<Arc<Signature>, Error> {
-        // A domain mostly serves one export over and over: its first one is read without the
-        // lock (each lock is two atomic read-modify-writes on a warm call's path).
-        if let Some((name, sig)) = self.first_signature.get()
-            && **name == *export
-        {
-            return Ok(sig.clone());
-        }
-        let mut known = self.signatures.lock().unwrap_or_else(|p| p.into_inner());
-        // Then the last one called: one string compare, not a hash.
-        if let Some((name, sig)) = &known.last
-            && **name == *export
-        {
-            return Ok(sig.clone());
-        }
-        if let Some((name, sig)) = known.by_name.get_key_value(export) {
-            let (name, sig) = (name.clone(), sig.clone());
-            known.last = Some((name, sig.clone()));
-            return Ok(sig);
-        }
-        // The worker's handle cache is indexed by this.
-        let slot = known.by_name.len();
-        let sig = Arc::new(match &self.module.code {
-            Code::Core(m) => {
-                let Some(wasmtime::ExternType::Func(ty)) = m.get_export(export) else {
-                    return Err(Error::NoSuchExport(export.to_string()));
-                };
-                Signature {
-                    name: export.into(),
-                    slot,
-                    results: ty.results().len(),
-                    kind: {
-                        let params: Vec<wasmtime::ValType> = ty.params().collect();
-                        let results: Vec<wasmtime::ValType> = ty.results().collect();
-                        SigKind::Core {
-                            shape: crate::typed_call::Shape::of(&params, &results),
-                            params,
-                        }
-                    },
-                }
-            }
-            Code::Component(c) => {
-                let (found, index) = c.resolve(export)?;
-                Signature {
-                    name: found.name.as_str().into(),
-                    slot,
-                    results: found.results(),
-                    kind: SigKind::Component {
-                        params: found.params(),
-                        export: found,
-                        index,
-                    },
-                }
-            }
-        });
-        // Bounded by the module's exports: only exports that exist are kept.
-        let name: Arc<str> = export.into();
-        known.by_name.insert(name.clone(), sig.clone());
-        if slot == 0 {
-            // Set once, under the lock, by the first export's first call.
-            let _ = self.first_signature.set((name.clone(), sig.clone()));
-        }
-        known.last = Some((name, sig.clone()));
+    /// The signature of `export`, checked against `args` (the request's own errors).
+    fn checked(&self, export: &str, args: &Args) -> Result<Arc<Signature>, Error> {
+        let sig = self
+            .module
+            .signatures
+            .get(&self.module.code, export, &self.last_signature)?;
+        sig.check(export, args)?;
         Ok(sig)
     }
 
@@ -710,63 +651,6 @@ impl DomainShared {
             deadline: options.deadline,
             reply,
         })
-    }
-
-    /// The signature of `export`, checked against `args` (the request's own errors).
-    fn checked(&self, export: &str, args: &Args) -> Result<Arc<Signature>, Error> {
-        let sig = self.signature(export)?;
-        match (&sig.kind, args) {
-            (SigKind::Core { params, .. }, Args::Core(args)) => {
-                check_signature(params, export, args)?
-            }
-            (SigKind::Core { params, .. }, Args::Bytes(_)) => {
-                use wasmtime::ValType;
-                let fits = matches!(params[..], [ValType::I32, ValType::I32]) && sig.results == 1;
-                if !fits {
-                    return Err(Error::BadArguments {
-                        name: export.to_string(),
-                        expected: "a byte call's (i32, i32) -> i64".into(),
-                        given: format!(
-                            "({}) with {} results",
-                            params
-                                .iter()
-                                .map(|p| p.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            sig.results
-                        ),
-                    });
-                }
-            }
-            (SigKind::Component { .. }, Args::Bytes(_)) => {
-                return Err(Error::NoSuchExport(format!(
-                    "{export}` in a core module for a byte call; the domain holds a component"
-                )));
-            }
-            (SigKind::Component { export, params, .. }, Args::Component(args)) => {
-                crate::component::check_args(export, params, args)?
-            }
-            // `Domain::call_http` checked that this is the handler of a wasi:http/proxy.
-            (SigKind::Component { .. }, Args::Http { .. }) => {}
-            (SigKind::Core { .. }, Args::Http { .. }) => {
-                return Err(Error::NoSuchExport(format!(
-                    "{export}`: the domain holds a core module, not a wasi:http/proxy component"
-                )));
-            }
-            (SigKind::Core { .. }, Args::Component(_)) => {
-                return Err(Error::NoSuchExport(format!(
-                    "{export}` in a component; the domain holds a core module: call it with \
-                     `invoke` or `call"
-                )));
-            }
-            (SigKind::Component { .. }, Args::Core(_)) => {
-                return Err(Error::NoSuchExport(format!(
-                    "{export}` in a core module; the domain holds a component: call it with \
-                     `invoke_component` or `call_component"
-                )));
-            }
-        }
-        Ok(sig)
     }
 
     /// Ends a call that never ran: released, counted, reported, answered.
@@ -1453,88 +1337,4 @@ pub(crate) fn classify(ctl: &CallCtl, e: wasmtime::Error) -> CallResult {
         });
     }
     Err(CallError::Trap { message, backtrace })
-}
-
-/// The export signatures a domain's calls were checked against, by the name they were called
-/// by, and the last one asked for.
-#[derive(Default)]
-struct Signatures {
-    by_name: HashMap<Arc<str>, Arc<Signature>>,
-    last: Option<(Arc<str>, Arc<Signature>)>,
-}
-
-/// What a call needs of an export's type, looked up once per domain and export: asking
-/// wasmtime for a function's type roots it in the engine's type registry, which costs more
-/// than the rest of a warm call's bookkeeping.
-pub(crate) struct Signature {
-    /// The export's name (a component's: its full path), shared by every call of it.
-    pub(crate) name: Arc<str>,
-    /// Dense per domain (the order exports were first called): the index of the export's
-    /// function handle in the worker's cache.
-    pub(crate) slot: usize,
-    pub(crate) results: usize,
-    pub(crate) kind: SigKind,
-}
-
-/// A core export's parameters, or a component export's type and index.
-pub(crate) enum SigKind {
-    Core {
-        params: Vec<wasmtime::ValType>,
-        /// When the signature has a typed call (see `typed_call`).
-        shape: Option<crate::typed_call::Shape>,
-    },
-    Component {
-        export: crate::component::ComponentExport,
-        /// The export's parameter types, looked up once (each lookup builds them anew).
-        params: Vec<wasmtime::component::types::Type>,
-        index: wasmtime::component::ComponentExportIndex,
-    },
-}
-
-/// Checks that `args` fit `export`'s parameters.
-fn check_signature(
-    params: &[wasmtime::ValType],
-    export: &str,
-    args: &[wasmtime::Val],
-) -> Result<(), Error> {
-    // Compared without allocating: this runs on every call.
-    let fits = params.len() == args.len() && params.iter().zip(args).all(|(p, a)| fits_param(p, a));
-    if !fits {
-        let expected: Vec<String> = params.iter().map(|p| p.to_string()).collect();
-        let given: Vec<String> = args.iter().map(val_type_name).collect();
-        return Err(Error::BadArguments {
-            name: export.to_string(),
-            expected: expected.join(", "),
-            given: given.join(", "),
-        });
-    }
-    Ok(())
-}
-
-/// Whether `arg` can be passed for a parameter of type `param` (references are checked by
-/// wasmtime itself, against the store they belong to).
-fn fits_param(param: &wasmtime::ValType, arg: &wasmtime::Val) -> bool {
-    use wasmtime::{Val, ValType};
-    match param {
-        ValType::I32 => matches!(arg, Val::I32(_)),
-        ValType::I64 => matches!(arg, Val::I64(_)),
-        ValType::F32 => matches!(arg, Val::F32(_)),
-        ValType::F64 => matches!(arg, Val::F64(_)),
-        ValType::V128 => matches!(arg, Val::V128(_)),
-        ValType::Ref(_) => !matches!(
-            arg,
-            Val::I32(_) | Val::I64(_) | Val::F32(_) | Val::F64(_) | Val::V128(_)
-        ),
-    }
-}
-
-fn val_type_name(v: &wasmtime::Val) -> String {
-    match v {
-        wasmtime::Val::I32(_) => "i32".into(),
-        wasmtime::Val::I64(_) => "i64".into(),
-        wasmtime::Val::F32(_) => "f32".into(),
-        wasmtime::Val::F64(_) => "f64".into(),
-        wasmtime::Val::V128(_) => "v128".into(),
-        _ => "ref".into(),
-    }
 }

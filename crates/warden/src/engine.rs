@@ -99,6 +99,8 @@ pub enum Allocator {
 pub struct Module {
     pub(crate) code: Code,
     digest: Arc<str>,
+    /// Its export signatures, shared by its clones and its domains.
+    pub(crate) signatures: Arc<crate::signature::Signatures>,
 }
 
 /// What a [`Module`] holds.
@@ -171,7 +173,7 @@ pub(crate) struct WardenEngine {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) allocator: Allocator,
     config: EngineConfig,
-    cache: Mutex<HashMap<Arc<str>, Code>>,
+    cache: Mutex<HashMap<Arc<str>, Module>>,
     /// The on-disk precompiled cache, when configured.
     artifacts: Option<crate::precompiled::ArtifactCache>,
     ticker: Ticker,
@@ -269,10 +271,7 @@ impl WardenEngine {
             .unwrap_or_else(|p| p.into_inner())
             .get(&digest)
         {
-            return Ok(Module {
-                code: m.clone(),
-                digest,
-            });
+            return Ok(m.clone());
         }
         // Compile outside the cache lock: compilation can take long.
         let code = match &self.artifacts {
@@ -300,8 +299,13 @@ impl WardenEngine {
                 cache.remove(&k);
             }
         }
-        cache.insert(digest.clone(), code.clone());
-        Ok(Module { code, digest })
+        let module = Module {
+            code,
+            digest: digest.clone(),
+            signatures: Default::default(),
+        };
+        cache.insert(digest, module.clone());
+        Ok(module)
     }
 
     /// Compiles `bytes` within the configured bounds: the function count first (cheap, no

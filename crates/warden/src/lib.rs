@@ -53,6 +53,7 @@ mod release;
 pub mod runtime;
 pub mod scheduler;
 pub mod shutdown;
+mod signature;
 mod start;
 pub mod stdio;
 mod typed_call;

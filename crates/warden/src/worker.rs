@@ -30,10 +30,11 @@ use warden_core::lifecycle::FinalizerClaim;
 use warden_policy::Operation;
 
 use crate::call::{AbortReason, CallCtl, CallError, CallOutput, CallResult};
-use crate::domain::{DomainShared, DomainState, SigKind, Signature, classify};
+use crate::domain::{DomainShared, DomainState, classify};
 use crate::escalation::{Driven, Effect, drive, drive_pinned};
 use crate::events::EventKind;
 use crate::release::CriticalRelease;
+use crate::signature::{SigKind, Signature};
 
 /// The guest finalizer's export name (a core module's; a component's is
 /// [`component::FINALIZER`](crate::component::FINALIZER)).
@@ -79,6 +80,9 @@ enum GuestFunc {
     Component(wasmtime::component::Func),
 }
 
+/// The exports (by [`Signature::slot`]) whose function handles a worker keeps.
+const CACHED_FUNCS: usize = 64;
+
 struct Parts {
     store: wasmtime::Store<DomainState>,
     instance: GuestInstance,
@@ -103,14 +107,17 @@ impl Parts {
         if let Some(Some(f)) = self.funcs.get(sig.slot) {
             return Some(*f);
         }
+        // Slots are dense per module, not per domain: past this, a domain that calls one of
+        // a big module's later exports would hold a cache the size of the module's.
+        let cache = sig.slot < CACHED_FUNCS;
         let found = match (&self.instance, &sig.kind) {
             (GuestInstance::Core(i), SigKind::Core { shape, .. }) => {
                 let func = i.get_func(&mut self.store, &sig.name)?;
-                if let Some(shape) = shape {
+                if let Some(shape) = shape.filter(|_| cache) {
                     if self.typed.len() <= sig.slot {
                         self.typed.resize_with(sig.slot + 1, || None);
                     }
-                    self.typed[sig.slot] = TypedCore::of(*shape, func, &self.store);
+                    self.typed[sig.slot] = TypedCore::of(shape, func, &self.store);
                 }
                 GuestFunc::Core(func)
             }
@@ -119,10 +126,12 @@ impl Parts {
             }
             _ => return None,
         };
-        if self.funcs.len() <= sig.slot {
-            self.funcs.resize(sig.slot + 1, None);
+        if cache {
+            if self.funcs.len() <= sig.slot {
+                self.funcs.resize(sig.slot + 1, None);
+            }
+            self.funcs[sig.slot] = Some(found);
         }
-        self.funcs[sig.slot] = Some(found);
         Some(found)
     }
 }

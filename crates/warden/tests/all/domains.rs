@@ -557,3 +557,55 @@ async fn typed_and_untyped_signatures_answer_alike() {
         "{finished:?}"
     );
 }
+
+/// Export signatures are kept per module and their slots are dense per module, while each
+/// domain keeps the function handles of only the first 64: a module with more exports,
+/// called in opposite orders from two domains (and from a clone of the module loaded again),
+/// must still run the export named, and a bad call must still be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_export_of_a_big_module_answers_for_itself_in_every_domain() {
+    const N: i32 = 100;
+    let funcs: String = (0..N)
+        .map(|i| format!("(func (export \"f{i}\") (param i32) (result i32) local.get 0 i32.const {i} i32.add)\n"))
+        .collect();
+    let wat = format!("(module {funcs})");
+    let (rt, _) = runtime();
+    let m = rt.load_module(wat.as_bytes()).unwrap();
+    let again = rt.load_module(wat.as_bytes()).unwrap();
+    let a = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let b = rt
+        .create_domain(&again, DomainConfig::default())
+        .await
+        .unwrap();
+    for round in 0..2 {
+        for i in 0..N {
+            let j = N - 1 - i;
+            let got = a
+                .invoke(&format!("f{i}"), &[Val::I32(1000)], opts())
+                .await
+                .unwrap();
+            assert_eq!(
+                got.values[0].unwrap_i32(),
+                1000 + i,
+                "a: f{i}, round {round}"
+            );
+            let got = b
+                .invoke(&format!("f{j}"), &[Val::I32(2000)], opts())
+                .await
+                .unwrap();
+            assert_eq!(
+                got.values[0].unwrap_i32(),
+                2000 + j,
+                "b: f{j}, round {round}"
+            );
+        }
+    }
+    // A fresh domain finds every signature built, its handle cache empty.
+    let c = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let got = c.invoke("f99", &[Val::I32(1)], opts()).await.unwrap();
+    assert_eq!(got.values[0].unwrap_i32(), 100);
+    let err = c.invoke("f70", &[Val::I64(1)], opts()).await.unwrap_err();
+    assert!(matches!(err, Error::BadArguments { .. }), "{err:?}");
+    let err = c.invoke("f100", &[Val::I32(1)], opts()).await.unwrap_err();
+    assert!(matches!(err, Error::NoSuchExport(_)), "{err:?}");
+}
