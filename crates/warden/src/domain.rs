@@ -206,10 +206,11 @@ struct Owner(Arc<DomainShared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // Begun here, synchronously; the rest runs on a task that owns the worker, so even a
-        // tokio runtime that is gone (the task is dropped unrun) drops the store with it.
+        // Begun here, synchronously. An idle domain with no finalizer ends here too; else
+        // the rest runs on a task that owns the worker, so even a tokio runtime that is gone
+        // (the task is dropped unrun) drops the store with it.
         let rude = self.0.resolve_unload(false);
-        self.0.unload_in_background(rude);
+        self.0.unload_dropped(rude);
     }
 }
 
@@ -389,7 +390,10 @@ impl Domain {
         rt.events.emit(Some(id), None, || EventKind::DomainLoaded {
             module: module.digest().to_string(),
         });
-        shared.lock_slot().worker = Some(Box::new(Worker::new(shared.clone(), store, instance)));
+        // The start's control block is the first call's, renewed (if nothing kept it).
+        drop(start);
+        let worker = Worker::new(shared.clone(), store, instance, ctl);
+        shared.lock_slot().worker = Some(Box::new(worker));
         Ok(Domain {
             _owner: Arc::new(Owner(shared.clone())),
             shared,
@@ -1025,6 +1029,7 @@ impl DomainShared {
     /// end of unload runs on this task (and goes on by itself if this future is dropped).
     pub(crate) async fn unload(self: &Arc<Self>, rude: bool) -> UnloadReport {
         match self.start_unload(rude) {
+            Some(Some(mut worker)) if !self.module.has_finalizer() => worker.finish_unload_now(),
             Some(Some(worker)) => {
                 let dom = self.clone();
                 Detach::new(async move {
@@ -1036,6 +1041,16 @@ impl DomainShared {
             None => {}
         }
         self.wait_unloaded().await
+    }
+
+    /// The unload of a domain whose last handle went: it ends here too when it was idle and
+    /// there is no finalizer to wait for, else in the background.
+    fn unload_dropped(self: &Arc<Self>, rude: bool) {
+        match self.start_unload(rude) {
+            Some(Some(mut worker)) if !self.module.has_finalizer() => worker.finish_unload_now(),
+            Some(began) => self.finish_in_background(began),
+            None => {}
+        }
     }
 
     /// Starts an unload now and lets it finish in the background.
@@ -1134,6 +1149,10 @@ impl DomainShared {
     }
 
     pub(crate) async fn wait_unloaded(&self) -> UnloadReport {
+        // An idle domain's unload has mostly ended by now: no waiter to set up.
+        if let Some(report) = self.report.get() {
+            return report.clone();
+        }
         loop {
             let mut notified = std::pin::pin!(self.unloaded.notified());
             notified.as_mut().enable();

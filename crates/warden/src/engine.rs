@@ -101,6 +101,8 @@ pub struct Module {
     digest: Arc<str>,
     /// Its export signatures, shared by its clones and its domains.
     pub(crate) signatures: Arc<crate::signature::Signatures>,
+    /// Whether it exports its finalizer: looked up once, not at every unload.
+    finalizer: bool,
 }
 
 /// What a [`Module`] holds.
@@ -153,7 +155,11 @@ impl Module {
     /// Whether the guest exports its finalizer ([`FINALIZER`](crate::worker) for a core
     /// module, `warden-on-unload` for a component).
     pub(crate) fn has_finalizer(&self) -> bool {
-        match &self.code {
+        self.finalizer
+    }
+
+    fn exports_finalizer(code: &Code) -> bool {
+        match code {
             Code::Core(m) => m.get_export(crate::worker::FINALIZER).is_some(),
             Code::Component(c) => c.finalizer.is_some(),
         }
@@ -300,6 +306,7 @@ impl WardenEngine {
             }
         }
         let module = Module {
+            finalizer: Module::exports_finalizer(&code),
             code,
             digest: digest.clone(),
             signatures: Default::default(),

@@ -1,6 +1,6 @@
 //! The runtime: the owner of the engine, the policy, the event stream and every domain.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use warden_core::budget::{BudgetStats, MemoryBudget, Pressure, PressureHandler};
@@ -102,7 +102,7 @@ pub(crate) struct RuntimeInner {
     /// The coordinator holds it weakly; this is the strong reference that keeps it plugged in.
     _participant: Arc<RuntimeParticipant>,
     disabled: AtomicBool,
-    domains: Mutex<HashMap<DomainId, Weak<DomainShared>>>,
+    domains: Mutex<FxHashMap<DomainId, Weak<DomainShared>>>,
 }
 
 /// A Warden runtime. Cheap to clone; all clones share one engine, policy and set of domains.
@@ -165,7 +165,7 @@ impl Runtime {
             shutdown: shutdown.clone(),
             _participant: RuntimeParticipant::new(weak.clone()),
             disabled: AtomicBool::new(false),
-            domains: Mutex::new(HashMap::new()),
+            domains: Mutex::new(FxHashMap::default()),
         });
         shutdown.set_participant(inner._participant.clone());
         let weak = Arc::downgrade(&inner);
@@ -320,7 +320,7 @@ impl Drop for RuntimeInner {
 impl RuntimeInner {
     pub(crate) fn lock_domains(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<DomainId, Weak<DomainShared>>> {
+    ) -> std::sync::MutexGuard<'_, FxHashMap<DomainId, Weak<DomainShared>>> {
         self.domains.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -161,6 +161,7 @@ impl Worker {
         dom: Arc<DomainShared>,
         store: wasmtime::Store<DomainState>,
         instance: GuestInstance,
+        spare_ctl: Arc<CallCtl>,
     ) -> Self {
         Worker {
             dom,
@@ -172,7 +173,7 @@ impl Worker {
                 bytes_abi: None,
                 spent: false,
             }),
-            spare_ctl: None,
+            spare_ctl: Some(spare_ctl),
         }
     }
 
@@ -406,6 +407,9 @@ impl Worker {
     /// Runs `warden_on_unload` if exported and the lifecycle grants its one claim (at exit, or
     /// in a polite unload), bounded by the `finalizer-run` operation. Whether it ran to its end.
     pub(crate) async fn finalize(&mut self) -> bool {
+        if !self.dom.module.has_finalizer() {
+            return false;
+        }
         let dom = self.dom.clone();
         let Parts {
             store,
@@ -533,8 +537,21 @@ impl Worker {
     /// drained the queue: the finalizer (polite and not killed), the critical release, the
     /// store dropped, the report.
     pub(crate) async fn finish_unload(mut self: Box<Self>) {
-        let dom = self.dom.clone();
         let finalizer_ran = self.finalize().await;
+        self.release_and_drop(finalizer_ran);
+    }
+
+    /// [`finish_unload`](Self::finish_unload) with no finalizer to run: nothing waits, so
+    /// it ends before it returns (no task, no watch over its bounds).
+    pub(crate) fn finish_unload_now(&mut self) {
+        debug_assert!(!self.dom.module.has_finalizer());
+        self.release_and_drop(false);
+    }
+
+    /// The unload's end after all guest code: critical release, the store dropped, the
+    /// report published.
+    fn release_and_drop(&mut self, finalizer_ran: bool) {
+        let dom = self.dom.clone();
         let Some(parts) = self.parts.take() else {
             return;
         };

@@ -322,3 +322,43 @@ async fn the_unload_report_counts_the_queue_even_when_the_worker_finishes_first(
         "{names:?}"
     );
 }
+
+/// The last handle of an idle domain with no finalizer: its unload ends before `drop`
+/// returns (nothing waits, so no task is spawned for it), on a runtime whose one thread the
+/// test holds. One with a finalizer still runs it, on a task of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_last_handle_of_an_idle_domain_unloads_it_at_once_unless_it_has_a_finalizer() {
+    let (rt, rec) = runtime();
+    let m = rt.load_module(common::HOSTILE.as_bytes()).unwrap();
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    d.invoke("answer", &[], CallOptions::default())
+        .await
+        .unwrap();
+    drop(d);
+    assert_eq!(rt.domain_count(), 0);
+    let unloaded = rec.named("domain_unloaded");
+    assert_eq!(unloaded.len(), 1, "{unloaded:?}");
+
+    let with_finalizer = rt
+        .load_module(
+            br#"(module (global $n (mut i32) (i32.const 0))
+                 (func (export "warden_on_unload") (global.set $n (i32.const 1))))"#,
+        )
+        .unwrap();
+    let d = rt
+        .create_domain(&with_finalizer, DomainConfig::default())
+        .await
+        .unwrap();
+    drop(d);
+    wait_until("the finalizer ran", || {
+        rec.named("finalizer_ran")
+            .iter()
+            .any(|e| e["result"] == "ok")
+    })
+    .await;
+    wait_until("the second unload", || {
+        rec.named("domain_unloaded").len() == 2
+    })
+    .await;
+    assert_eq!(rt.domain_count(), 0);
+}
