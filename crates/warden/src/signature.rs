@@ -56,6 +56,7 @@ pub(crate) struct LastSignature(Mutex<Option<(Arc<str>, Arc<Signature>)>>);
 
 impl Signatures {
     /// The signature of the function export `export` of `code` (the module these are of).
+    #[inline]
     pub(crate) fn get(
         &self,
         code: &Code,
@@ -67,6 +68,17 @@ impl Signatures {
         {
             return Ok(sig.clone());
         }
+        self.get_other(code, export, last)
+    }
+
+    /// [`get`](Self::get) of an export other than the module's first.
+    #[inline(never)]
+    fn get_other(
+        &self,
+        code: &Code,
+        export: &str,
+        last: &LastSignature,
+    ) -> Result<Arc<Signature>, Error> {
         let mut last = last.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((name, sig)) = &*last
             && **name == *export
