@@ -253,8 +253,8 @@ fn plan(args: StressArgs) -> Result<Plan, String> {
     if args.cycles == Some(0) {
         return Err("--cycles: must be at least 1".into());
     }
-    if !(1..=256).contains(&args.concurrency) {
-        return Err("--concurrency: must be 1 to 256".into());
+    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
+        return Err(format!("--concurrency: must be 1 to {MAX_CONCURRENCY}"));
     }
     if !(0.0..=1.0).contains(&args.failpoint_rate) {
         return Err("--failpoint-rate: must be a probability, 0 to 1".into());
@@ -425,10 +425,20 @@ pub fn run(args: StressArgs) -> i32 {
     tokio.block_on(stress(plan))
 }
 
+/// The most cycles a round runs at once: each is one or two live domains.
+const MAX_CONCURRENCY: u64 = 1024;
+
 /// A runtime for the run, with its exit function recording instead of exiting: a policy exit
 /// action ends that runtime (it admits nothing more), and the run goes on with a new one.
 fn runtime(plan: &Plan, ledger: &Ledger) -> Result<Runtime, String> {
+    let defaults = warden::EngineConfig::default();
     let rt = Runtime::new(RuntimeConfig {
+        engine: warden::EngineConfig {
+            // A cycle holds up to two domains, a component several core instances: the pool
+            // must not be what refuses them.
+            pool_slots: defaults.pool_slots.max(4 * plan.concurrency as u32),
+            ..defaults
+        },
         host_functions: mix::host_functions(),
         policy: plan.policy.clone(),
         memory_budget: Some(plan.memory_budget),
