@@ -194,7 +194,8 @@ pub(crate) struct DomainShared {
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
-/// the domain is unloaded politely in the background.
+/// the domain is unloaded politely: at once when it is idle and has no finalizer, else in
+/// the background.
 #[derive(Clone)]
 pub struct Domain {
     pub(crate) shared: Arc<DomainShared>,
