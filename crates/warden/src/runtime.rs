@@ -280,7 +280,8 @@ impl Runtime {
     }
 
     /// Subscribes to the event stream. The callback runs on the thread that produced the
-    /// event; keep it short.
+    /// event, some events under a domain's lock: keep it short, and do not call into the
+    /// runtime or a domain from it (queue the event instead; see `docs/events.md`).
     pub fn subscribe(&self, sink: impl Fn(&Event) + Send + Sync + 'static) {
         self.inner.events.subscribe(Arc::new(sink));
     }
