@@ -165,7 +165,10 @@ fn bad_input_is_refused_with_what_was_wrong() {
         (&["--duration", "0s"], "must be a positive duration"),
         (&["--cycles", "0"], "--cycles: must be at least 1"),
         (&["--concurrency", "0"], "--concurrency: must be 1 to 1024"),
-        (&["--concurrency", "1025"], "--concurrency: must be 1 to 1024"),
+        (
+            &["--concurrency", "1025"],
+            "--concurrency: must be 1 to 1024",
+        ),
         (&["--max-memory", "lots"], "--max-memory"),
         (&["--policy", "nonsense-preset"], "nonsense-preset"),
     ];
