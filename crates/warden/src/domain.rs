@@ -194,8 +194,8 @@ pub(crate) struct DomainShared {
 }
 
 /// A handle to a domain. Cloning shares the domain; when the last `Domain` handle is dropped
-/// the domain is unloaded politely: at once when it is idle and has no finalizer, else in
-/// the background.
+/// the domain is unloaded politely: at once when it is idle and has no finalizer and no
+/// handle open, else in the background.
 #[derive(Clone)]
 pub struct Domain {
     pub(crate) shared: Arc<DomainShared>,
@@ -1045,10 +1045,13 @@ impl DomainShared {
     }
 
     /// The unload of a domain whose last handle went: it ends here too when it was idle and
-    /// there is no finalizer to wait for, else in the background.
+    /// there is no finalizer to wait for and no handle whose release function would run in
+    /// the embedder's `drop` (it might take a lock the dropper holds), else in the background.
     fn unload_dropped(self: &Arc<Self>, rude: bool) {
         match self.start_unload(rude) {
-            Some(Some(mut worker)) if !self.module.has_finalizer() => worker.finish_unload_now(),
+            Some(Some(mut worker)) if !self.module.has_finalizer() && self.handles.none_live() => {
+                worker.finish_unload_now()
+            }
             Some(began) => self.finish_in_background(began),
             None => {}
         }

@@ -72,6 +72,11 @@ impl DomainHandles {
         }
     }
 
+    /// Whether no handle is live: releasing them would run no embedder code.
+    pub(crate) fn none_live(&self) -> bool {
+        self.table.live() == 0
+    }
+
     /// The guest's `handle_close`: drops the owner's reference.
     pub(crate) fn close(&self, raw: u32) -> Result<(), HandleError> {
         self.table.close(Handle::from_raw(raw))

@@ -325,9 +325,11 @@ async fn the_unload_report_counts_the_queue_even_when_the_worker_finishes_first(
 
 /// The last handle of an idle domain with no finalizer: its unload ends before `drop`
 /// returns (nothing waits, so no task is spawned for it), on a runtime whose one thread the
-/// test holds. One with a finalizer still runs it, on a task of its own.
+/// test holds. One with a finalizer still runs it, on a task of its own, and one with a host
+/// resource open releases it there too, not inside `drop`.
 #[tokio::test(flavor = "current_thread")]
-async fn dropping_the_last_handle_of_an_idle_domain_unloads_it_at_once_unless_it_has_a_finalizer() {
+async fn dropping_the_last_handle_of_an_idle_domain_unloads_it_at_once_unless_it_has_a_finalizer_or_a_handle()
+ {
     let (rt, rec) = runtime();
     let m = rt.load_module(common::HOSTILE.as_bytes()).unwrap();
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
@@ -361,4 +363,23 @@ async fn dropping_the_last_handle_of_an_idle_domain_unloads_it_at_once_unless_it
     })
     .await;
     assert_eq!(rt.domain_count(), 0);
+
+    // A host resource's release function never runs inside the embedder's `drop`.
+    let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = released.clone();
+    d.insert_handle(7u32, move |_| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst)
+    })
+    .unwrap();
+    drop(d);
+    assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+    wait_until("the handle released", || {
+        released.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    wait_until("the third unload", || {
+        rec.named("domain_unloaded").len() == 3
+    })
+    .await;
 }
