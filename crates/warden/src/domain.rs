@@ -207,9 +207,10 @@ struct Owner(Arc<DomainShared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // Begun here, synchronously. An idle domain with no finalizer ends here too; else
-        // the rest runs on a task that owns the worker, so even a tokio runtime that is gone
-        // (the task is dropped unrun) drops the store with it.
+        // Begun here, synchronously. An idle domain with no finalizer and no handle open
+        // ends here too (`unload_dropped`); else the rest runs on a task that owns the
+        // worker, so even a tokio runtime that is gone (the task is dropped unrun) drops the
+        // store with it.
         let rude = self.0.resolve_unload(false);
         self.0.unload_dropped(rude);
     }

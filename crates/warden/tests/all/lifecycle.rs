@@ -5,6 +5,8 @@
 use crate::common;
 use crate::common::{Recorder, runtime, runtime_with, wait_until};
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use warden::{
     Action, CallError, CallOptions, DomainConfig, Operation, Outcome, Policy, RuntimeConfig, Val,
@@ -366,18 +368,13 @@ async fn dropping_the_last_handle_of_an_idle_domain_unloads_it_at_once_unless_it
 
     // A host resource's release function never runs inside the embedder's `drop`.
     let d = rt.create_domain(&m, DomainConfig::default()).await.unwrap();
-    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let released = Arc::new(AtomicBool::new(false));
     let flag = released.clone();
-    d.insert_handle(7u32, move |_| {
-        flag.store(true, std::sync::atomic::Ordering::SeqCst)
-    })
-    .unwrap();
+    d.insert_handle(7u32, move |_| flag.store(true, Ordering::SeqCst))
+        .unwrap();
     drop(d);
-    assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
-    wait_until("the handle released", || {
-        released.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    assert!(!released.load(Ordering::SeqCst));
+    wait_until("the handle released", || released.load(Ordering::SeqCst)).await;
     wait_until("the third unload", || {
         rec.named("domain_unloaded").len() == 3
     })
